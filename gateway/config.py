@@ -1,0 +1,515 @@
+"""Load one YAML file into typed, frozen config objects — once, at start and on reload.
+
+Every error names ``file:line`` and the key path (``gw.yaml:14: sources[1].baudrate: ...``).
+Unknown keys and duplicate keys are errors. Durations (``90s``, ``5m``, ``1h30m``) and sizes
+(``512MB``, ``1GiB``) are accepted wherever a duration or size is expected. Secrets never
+live in the YAML body: they come from ``*_file`` keys (resolved against systemd's
+``$CREDENTIALS_DIRECTORY`` when relative and that is set) or ``*_env`` keys naming an
+environment variable, and ``config show`` redacts them.
+
+Past this module nothing sees a dict: each component gets its own frozen section.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from gateway.errors import ConfigError, ConfigIssue
+
+# Names that end up inside MQTT topics and file names: no wildcards, separators or spaces.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+_NAME_RE = re.compile(NAME_PATTERN)
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?)[bB]?\s*$")
+_SIZE_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``90``, ``90s``, ``1.5h``, ``1h30m``, ``250ms``. Rejects negatives and junk."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 90s, 5m or 1h")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError("expected a duration such as 90s, 5m or 1h")
+    text = value.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    pos, total = 0, 0.0
+    for match in _DURATION_RE.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise ValueError(f"{value!r} is not a duration (use e.g. 90s, 5m, 1h30m, 7d)")
+    return total
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from ``4096``, ``512MB`` (10^6), ``1GiB`` (2^30)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 512MB")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected a size such as 512MB")
+    match = _SIZE_RE.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a size (use e.g. 512MB, 2GiB, 100000)")
+    number, prefix, binary = match.groups()
+    base = 1024 if binary else 1000
+    return int(float(number) * base ** _SIZE_POWERS[prefix.lower()])
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+def check_name(value: str, what: str = "name") -> str:
+    if not _NAME_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid {what}: use letters, digits and _ . : - "
+            "(no spaces, '/', '+' or '#'), at most 128 characters"
+        )
+    return value
+
+
+Name = Annotated[str, BeforeValidator(lambda v: check_name(v) if isinstance(v, str) else v)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class GatewaySection(Section):
+    id: Name = "liquid-gateway"
+    data_dir: Path = Path("/var/lib/liquid-gateway")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class ModelSection(Section):
+    path: Path | None = None  # None: the packaged default model
+    runtime: Literal["auto", "litert", "tflite-runtime", "tensorflow", "numpy"] = "auto"
+
+
+class DetectorSection(Section):
+    warmup: int = Field(300, ge=0, description="readings per stream before alerts are allowed")
+    baseline_halflife: Duration = 3600.0
+    threshold: float = Field(0.999, gt=0.0, lt=1.0)
+    clear_threshold: float = Field(0.99, gt=0.0, lt=1.0)
+    min_duration: int = Field(3, ge=1, description="consecutive readings over threshold")
+    cooldown: Duration = 300.0
+    max_gap: Duration = 600.0
+    drift_threshold: float = Field(3.0, gt=0.0, description="baseline move, in scales")
+    drift_halflife: Duration = 86400.0
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> DetectorSection:
+        if self.clear_threshold > self.threshold:
+            raise ValueError("clear_threshold must not be above threshold")
+        return self
+
+
+class TlsSection(Section):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+class BrokerSection(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    tls: TlsSection | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    password_env: str | None = None
+    keepalive: int = Field(30, ge=5, le=3600)
+    protocol: Literal["5", "3.1.1"] = "5"
+    client_id: Name | None = None
+    # Filled by load_config from password_file / password_env; never read from YAML.
+    password: SecretStr | None = Field(None, exclude=True)
+
+    @field_validator("host")
+    @classmethod
+    def _host_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("host must not be empty")
+        return value
+
+
+class FieldSpec(Section):
+    """How to turn one raw field into a stream value."""
+
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str | None = None
+
+
+class SerialSource(Section):
+    type: Literal["serial"]
+    name: Name
+    port: str
+    baudrate: int = Field(9600, ge=50, le=4_000_000)
+    bytesize: Literal[5, 6, 7, 8] = 8
+    parity: Literal["N", "E", "O", "M", "S"] = "N"
+    stopbits: Literal[1, 1.5, 2] = 1
+    format: Literal["csv", "kv", "json"] = "csv"
+    fields: list[Name] = Field(default_factory=list)
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    timestamp_field: str | None = None
+    max_line: int = Field(4096, ge=16, le=1_048_576)
+    read_timeout: Duration = 1.0
+    stream_prefix: str = ""  # stream = stream_prefix + field name
+    units: dict[str, FieldSpec] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _csv_needs_fields(self) -> SerialSource:
+        if self.format == "csv" and not self.fields:
+            raise ValueError("format csv needs a 'fields' list naming the columns")
+        return self
+
+
+class Subscription(Section):
+    topic: str
+    format: Literal["json", "number"] = "json"
+    qos: Literal[0, 1, 2] = 1
+    # Stream name template: {topic} (topic with '/' turned into '.'), {0}, {1}, ... (topic
+    # segments), {field} (JSON key). Default: '{topic}.{field}' for json, '{topic}' for number.
+    stream: str | None = None
+    fields: list[str] = Field(default_factory=list)  # JSON keys to take; empty = every number
+    timestamp_field: str | None = None
+    max_payload: int = Field(65536, ge=16, le=16_777_216)
+
+    @field_validator("topic")
+    @classmethod
+    def _valid_filter(cls, value: str) -> str:
+        if not value or "\x00" in value:
+            raise ValueError("topic filter must not be empty")
+        parts = value.split("/")
+        for i, part in enumerate(parts):
+            if "#" in part and (part != "#" or i != len(parts) - 1):
+                raise ValueError("'#' must be a whole last level of the topic filter")
+            if "+" in part and part != "+":
+                raise ValueError("'+' must stand for a whole topic level")
+        return value
+
+
+class MqttSource(Section):
+    type: Literal["mqtt"]
+    name: Name
+    broker: BrokerSection = Field(default_factory=BrokerSection)
+    subscribe: list[Subscription] = Field(min_length=1)
+
+
+class SimulateSource(Section):
+    type: Literal["simulate"]
+    name: Name = "sim"
+    streams: int = Field(4, ge=1, le=10_000)
+    rate_hz: float = Field(10.0, gt=0.0, le=10_000.0)
+    seed: int = 7
+    faults: bool = True
+    fault_after: Duration = 60.0  # first fault, after start
+    fault_every: Duration = 45.0
+    fault_length: Duration = 10.0
+    drift_per_hour: float = 2.0  # in noise standard deviations
+
+
+SourceSection = Annotated[
+    SerialSource | MqttSource | SimulateSource, Field(discriminator="type")
+]
+
+
+class UpstreamSection(Section):
+    broker: BrokerSection
+    topic_prefix: str = "liquid-gateway"
+    qos: Literal[1, 2] = 1
+    max_inflight: int = Field(20, ge=1, le=1000)
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _valid_prefix(cls, value: str) -> str:
+        parts = value.split("/")
+        if not value or any(not p or not _NAME_RE.match(p) for p in parts):
+            raise ValueError(
+                "topic_prefix must be '/'-separated names of letters, digits and _ . : -"
+            )
+        return value
+
+
+class StorageSection(Section):
+    readings_retention: Duration = 7 * 86400.0
+    max_db_size: Size = 512_000_000
+    durability: Literal["normal", "full"] = "normal"
+    checkpoint_every: Duration = 60.0
+
+
+class MetricsSection(Section):
+    listen: str | None = None  # host:port; None disables the endpoint
+
+
+class Config(Section):
+    gateway: GatewaySection = Field(default_factory=GatewaySection)
+    model: ModelSection = Field(default_factory=ModelSection)
+    detector: DetectorSection = Field(default_factory=DetectorSection)
+    sources: list[SourceSection] = Field(default_factory=list)
+    assets: dict[Name, list[Name]] = Field(default_factory=dict)
+    upstream: UpstreamSection | None = None
+    storage: StorageSection = Field(default_factory=StorageSection)
+    metrics: MetricsSection = Field(default_factory=MetricsSection)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Config:
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique: {', '.join(dupes)}")
+        seen: dict[str, str] = {}
+        for asset, streams in self.assets.items():
+            for stream in streams:
+                if stream in seen:
+                    raise ValueError(
+                        f"stream {stream!r} is in two assets: {seen[stream]!r} and {asset!r}"
+                    )
+                seen[stream] = asset
+        return self
+
+    @property
+    def database_path(self) -> Path:
+        return self.gateway.data_dir / "gateway.db"
+
+
+# --- loading -----------------------------------------------------------------------------
+
+
+class _Lines:
+    """Maps key paths to the line they stand on, from PyYAML's node tree."""
+
+    def __init__(self) -> None:
+        self.lines: dict[tuple[Any, ...], int] = {}
+        self.duplicates: list[tuple[tuple[Any, ...], int]] = []
+
+    def walk(self, node: yaml.Node, path: tuple[Any, ...] = ()) -> None:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, value_node in node.value:
+                key = key_node.value
+                if key in seen:
+                    self.duplicates.append((path + (key,), key_node.start_mark.line + 1))
+                seen.add(key)
+                self.lines[path + (key,)] = key_node.start_mark.line + 1
+                self.walk(value_node, path + (key,))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self.walk(item, path + (index,))
+
+    def line_of(self, path: tuple[Any, ...]) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get(())
+
+
+def format_path(path: tuple[Any, ...]) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Pydantic's error location with the union-tag steps removed, so it follows the YAML."""
+    path: list[Any] = []
+    current = data
+    for part in loc:
+        if isinstance(current, dict) and part in current:
+            path.append(part)
+            current = current[part]
+        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+            path.append(part)
+            current = current[part]
+        elif isinstance(current, dict | list):
+            # A tag (e.g. the union member 'serial') or a key that is missing: keep missing
+            # keys, they are what the message is about; skip tags.
+            if isinstance(part, str) and isinstance(current, dict) and not _is_union_tag(part):
+                path.append(part)
+                current = None
+        else:
+            break
+    return tuple(path)
+
+
+def _is_union_tag(part: str) -> bool:
+    return part in {"serial", "mqtt", "simulate"} or part.startswith(("function-", "tagged-"))
+
+
+def _resolve_secret(
+    broker: dict[str, Any], base: Path, where: tuple[Any, ...], issues: list[tuple[Any, str]]
+) -> None:
+    pw_file, pw_env = broker.get("password_file"), broker.get("password_env")
+    if "password" in broker:
+        issues.append(
+            (where + ("password",), "secrets may not be written in the config; use "
+             "password_file (or a systemd credential) or password_env")
+        )
+        return
+    secret: str | None = None
+    if pw_file:
+        path = Path(str(pw_file)).expanduser()
+        if not path.is_absolute():
+            creds = os.environ.get("CREDENTIALS_DIRECTORY")
+            path = (Path(creds) / path) if creds else (base / path)
+        try:
+            secret = path.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            issues.append((where + ("password_file",), f"cannot read {path}: {exc.strerror}"))
+    elif pw_env:
+        if str(pw_env) not in os.environ:
+            issues.append((where + ("password_env",), f"environment variable {pw_env} is not set"))
+        else:
+            secret = os.environ[str(pw_env)]
+    if secret is not None:
+        broker["password"] = secret
+
+
+def _brokers(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    found: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    upstream = data.get("upstream")
+    if isinstance(upstream, dict) and isinstance(upstream.get("broker"), dict):
+        found.append((("upstream", "broker"), upstream["broker"]))
+    sources = data.get("sources")
+    if isinstance(sources, list):
+        for i, source in enumerate(sources):
+            if isinstance(source, dict) and isinstance(source.get("broker"), dict):
+                found.append((("sources", i, "broker"), source["broker"]))
+    return found
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    def fix(path: Path | None) -> Path | None:
+        if path is None:
+            return None
+        path = path.expanduser()
+        return path if path.is_absolute() else (base / path)
+
+    gateway = config.gateway.model_copy(update={"data_dir": fix(config.gateway.data_dir)})
+    model = config.model.model_copy(update={"path": fix(config.model.path)})
+    updates: dict[str, Any] = {"gateway": gateway, "model": model}
+    if config.upstream and config.upstream.broker.tls:
+        tls = config.upstream.broker.tls
+        tls = tls.model_copy(
+            update={k: fix(getattr(tls, k)) for k in ("ca_file", "cert_file", "key_file")}
+        )
+        broker = config.upstream.broker.model_copy(update={"tls": tls})
+        updates["upstream"] = config.upstream.model_copy(update={"broker": broker})
+    return config.model_copy(update=updates)
+
+
+def parse_config(text: str, filename: str = "<config>", base: Path | None = None) -> Config:
+    """Validate YAML text. Raises ConfigError with every issue found."""
+    base = base or Path.cwd()
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([ConfigIssue(filename, line, "", f"invalid YAML: {problem}")]) from exc
+    lines = _Lines()
+    if root is not None:
+        lines.walk(root)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigIssue(filename, 1, "", "the config must be a mapping of sections")])
+
+    raw_issues: list[tuple[tuple[Any, ...], str]] = [
+        (path, "duplicate key") for path, _ in lines.duplicates
+    ]
+    for where, broker in _brokers(data):
+        _resolve_secret(broker, base, where, raw_issues)
+
+    config: Config | None = None
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            path = _data_path(data, tuple(error["loc"]))
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown key"
+            raw_issues.append((path, message))
+
+    if raw_issues:
+        issues = [
+            ConfigIssue(filename, lines.line_of(path), format_path(path), message)
+            for path, message in raw_issues
+        ]
+        issues.sort(key=lambda i: (i.line or 0, i.path))
+        raise ConfigError(issues)
+    assert config is not None
+    return _resolve_paths(config, base)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a config file; relative paths in it are taken from its folder."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError([ConfigIssue(str(file), None, "", f"cannot read: {reason}")]) from exc
+    return parse_config(text, filename=str(file), base=file.resolve().parent)
+
+
+def demo_config_path() -> Path:
+    """The embedded demo config: in the wheel, or in the source tree."""
+    packaged = Path(__file__).parent / "_data" / "demo.yaml"
+    if packaged.exists():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The effective config as plain data, with every secret shown as '***'."""
+    data = config.model_dump(mode="json")
+
+    def scrub(node: Any, model: Any) -> None:
+        if isinstance(model, BrokerSection) and isinstance(node, dict):
+            node["password"] = "***" if model.password is not None else None
+        if isinstance(model, BaseModel) and isinstance(node, dict):
+            for key in node:
+                scrub(node[key], getattr(model, key, None))
+        elif isinstance(model, list) and isinstance(node, list):
+            for n, m in zip(node, model, strict=False):
+                scrub(n, m)
+
+    scrub(data, config)
+    return data

@@ -1,0 +1,164 @@
+"""The records that flow from sources to the pipeline, and on to the store.
+
+Sources produce three kinds of record and put them on the ingest queue:
+``Reading`` (one numeric value of one stream), ``DeadLetter`` (input we could not use,
+kept for the operator with the reason) and ``Event`` (something worth recording that is
+not a reading: a port lost, a stream gone stale, a fault injected by the simulator).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+# Dead-letter payloads are truncated to this many characters before they are stored.
+DEAD_LETTER_MAX_PAYLOAD = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    stream: str
+    ts: float  # seconds since the Unix epoch (device time when present, else receive time)
+    value: float
+    source: str
+    unit: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    source: str
+    reason: str  # short stable code, e.g. "not_a_number", "bad_json", "line_too_long"
+    payload: str  # already truncated to DEAD_LETTER_MAX_PAYLOAD
+    payload_len: int  # length of the original payload, in bytes or characters
+    ts: float = field(default_factory=time.time)
+    detail: str = ""
+
+    @classmethod
+    def of(cls, source: str, reason: str, payload: bytes | str, detail: str = "") -> DeadLetter:
+        if isinstance(payload, bytes):
+            text = payload[: DEAD_LETTER_MAX_PAYLOAD * 4].decode("utf-8", errors="replace")
+        else:
+            text = payload
+        return cls(
+            source=source,
+            reason=reason,
+            payload=text[:DEAD_LETTER_MAX_PAYLOAD],
+            payload_len=len(payload),
+            detail=detail[:DEAD_LETTER_MAX_PAYLOAD],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    kind: str  # e.g. "port_lost", "port_recovered", "drift", "gap_reset", "fault_injected"
+    subject: str  # the source or stream it is about
+    ts: float = field(default_factory=time.time)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+Record = Reading | DeadLetter | Event
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredReading:
+    """A reading after the detector: what the store keeps in ``readings``."""
+
+    stream: str
+    ts: float
+    value: float
+    expected: float | None  # None while the model has no prediction yet (first reading)
+    score: float  # anomaly likelihood of the stream's asset, in [0, 1]
+    alert: bool  # the asset's alert state after this reading
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """One channel's part in an alert: what it read, what was expected, how much it counted."""
+
+    stream: str
+    observed: float
+    expected: float
+    band: tuple[float, float]
+    share: float  # fraction of the asset's raw score due to this channel, 0..1
+    unit: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertChange:
+    """An alert raised or cleared. ``alert_id`` is the same for both ends of one alert."""
+
+    alert_id: str  # uuid4 hex: unique, the upstream de-duplication key
+    stream: str  # the asset (or lone stream) the alert is about
+    state: str  # "raised" | "cleared"
+    ts: float
+    score: float
+    observed: float
+    expected: float
+    band: tuple[float, float]
+    unit: str | None
+    model: str  # model id and short hash, e.g. "cfc-default@3f2a9c1e"
+    contributors: tuple[Contribution, ...] = ()
+
+
+@dataclass(slots=True)
+class Batch:
+    """Everything one pipeline iteration writes, in ONE transaction."""
+
+    readings: list[ScoredReading] = field(default_factory=list)
+    alerts: list[AlertChange] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    # stream -> JSON text of detector state; written only on checkpoints
+    states: dict[str, str] | None = None
+    state_model_hash: str | None = None
+    status: dict[str, Any] | None = None  # the daemon's status snapshot, for `status`
+
+
+def iso_utc(ts: float) -> str:
+    """ISO 8601 UTC with milliseconds and a Z, as sent upstream."""
+    import datetime as _dt
+
+    moment = _dt.datetime.fromtimestamp(ts, tz=_dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def alert_payload(change: AlertChange, gateway_id: str) -> dict[str, Any]:
+    """The JSON body published to ``{prefix}/{gateway}/alerts/{stream}``."""
+    return {
+        "id": f"{change.alert_id}:{change.state}",
+        "alert_id": change.alert_id,
+        "gateway": gateway_id,
+        "ts": iso_utc(change.ts),
+        "stream": change.stream,
+        "state": change.state,
+        "score": round(change.score, 6),
+        "observed": change.observed,
+        "expected": change.expected,
+        "band": list(change.band),
+        "unit": change.unit,
+        "model": change.model,
+        "contributors": [
+            {
+                "stream": c.stream,
+                "observed": c.observed,
+                "expected": c.expected,
+                "band": list(c.band),
+                "share": round(c.share, 4),
+                "unit": c.unit,
+            }
+            for c in change.contributors
+        ],
+    }
+
+
+def event_payload(event: Event, gateway_id: str, event_id: str) -> dict[str, Any]:
+    """The JSON body published to ``{prefix}/{gateway}/events``."""
+    return {
+        "id": event_id,
+        "gateway": gateway_id,
+        "ts": iso_utc(event.ts),
+        "kind": event.kind,
+        "subject": event.subject,
+        "detail": event.detail,
+    }
