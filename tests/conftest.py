@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -37,8 +38,11 @@ class Broker:
         self.port = port or free_port()
         self.workdir = workdir
         self.conf = workdir / "mosquitto.conf"
+        # Started as root, mosquitto drops to the 'mosquitto' user, which cannot read pytest's
+        # tmp folder (ACL files, persistence); "user root" keeps it as the invoking user.
+        run_as = "user root\n" if os.geteuid() == 0 else ""
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
+            run_as + f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             "persistence false\n"
             "max_queued_messages 100000\n"
@@ -46,14 +50,14 @@ class Broker:
             "log_type error\nlog_type warning\n"
         )
         self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "mosquitto.log"
 
     def start(self) -> None:
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.proc = subprocess.Popen(
-            [exe, "-c", str(self.conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.workdir / "mosquitto.log", "ab"),  # noqa: SIM115
-        )
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=log
+            )
         wait_for_port(self.port)
 
     def stop(self) -> None:

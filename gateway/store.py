@@ -1,0 +1,717 @@
+"""The gateway's SQLite database: the durable record and the only hand-off to the forwarder.
+
+Why it looks like this:
+
+- One pipeline batch is ONE transaction (``write_batch``): readings, alert changes, events,
+  dead letters, checkpointed stream state and the status snapshot commit together, and when
+  an outbox is kept, every alert change and event is queued for upstream in that same
+  transaction. A crash therefore never leaves an alert that will not be forwarded, nor an
+  outbox row for an alert that was never recorded.
+- WAL mode, so the CLI (``read_only=True``) can read while the daemon writes, and writers
+  take ``BEGIN IMMEDIATE`` so two writer connections (pipeline, forwarder) queue on
+  ``busy_timeout`` instead of failing on a lock upgrade.
+- A ``Store`` wraps one ``sqlite3`` connection and belongs to the thread that opened it
+  (``check_same_thread`` stays on). Each thread opens its own.
+- Every ``sqlite3`` error leaves this module as ``StorageError``. All SQL is parameterised.
+- The schema is a numbered list of migrations; ``meta.schema_version`` says how many ran.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Concatenate, Literal, ParamSpec, TypedDict, TypeVar
+
+from sqlite_utils import Database
+
+from gateway.errors import StorageError
+from gateway.records import AlertChange, Batch, alert_payload, event_payload
+
+log = logging.getLogger(__name__)
+
+Durability = Literal["normal", "full"]
+AlertState = Literal["open", "acked", "all"]
+Migration = Callable[[Database], None]
+
+_V1_SCHEMA = (
+    """CREATE TABLE readings (
+        id INTEGER PRIMARY KEY, ts REAL NOT NULL, stream TEXT NOT NULL,
+        value REAL, expected REAL, score REAL, alert INTEGER NOT NULL DEFAULT 0)""",
+    "CREATE INDEX readings_stream_ts ON readings (stream, ts)",
+    "CREATE INDEX readings_ts ON readings (ts)",
+    """CREATE TABLE alerts (
+        id TEXT PRIMARY KEY, stream TEXT NOT NULL, raised_ts REAL NOT NULL, cleared_ts REAL,
+        active INTEGER NOT NULL CHECK (active IN (0, 1)), score REAL, max_score REAL,
+        observed REAL, expected REAL, band_low REAL, band_high REAL, unit TEXT, model TEXT,
+        contributors TEXT NOT NULL DEFAULT '[]', acked_ts REAL, ack_note TEXT)""",
+    "CREATE INDEX alerts_raised ON alerts (raised_ts)",
+    "CREATE INDEX alerts_stream ON alerts (stream, raised_ts)",
+    """CREATE TABLE events (
+        id INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}')""",
+    "CREATE INDEX events_ts ON events (ts)",
+    """CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, msg_id TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL CHECK (kind IN ('alert', 'event')), subject TEXT NOT NULL,
+        payload TEXT NOT NULL, created_ts REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+        delivered_ts REAL, last_error TEXT)""",
+    "CREATE INDEX outbox_pending ON outbox (seq) WHERE delivered_ts IS NULL",
+    "CREATE INDEX outbox_delivered ON outbox (delivered_ts) WHERE delivered_ts IS NOT NULL",
+    """CREATE TABLE dead_letters (
+        id INTEGER PRIMARY KEY, ts REAL NOT NULL, source TEXT NOT NULL, reason TEXT NOT NULL,
+        payload TEXT NOT NULL, payload_len INTEGER NOT NULL, detail TEXT NOT NULL DEFAULT '')""",
+    "CREATE INDEX dead_letters_ts ON dead_letters (ts)",
+    """CREATE TABLE stream_state (
+        stream TEXT PRIMARY KEY, model_hash TEXT, state TEXT NOT NULL, updated_ts REAL NOT NULL)""",
+    """CREATE TABLE status (
+        id INTEGER PRIMARY KEY CHECK (id = 1), snapshot TEXT NOT NULL, updated_ts REAL NOT NULL)""",
+)
+
+
+def _v1(db: Database) -> None:
+    for statement in _V1_SCHEMA:
+        db.execute(statement)
+
+
+# Append only: migration N (1-based) turns schema version N-1 into N.
+MIGRATIONS: tuple[Migration, ...] = (_v1,)
+
+
+class AlertRow(TypedDict):
+    """One alert as the CLI shows it: the ``alerts`` columns, ``contributors`` parsed."""
+
+    id: str
+    stream: str
+    raised_ts: float
+    cleared_ts: float | None
+    active: bool
+    score: float | None  # at raise
+    max_score: float | None
+    observed: float | None
+    expected: float | None
+    band_low: float | None
+    band_high: float | None
+    unit: str | None
+    model: str | None
+    contributors: list[dict[str, Any]]
+    acked_ts: float | None
+    ack_note: str | None
+
+
+class EventRow(TypedDict):
+    id: int
+    ts: float
+    kind: str
+    subject: str
+    detail: dict[str, Any]
+
+
+class StreamRow(TypedDict):
+    stream: str
+    readings: int
+    last_ts: float | None
+    last_value: float | None
+    last_expected: float | None
+    last_score: float | None
+    alert: bool  # the alert flag of the last reading
+    active_alert: str | None  # id of an active alert recorded under this stream name
+    state_updated_ts: float | None  # last detector-state checkpoint
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    seq: int
+    msg_id: str
+    kind: str  # "alert" | "event"
+    subject: str  # the stream, for alerts
+    payload: str  # JSON text, published as is
+    created_ts: float
+    attempts: int
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _converts_errors(fn: Callable[Concatenate[Store, P], R]) -> Callable[Concatenate[Store, P], R]:
+    """Turn sqlite3 (and text-encoding) errors into StorageError at the module boundary."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Store, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(self, *args, **kwargs)
+        except (sqlite3.Error, UnicodeEncodeError) as exc:
+            raise StorageError(f"{fn.__name__} on {self.path}: {exc}") from exc
+
+    return wrapper
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _dumps(value: Any) -> str:
+    """Strict JSON (NaN/inf become null), so upstream parsers never choke on our payloads."""
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False, default=str)
+    except ValueError:
+        return json.dumps(_finite(value), separators=(",", ":"), allow_nan=False, default=str)
+
+
+def schema_version(db: Database) -> int:
+    if not db["meta"].exists():
+        return 0
+    rows = list(db.query("SELECT value FROM meta WHERE key = 'schema_version'"))
+    return int(rows[0]["value"]) if rows else 0
+
+
+def migrate(db: Database, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Bring the schema up to ``len(migrations)``, all pending steps in one transaction."""
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        current = schema_version(db)
+        if current > len(migrations):
+            raise StorageError(
+                f"the database has schema version {current}, newer than this gateway "
+                f"understands ({len(migrations)}); upgrade the gateway"
+            )
+        for version in range(current + 1, len(migrations) + 1):
+            log.info("migrating the database to schema version %d", version)
+            migrations[version - 1](db)
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [str(len(migrations))],
+        )
+    except BaseException:
+        db.conn.rollback()
+        raise
+    db.conn.commit()
+    return len(migrations)
+
+
+class Store:
+    """One connection to the gateway database, owned by the thread that opened it."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, outbox: bool, gateway_id: str):
+        self.path = path
+        self._conn = conn
+        self.db = Database(conn, execute_plugins=False)
+        self.outbox = outbox
+        self.gateway_id = gateway_id
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        durability: Durability = "normal",
+        *,
+        read_only: bool = False,
+        outbox: bool = True,
+        gateway_id: str = "liquid-gateway",
+        busy_timeout_ms: int = 5000,
+    ) -> Store:
+        path = Path(path)
+        timeout = busy_timeout_ms / 1000  # sqlite3's timeout is SQLite's busy_timeout
+        try:
+            if read_only:
+                if not path.is_file():
+                    raise StorageError(
+                        f"no gateway database at {path} (has the daemon run with this data_dir?)"
+                    )
+                uri = path.resolve().as_uri() + "?mode=ro"
+                conn = sqlite3.connect(uri, timeout, isolation_level=None, uri=True)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(path, timeout, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageError(f"cannot open the database {path}: {exc}") from exc
+        try:
+            store = cls(conn, path, outbox=outbox, gateway_id=gateway_id)
+            store._prepare(durability, read_only)
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(f"cannot open the database {path}: {exc}") from exc
+            raise
+        return store
+
+    @_converts_errors
+    def _prepare(self, durability: Durability, read_only: bool) -> None:
+        conn = self._conn
+        if read_only:
+            version = schema_version(self.db)
+            if version != len(MIGRATIONS):
+                raise StorageError(
+                    f"{self.path} has schema version {version}, this gateway expects "
+                    f"{len(MIGRATIONS)}"
+                    + (" (start the daemon once to migrate it)" if version else "")
+                )
+            return
+        if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+            # Only possible before the first table exists; lets prune() give space back.
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StorageError(f"{self.path}: cannot switch to WAL mode (got {mode})")
+        conn.execute(
+            "PRAGMA synchronous = FULL" if durability == "full" else "PRAGMA synchronous = NORMAL"
+        )
+        migrate(self.db)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Hold one read transaction, so several queries see one consistent state."""
+        try:
+            self._conn.execute("BEGIN")
+            self._conn.execute("SELECT 1 FROM meta LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"snapshot on {self.path}: {exc}") from exc
+        try:
+            yield
+        finally:
+            if self._conn.in_transaction:
+                self._conn.execute("COMMIT")
+
+    # --- the pipeline's write ---------------------------------------------------------------
+
+    @_converts_errors
+    def write_batch(self, batch: Batch) -> None:
+        now = time.time()
+        with self._write():
+            if batch.readings:
+                self._conn.executemany(
+                    "INSERT INTO readings (ts, stream, value, expected, score, alert) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (r.ts, r.stream, r.value, r.expected, r.score, int(r.alert))
+                        for r in batch.readings
+                    ],
+                )
+            for change in batch.alerts:
+                self._record_alert(change)
+                if self.outbox:
+                    payload = alert_payload(change, self.gateway_id)
+                    self._queue(payload["id"], "alert", change.stream, payload, now)
+            self._track_max_scores(batch)
+            for event in batch.events:
+                self._conn.execute(
+                    "INSERT INTO events (ts, kind, subject, detail) VALUES (?, ?, ?, ?)",
+                    (event.ts, event.kind, event.subject, _dumps(event.detail)),
+                )
+                if self.outbox:
+                    event_id = uuid.uuid4().hex
+                    payload = event_payload(event, self.gateway_id, event_id)
+                    self._queue(event_id, "event", event.subject, payload, now)
+            if batch.dead_letters:
+                self.db.table("dead_letters").insert_all(
+                    {
+                        "ts": d.ts,
+                        "source": d.source,
+                        "reason": d.reason,
+                        "payload": d.payload,
+                        "payload_len": d.payload_len,
+                        "detail": d.detail,
+                    }
+                    for d in batch.dead_letters
+                )
+            if batch.states:
+                self._conn.executemany(
+                    "INSERT INTO stream_state (stream, model_hash, state, updated_ts) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT(stream) DO UPDATE SET "
+                    "model_hash = excluded.model_hash, state = excluded.state, "
+                    "updated_ts = excluded.updated_ts",
+                    [(s, batch.state_model_hash, st, now) for s, st in batch.states.items()],
+                )
+            if batch.status is not None:
+                self._conn.execute(
+                    "INSERT INTO status (id, snapshot, updated_ts) VALUES (1, ?, ?) "
+                    "ON CONFLICT(id) DO UPDATE SET snapshot = excluded.snapshot, "
+                    "updated_ts = excluded.updated_ts",
+                    (_dumps(batch.status), now),
+                )
+
+    def _record_alert(self, change: AlertChange) -> None:
+        if change.state == "cleared":
+            cursor = self._conn.execute(
+                "UPDATE alerts SET cleared_ts = ?, active = 0, "
+                "max_score = MAX(COALESCE(max_score, ?), ?) WHERE id = ?",
+                (change.ts, change.score, change.score, change.alert_id),
+            )
+            if cursor.rowcount:
+                return
+            log.warning("alert %s cleared but never recorded as raised", change.alert_id)
+        contributors = alert_payload(change, self.gateway_id)["contributors"]
+        active = change.state != "cleared"
+        self._conn.execute(
+            "INSERT INTO alerts (id, stream, raised_ts, cleared_ts, active, score, max_score, "
+            "observed, expected, band_low, band_high, unit, model, contributors) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET "
+            "max_score = MAX(COALESCE(alerts.max_score, excluded.max_score), excluded.max_score)",
+            (
+                change.alert_id,
+                change.stream,
+                change.ts,
+                None if active else change.ts,
+                int(active),
+                change.score,
+                change.score,
+                change.observed,
+                change.expected,
+                change.band[0],
+                change.band[1],
+                change.unit,
+                change.model,
+                _dumps(contributors),
+            ),
+        )
+
+    def _track_max_scores(self, batch: Batch) -> None:
+        """Raise ``max_score`` of active alerts that this batch's alerting readings belong to."""
+        peaks: dict[str, float] = {}
+        for r in batch.readings:
+            if r.alert and math.isfinite(r.score):
+                peaks[r.stream] = max(r.score, peaks.get(r.stream, r.score))
+        for stream, peak in peaks.items():
+            self._conn.execute(
+                "UPDATE alerts SET max_score = MAX(COALESCE(max_score, ?), ?) "
+                "WHERE active = 1 AND (stream = ? OR EXISTS (SELECT 1 FROM "
+                "json_each(alerts.contributors) AS c WHERE json_extract(c.value, '$.stream') = ?))",
+                (peak, peak, stream, stream),
+            )
+
+    def _queue(self, msg_id: str, kind: str, subject: str, payload: Any, now: float) -> None:
+        self._conn.execute(
+            "INSERT INTO outbox (msg_id, kind, subject, payload, created_ts) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(msg_id) DO NOTHING",
+            (msg_id, kind, subject, _dumps(payload), now),
+        )
+
+    # --- queries for the CLI and the daemon -------------------------------------------------
+
+    @_converts_errors
+    def list_alerts(
+        self,
+        since_ts: float | None = None,
+        stream: str | None = None,
+        state: AlertState = "open",
+        limit: int = 1000,
+    ) -> list[AlertRow]:
+        """Newest first. ``since_ts`` keeps alerts raised or cleared since then;
+        ``open`` means not acknowledged (whether or not still active)."""
+        if state not in ("open", "acked", "all"):
+            raise ValueError(f"state must be open, acked or all, not {state!r}")
+        rows = self.db.query(
+            "SELECT * FROM alerts WHERE (:since IS NULL OR raised_ts >= :since "
+            "OR cleared_ts >= :since) AND (:stream IS NULL OR stream = :stream) "
+            "AND (:state = 'all' OR (:state = 'open') = (acked_ts IS NULL)) "
+            "ORDER BY raised_ts DESC, id LIMIT :limit",
+            {"since": since_ts, "stream": stream, "state": state, "limit": int(limit)},
+        )
+        return [_alert(row) for row in rows]
+
+    @_converts_errors
+    def match_alert_ids(self, prefix: str, limit: int = 10) -> list[str]:
+        """Alert ids starting with ``prefix`` (any length), in id order."""
+        rows = self.db.query(
+            "SELECT id FROM alerts WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+            [prefix, prefix + "\U0010ffff", limit],
+        )
+        return [row["id"] for row in rows]
+
+    @_converts_errors
+    def get_alert(self, alert_id: str) -> AlertRow | None:
+        """By full id, or by a prefix of at least 6 characters that matches exactly one."""
+        rows = list(self.db.query("SELECT * FROM alerts WHERE id = ?", [alert_id]))
+        if not rows and len(alert_id) >= 6:
+            matches = self.match_alert_ids(alert_id, limit=2)
+            if len(matches) == 1:
+                rows = list(self.db.query("SELECT * FROM alerts WHERE id = ?", matches))
+        return _alert(rows[0]) if rows else None
+
+    @_converts_errors
+    def ack_alert(self, alert_id: str, note: str | None = None) -> bool:
+        """Acknowledge an alert (full id or unique prefix). False if there is no such alert
+        or it was already acknowledged (the first acknowledgement is kept)."""
+        alert = self.get_alert(alert_id)
+        if alert is None:
+            return False
+        with self._write():
+            cursor = self._conn.execute(
+                "UPDATE alerts SET acked_ts = ?, ack_note = ? WHERE id = ? AND acked_ts IS NULL",
+                (time.time(), note, alert["id"]),
+            )
+        return cursor.rowcount == 1
+
+    @_converts_errors
+    def list_events(self, since_ts: float | None = None, limit: int = 1000) -> list[EventRow]:
+        rows = self.db.query(
+            "SELECT * FROM events WHERE ts >= ? ORDER BY ts DESC, id DESC LIMIT ?",
+            [since_ts if since_ts is not None else -math.inf, int(limit)],
+        )
+        return [
+            EventRow(
+                id=r["id"],
+                ts=r["ts"],
+                kind=r["kind"],
+                subject=r["subject"],
+                detail=json.loads(r["detail"]),
+            )
+            for r in rows
+        ]
+
+    @_converts_errors
+    def streams(self) -> list[StreamRow]:
+        """One line per stream known from readings or detector state, by name."""
+        counts = {
+            r["stream"]: r
+            for r in self.db.query(
+                "SELECT stream, COUNT(*) AS n, MAX(ts) AS last_ts FROM readings GROUP BY stream"
+            )
+        }
+        checkpoints = {
+            r["stream"]: r["updated_ts"]
+            for r in self.db.query("SELECT stream, updated_ts FROM stream_state")
+        }
+        active = {
+            r["stream"]: r["id"]
+            for r in self.db.query(
+                "SELECT stream, id FROM alerts WHERE active = 1 ORDER BY raised_ts"
+            )
+        }
+        summaries = []
+        for stream in sorted(counts.keys() | checkpoints.keys()):
+            last: dict[str, Any] = {}
+            if stream in counts:
+                last = next(
+                    self.db.query(
+                        "SELECT value, expected, score, alert FROM readings "
+                        "WHERE stream = ? ORDER BY ts DESC, id DESC LIMIT 1",
+                        [stream],
+                    ),
+                    {},
+                )
+            summaries.append(
+                StreamRow(
+                    stream=stream,
+                    readings=counts[stream]["n"] if stream in counts else 0,
+                    last_ts=counts[stream]["last_ts"] if stream in counts else None,
+                    last_value=last.get("value"),
+                    last_expected=last.get("expected"),
+                    last_score=last.get("score"),
+                    alert=bool(last.get("alert", 0)),
+                    active_alert=active.get(stream),
+                    state_updated_ts=checkpoints.get(stream),
+                )
+            )
+        return summaries
+
+    @_converts_errors
+    def load_states(self, model_hash: str) -> dict[str, str]:
+        rows = self.db.query(
+            "SELECT stream, state FROM stream_state WHERE model_hash = ?", [model_hash]
+        )
+        return {r["stream"]: r["state"] for r in rows}
+
+    @_converts_errors
+    def status(self) -> dict[str, Any] | None:
+        """The daemon's last snapshot, with ``updated_ts`` (when it was written) added."""
+        rows = list(self.db.query("SELECT snapshot, updated_ts FROM status WHERE id = 1"))
+        if not rows:
+            return None
+        snapshot = json.loads(rows[0]["snapshot"])
+        if not isinstance(snapshot, dict):
+            snapshot = {"snapshot": snapshot}
+        return {**snapshot, "updated_ts": rows[0]["updated_ts"]}
+
+    @_converts_errors
+    def dead_letter_counts(self) -> dict[tuple[str, str], int]:
+        rows = self.db.query(
+            "SELECT source, reason, COUNT(*) AS n FROM dead_letters GROUP BY source, reason"
+        )
+        return {(r["source"], r["reason"]): r["n"] for r in rows}
+
+    @_converts_errors
+    def outbox_backlog(self) -> tuple[int, float | None]:
+        """Undelivered outbox rows and the creation time of the oldest one."""
+        count = self._conn.execute(
+            "SELECT COUNT(*) FROM outbox WHERE delivered_ts IS NULL"
+        ).fetchone()[0]
+        oldest = self._conn.execute(
+            "SELECT created_ts FROM outbox WHERE delivered_ts IS NULL ORDER BY seq LIMIT 1"
+        ).fetchone()
+        return int(count), (oldest[0] if oldest else None)
+
+    # --- the forwarder's side of the outbox -------------------------------------------------
+
+    @_converts_errors
+    def pending(self, limit: int, after_seq: int = 0) -> list[OutboxRow]:
+        """Undelivered rows with ``seq > after_seq``, oldest first."""
+        rows = self._conn.execute(
+            "SELECT seq, msg_id, kind, subject, payload, created_ts, attempts FROM outbox "
+            "WHERE delivered_ts IS NULL AND seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, int(limit)),
+        ).fetchall()
+        return [OutboxRow(*row) for row in rows]
+
+    @_converts_errors
+    def mark_delivered(self, seqs: Sequence[int]) -> None:
+        if not seqs:
+            return
+        now = time.time()
+        with self._write():
+            self._conn.executemany(
+                "UPDATE outbox SET delivered_ts = ? WHERE seq = ? AND delivered_ts IS NULL",
+                [(now, seq) for seq in seqs],
+            )
+
+    @_converts_errors
+    def record_failure(self, seq: int, error: str) -> None:
+        with self._write():
+            self._conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE seq = ?",
+                (error[:500], seq),
+            )
+
+    # --- retention --------------------------------------------------------------------------
+
+    @_converts_errors
+    def prune(
+        self,
+        readings_retention_s: float,
+        max_db_size_bytes: int,
+        *,
+        now: float | None = None,
+        chunk: int = 10_000,
+    ) -> dict[str, int]:
+        """Drop what retention allows, in short transactions so the pipeline is not stalled.
+
+        By age: readings, events, dead letters and delivered outbox rows older than the
+        retention. By size, while the pages in use exceed the cap: the oldest readings, then
+        the oldest delivered outbox rows. Alerts and undelivered outbox rows are never removed.
+        """
+        cutoff = (time.time() if now is None else now) - readings_retention_s
+        counts = {
+            "readings_expired": self._delete_chunks(
+                "DELETE FROM readings WHERE id IN (SELECT id FROM readings WHERE ts < ? LIMIT ?)",
+                cutoff,
+                chunk,
+            ),
+            "events_expired": self._delete_chunks(
+                "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts < ? LIMIT ?)",
+                cutoff,
+                chunk,
+            ),
+            "dead_letters_expired": self._delete_chunks(
+                "DELETE FROM dead_letters WHERE id IN "
+                "(SELECT id FROM dead_letters WHERE ts < ? LIMIT ?)",
+                cutoff,
+                chunk,
+            ),
+            "outbox_expired": self._delete_chunks(
+                "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox "
+                "WHERE delivered_ts IS NOT NULL AND delivered_ts < ? LIMIT ?)",
+                cutoff,
+                chunk,
+            ),
+            "readings_over_size": 0,
+            "outbox_over_size": 0,
+        }
+        oldest = {
+            "readings_over_size": "DELETE FROM readings WHERE id IN "
+            "(SELECT id FROM readings ORDER BY ts LIMIT ?)",
+            "outbox_over_size": "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox "
+            "WHERE delivered_ts IS NOT NULL ORDER BY delivered_ts LIMIT ?)",
+        }
+        for counter, sql in oldest.items():
+            while self.used_bytes() > max_db_size_bytes:
+                with self._write():
+                    deleted = self._conn.execute(sql, (chunk,)).rowcount
+                if not deleted:
+                    break
+                counts[counter] += deleted
+        if any(counts.values()):
+            self._conn.execute("PRAGMA incremental_vacuum").fetchall()
+        used = self.used_bytes()
+        if used > max_db_size_bytes:
+            log.warning(
+                "the database uses %d bytes, over its %d cap, with every reading allowed pruned",
+                used,
+                max_db_size_bytes,
+            )
+        return counts
+
+    def _delete_chunks(self, sql: str, cutoff: float, chunk: int) -> int:
+        total = 0
+        while True:
+            with self._write():
+                deleted = self._conn.execute(sql, (cutoff, chunk)).rowcount
+            total += deleted
+            if deleted < chunk:
+                return total
+
+    @_converts_errors
+    def used_bytes(self) -> int:
+        """Bytes of pages in use (the file minus its free list)."""
+        pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
+        free = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
+        size = self._conn.execute("PRAGMA page_size").fetchone()[0]
+        return int((pages - free) * size)
+
+
+def _alert(row: dict[str, Any]) -> AlertRow:
+    return AlertRow(
+        id=row["id"],
+        stream=row["stream"],
+        raised_ts=row["raised_ts"],
+        cleared_ts=row["cleared_ts"],
+        active=bool(row["active"]),
+        score=row["score"],
+        max_score=row["max_score"],
+        observed=row["observed"],
+        expected=row["expected"],
+        band_low=row["band_low"],
+        band_high=row["band_high"],
+        unit=row["unit"],
+        model=row["model"],
+        contributors=json.loads(row["contributors"]),
+        acked_ts=row["acked_ts"],
+        ack_note=row["ack_note"],
+    )
