@@ -201,6 +201,8 @@ class Subscription(Section):
     fields: list[str] = Field(default_factory=list)  # JSON keys to take; empty = every number
     timestamp_field: str | None = None
     max_payload: int = Field(65536, ge=16, le=16_777_216)
+    # Scale/offset/unit per JSON key (or per stream name): like SerialSource.units.
+    units: dict[str, FieldSpec] = Field(default_factory=dict)
 
     @field_validator("topic")
     @classmethod
@@ -236,9 +238,7 @@ class SimulateSource(Section):
     drift_per_hour: float = 2.0  # in noise standard deviations
 
 
-SourceSection = Annotated[
-    SerialSource | MqttSource | SimulateSource, Field(discriminator="type")
-]
+SourceSection = Annotated[SerialSource | MqttSource | SimulateSource, Field(discriminator="type")]
 
 
 class UpstreamSection(Section):
@@ -348,10 +348,13 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
     path: list[Any] = []
     current = data
     for part in loc:
-        if isinstance(current, dict) and part in current:
-            path.append(part)
-            current = current[part]
-        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+        if (
+            isinstance(current, dict)
+            and part in current
+            or isinstance(current, list)
+            and isinstance(part, int)
+            and 0 <= part < len(current)
+        ):
             path.append(part)
             current = current[part]
         elif isinstance(current, dict | list):
@@ -375,8 +378,11 @@ def _resolve_secret(
     pw_file, pw_env = broker.get("password_file"), broker.get("password_env")
     if "password" in broker:
         issues.append(
-            (where + ("password",), "secrets may not be written in the config; use "
-             "password_file (or a systemd credential) or password_env")
+            (
+                where + ("password",),
+                "secrets may not be written in the config; use "
+                "password_file (or a systemd credential) or password_env",
+            )
         )
         return
     secret: str | None = None
@@ -448,7 +454,9 @@ def parse_config(text: str, filename: str = "<config>", base: Path | None = None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError([ConfigIssue(filename, 1, "", "the config must be a mapping of sections")])
+        raise ConfigError(
+            [ConfigIssue(filename, 1, "", "the config must be a mapping of sections")]
+        )
 
     raw_issues: list[tuple[tuple[Any, ...], str]] = [
         (path, "duplicate key") for path, _ in lines.duplicates

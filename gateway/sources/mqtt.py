@@ -1,0 +1,255 @@
+"""Subscribe to sensor topics on a local MQTT broker and turn messages into readings.
+
+paho-mqtt runs every callback on its network thread, so the callbacks here only parse
+and put records into the ingest queue (which never blocks) and return. Subscriptions are
+(re)made in ``on_connect`` so they survive reconnects; paho reconnects by itself with a
+0.5 s..10 s backoff, and the connection is made asynchronously so an absent broker never
+blocks the daemon's start. A lost broker is reported once as ``broker_lost`` and its return
+as ``broker_recovered``.
+
+Stream names come from ``Subscription.stream`` templates: ``{topic}`` (the topic with '/'
+turned into '.'), ``{0}``, ``{1}``, ... (topic levels) and ``{field}`` (the JSON key).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.config import MqttSource, Subscription
+from gateway.errors import ParseError, SourceError
+from gateway.sources.base import Sink, Source
+from gateway.sources.parsers import (
+    RecordParser,
+    check_template,
+    clip_text,
+    decode_payload,
+    render_stream,
+)
+
+log = logging.getLogger(__name__)
+
+RECONNECT_MIN = 0.5
+RECONNECT_MAX = 10
+
+
+def default_template(subscription: Subscription) -> str:
+    return subscription.stream or (
+        "{topic}" if subscription.format == "number" else "{topic}.{field}"
+    )
+
+
+def callback_filter(topic_filter: str) -> str:
+    """The filter paho matches message topics against: a shared subscription
+    (``$share/group/plant/#``) delivers messages whose topic is ``plant/...``."""
+    if topic_filter.startswith("$share/"):
+        parts = topic_filter.split("/", 2)
+        return parts[2] if len(parts) == 3 else topic_filter
+    return topic_filter
+
+
+@dataclass(frozen=True)
+class _Route:
+    subscription: Subscription
+    template: str
+    parser: RecordParser
+
+
+class MqttSubscriber(Source):
+    def __init__(self, section: MqttSource, sink: Sink) -> None:
+        super().__init__(section, sink)
+        self.section: MqttSource = section
+        self._routes: list[_Route] = []
+        for sub in section.subscribe:
+            template = default_template(sub)
+            try:
+                check_template(template)
+            except ValueError as exc:
+                raise SourceError(f"source {section.name}: stream {template!r}: {exc}") from exc
+            parser = RecordParser(
+                source=section.name,
+                format=sub.format,
+                fields=sub.fields,
+                timestamp_field=sub.timestamp_field,
+                units=sub.units,
+            )
+            self._routes.append(_Route(sub, template, parser))
+        self._client: mqtt.Client | None = None
+        self._ever_connected = False
+        self._lost = False
+        self._pending: dict[int, list[str]] = {}  # subscribe mid -> topic filters
+        self._refused: list[str] = []
+        self._subscribed = False
+        self._messages = 0
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._client is not None:
+            raise RuntimeError(f"source {self.name} already started")
+        client = self._make_client()
+        self._client = client
+        broker = self.section.broker
+        client.connect_async(broker.host, broker.port, keepalive=broker.keepalive)
+        client.loop_start()
+        # paho names its thread paho-mqtt-client-<id>; name it after the source like the
+        # other sources' threads (there is no public hook for this).
+        thread = getattr(client, "_thread", None)
+        if isinstance(thread, threading.Thread):
+            thread.name = f"source-{self.name}"
+            self._threads.append(thread)
+
+    def _interrupt(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        client.disconnect()
+        client.loop_stop()  # returns within about a second: paho polls in 1 s steps
+        self._set_connected(False)
+
+    def _make_client(self) -> mqtt.Client:
+        broker = self.section.broker
+        protocol = mqtt.MQTTv5 if broker.protocol == "5" else mqtt.MQTTv311
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=broker.client_id or "",
+            protocol=protocol,
+        )
+        if broker.username is not None:
+            password = broker.password.get_secret_value() if broker.password else None
+            client.username_pw_set(broker.username, password)
+        if broker.tls is not None:
+            tls = broker.tls
+            client.tls_set(
+                ca_certs=str(tls.ca_file) if tls.ca_file else None,
+                certfile=str(tls.cert_file) if tls.cert_file else None,
+                keyfile=str(tls.key_file) if tls.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        client.reconnect_delay_set(RECONNECT_MIN, RECONNECT_MAX)  # type: ignore[arg-type]
+        client.on_connect = self._guard(self._on_connect)
+        client.on_connect_fail = self._guard(self._on_connect_fail)
+        client.on_disconnect = self._guard(self._on_disconnect)
+        client.on_subscribe = self._guard(self._on_subscribe)
+        client.on_message = self._guard(self._on_unrouted)
+        for route in self._routes:
+            client.message_callback_add(
+                callback_filter(route.subscription.topic), self._guard(self._on_message_for(route))
+            )
+        return client
+
+    def _extra_stats(self) -> dict[str, Any]:
+        broker = self.section.broker
+        with self._lock:
+            return {
+                "broker": f"{broker.host}:{broker.port}",
+                "messages": self._messages,
+                "subscribed": self._subscribed,
+                "subscriptions_refused": list(self._refused),
+            }
+
+    # --- callbacks (paho's thread: parse, enqueue, return) -------------------------------
+
+    def _guard(self, callback: Callable[..., None]) -> Callable[..., None]:
+        """An exception escaping a paho callback ends paho's network thread (unless
+        suppress_exceptions is set): catch it here, count it, log it and carry on."""
+
+        def guarded(*args: Any) -> None:
+            try:
+                callback(*args)
+            except Exception as exc:
+                self._error(exc)
+
+        return guarded
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        if reason.is_failure:
+            self._broker_lost(f"connection refused: {reason}")
+            return
+        recovered = self._lost
+        self._lost = False
+        self._set_connected(True, reconnect=self._ever_connected)
+        self._ever_connected = True
+        broker = self.section.broker
+        if recovered:
+            log.info("mqtt %s: broker %s:%s recovered", self.name, broker.host, broker.port)
+            self._event("broker_recovered", broker=f"{broker.host}:{broker.port}")
+        else:
+            log.info("mqtt %s: connected to %s:%s", self.name, broker.host, broker.port)
+        topics: list[tuple[str, int]] = [
+            (r.subscription.topic, r.subscription.qos) for r in self._routes
+        ]
+        result, mid = client.subscribe(topics)
+        if result == mqtt.MQTT_ERR_SUCCESS and mid is not None:
+            self._pending[mid] = [t for t, _ in topics]
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._broker_lost("cannot connect")
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        if self.stopping:
+            return
+        self._broker_lost(f"disconnected: {reason}")
+
+    def _broker_lost(self, why: str) -> None:
+        self._set_connected(False)
+        with self._lock:
+            self._subscribed = False
+        if self._lost or self.stopping:
+            return
+        self._lost = True
+        broker = self.section.broker
+        log.warning("mqtt %s: broker %s:%s lost (%s)", self.name, broker.host, broker.port, why)
+        self._event("broker_lost", broker=f"{broker.host}:{broker.port}", error=why)
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[Any], props: Any
+    ) -> None:
+        topics = self._pending.pop(mid, [])
+        refused = [t for t, r in zip(topics, reasons, strict=False) if r.is_failure]
+        with self._lock:
+            self._refused = refused
+            self._subscribed = bool(topics) and not refused
+        for topic in refused:
+            log.error("mqtt %s: the broker refused the subscription %r", self.name, topic)
+
+    def _on_message_for(
+        self, route: _Route
+    ) -> Callable[[mqtt.Client, Any, mqtt.MQTTMessage], None]:
+        def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+            self._handle(route, message.topic, bytes(message.payload), time.time())
+
+        return on_message
+
+    def _on_unrouted(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self._dead_letter(
+            "no_route",
+            bytes(message.payload),
+            f"topic {clip_text(message.topic, 200)} matches no filter",
+        )
+
+    def _handle(self, route: _Route, topic: str, payload: bytes, received: float) -> None:
+        with self._lock:
+            self._messages += 1
+        sub = route.subscription
+        try:
+            text = decode_payload(payload, sub.max_payload)
+            parsed = route.parser.parse(
+                text, received, lambda field: render_stream(route.template, topic, field)
+            )
+        except ParseError as exc:
+            self._dead_letter(exc.reason, payload, f"topic {clip_text(topic, 200)}: {exc.detail}")
+            return
+        self._emit(parsed, payload, f"topic {clip_text(topic, 200)}: ")

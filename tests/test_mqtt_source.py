@@ -1,0 +1,240 @@
+"""The MQTT source against a real Mosquitto broker (the ``broker`` fixture)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from conftest import Broker, free_port
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.config import MqttSource
+from gateway.errors import SourceError
+from gateway.records import DeadLetter, Event, Reading, Record
+from gateway.sources import build_source
+from gateway.sources.mqtt import MqttSubscriber
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+
+    def put(self, record: Record) -> None:
+        self.records.append(record)
+
+    def readings(self) -> list[Reading]:
+        return [r for r in self.records if isinstance(r, Reading)]
+
+    def dead(self) -> list[DeadLetter]:
+        return [r for r in self.records if isinstance(r, DeadLetter)]
+
+    def events(self, kind: str) -> list[Event]:
+        return [r for r in self.records if isinstance(r, Event) and r.kind == kind]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.01)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+class Publisher:
+    """A plain paho client that publishes with QoS 1 and waits for each PUBACK."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def __call__(self, topic: str, payload: bytes | str) -> None:
+        info = self.client.publish(topic, payload, qos=1)
+        info.wait_for_publish(5.0)
+        assert info.is_published()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def source_config(port: int, protocol: str = "5", **broker: Any) -> MqttSource:
+    return MqttSource.model_validate(
+        {
+            "type": "mqtt",
+            "name": "plant",
+            "broker": {"host": "127.0.0.1", "port": port, "protocol": protocol, **broker},
+            "subscribe": [
+                {
+                    "topic": "plant/+/telemetry",
+                    "stream": "{1}.{field}",
+                    "timestamp_field": "ts",
+                    "units": {"t": {"unit": "degC"}, "p": {"scale": 0.001, "unit": "bar"}},
+                    "max_payload": 128,
+                },
+                {"topic": "raw/#", "format": "number"},
+            ],
+        }
+    )
+
+
+@pytest.fixture
+def running(broker: Broker) -> Iterator[tuple[MqttSubscriber, ListSink, Publisher]]:
+    sink = ListSink()
+    source = build_source(source_config(broker.port), sink)
+    assert isinstance(source, MqttSubscriber)
+    source.start()
+    publish = Publisher(broker)
+    try:
+        wait_for(lambda: source.stats()["subscribed"])
+        yield source, sink, publish
+    finally:
+        publish.close()
+        source.stop()
+        assert source.join(5.0)
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_json_and_number_payloads_with_wildcards_and_templates(
+    broker: Broker, protocol: str
+) -> None:
+    sink = ListSink()
+    source = MqttSubscriber(source_config(broker.port, protocol), sink)
+    source.start()
+    publish = Publisher(broker)
+    try:
+        wait_for(lambda: source.stats()["subscribed"])
+        publish("plant/pump-1/telemetry", '{"t": 21.5, "p": 1200, "id": "A7", "ts": 1700000000}')
+        publish("plant/pump-2/telemetry", '{"t": 19.0, "motor": {"rpm": 1450}}')
+        publish("raw/line-a/level", b"3.25")
+        publish("raw/x", " -1e2 \n")
+        wait_for(lambda: len(sink.readings()) == 6)
+    finally:
+        publish.close()
+        source.stop()
+        assert source.join(5.0)
+    got = {r.stream: (r.value, r.unit) for r in sink.readings()}
+    assert got == {
+        "pump-1.t": (21.5, "degC"),
+        "pump-1.p": (pytest.approx(1.2), "bar"),
+        "pump-2.t": (19.0, "degC"),
+        "pump-2.motor.rpm": (1450.0, None),
+        "raw.line-a.level": (3.25, None),
+        "raw.x": (-100.0, None),
+    }
+    assert {r.ts for r in sink.readings() if r.stream.startswith("pump-1")} == {1_700_000_000.0}
+    assert all(r.source == "plant" for r in sink.readings())
+    assert sink.dead() == []
+    assert source._threads and source._threads[0].name == "source-plant"
+
+
+def test_garbage_payloads_are_dead_lettered_and_counted(
+    running: tuple[MqttSubscriber, ListSink, Publisher],
+) -> None:
+    source, sink, publish = running
+    topic = "plant/pump-1/telemetry"
+    publish(topic, b"{not json")
+    publish(topic, b"\xff\xfe\x00")
+    publish(topic, '{"t": ' + "1" * 200 + "}")  # over max_payload (128)
+    publish(topic, '{"t": 1, "x": NaN}')  # t kept, x dead-lettered
+    publish(topic, '{"t": 1, "ts": "last tuesday"}')
+    publish(topic, "[" * 50 + "]" * 50)
+    publish("raw/has space", b"1")
+    publish("raw/n", b"NaN")
+    publish("raw/e", b"")
+    publish("raw/ok", b"7")
+    wait_for(lambda: len(sink.dead()) == 9 and len(sink.readings()) == 2)
+    assert sorted(d.reason for d in sink.dead()) == sorted(
+        [
+            "bad_json",
+            "bad_utf8",
+            "payload_too_large",
+            "non_finite",
+            "bad_timestamp",
+            "json_too_deep",
+            "bad_stream_name",
+            "non_finite",
+            "empty",
+        ]
+    )
+    too_large = next(d for d in sink.dead() if d.reason == "payload_too_large")
+    assert too_large.payload_len == 207 and "topic plant/pump-1/telemetry" in too_large.detail
+    stats = source.stats()
+    assert stats["dead_letters_total"] == 9 and stats["dead_letters"]["non_finite"] == 2
+    assert stats["messages"] == 10 and stats["readings"] == 2 and stats["errors"] == 0
+
+
+def test_readings_keep_flowing_after_broker_restart(
+    running: tuple[MqttSubscriber, ListSink, Publisher], broker: Broker
+) -> None:
+    source, sink, publish = running
+    publish("raw/a", b"1")
+    wait_for(lambda: len(sink.readings()) == 1)
+    publish.close()
+    broker.restart()
+    wait_for(lambda: sink.events("broker_lost"))
+    wait_for(lambda: sink.events("broker_recovered") and source.stats()["subscribed"])
+    again = Publisher(broker)
+    try:
+        again("raw/a", b"2")
+        again("plant/pump-1/telemetry", '{"t": 3}')
+        wait_for(lambda: len(sink.readings()) == 3)
+    finally:
+        again.close()
+    assert [r.value for r in sink.readings()] == [1.0, 2.0, 3.0]
+    stats = source.stats()
+    assert stats["reconnects"] == 1 and stats["connected"] is True
+    assert len(sink.events("broker_lost")) == 1
+
+
+def test_absent_broker_does_not_block_start_and_is_joined_later(tmp_path: Path) -> None:
+    port = free_port()
+    sink = ListSink()
+    source = MqttSubscriber(source_config(port, username="gw7", password="hunter2-secret"), sink)
+    source.start()  # connect_async: returns although nothing listens yet
+    late = Broker(tmp_path, port)
+    try:
+        wait_for(lambda: sink.events("broker_lost"))
+        assert source.stats()["connected"] is False
+        late.start()
+        wait_for(lambda: source.stats()["subscribed"], timeout=20.0)
+        publish = Publisher(late)
+        publish("raw/late", b"42")
+        publish.close()
+        wait_for(lambda: sink.readings())
+        assert sink.readings()[0].stream == "raw.late"
+    finally:
+        source.stop()
+        assert source.join(5.0)
+        late.stop()
+
+
+def test_password_never_logged(broker: Broker, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    sink = ListSink()
+    source = MqttSubscriber(
+        source_config(broker.port, username="gw7", password="hunter2-secret"), sink
+    )
+    source.start()
+    try:
+        wait_for(lambda: source.stats()["subscribed"])
+    finally:
+        source.stop()
+        assert source.join(5.0)
+    assert "hunter2" not in caplog.text
+    assert "hunter2" not in repr(source.stats())
+
+
+def test_unknown_template_placeholder_is_rejected() -> None:
+    cfg = MqttSource.model_validate(
+        {"type": "mqtt", "name": "m", "subscribe": [{"topic": "a/#", "stream": "{topic.x}"}]}
+    )
+    with pytest.raises(SourceError, match="placeholder"):
+        MqttSubscriber(cfg, ListSink())
