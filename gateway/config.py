@@ -424,15 +424,22 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         path = path.expanduser()
         return path if path.is_absolute() else (base / path)
 
+    def fix_broker(broker: BrokerSection) -> BrokerSection:
+        if broker.tls is None:
+            return broker
+        files = ("ca_file", "cert_file", "key_file")
+        tls = broker.tls.model_copy(update={k: fix(getattr(broker.tls, k)) for k in files})
+        return broker.model_copy(update={"tls": tls})
+
     gateway = config.gateway.model_copy(update={"data_dir": fix(config.gateway.data_dir)})
     model = config.model.model_copy(update={"path": fix(config.model.path)})
-    updates: dict[str, Any] = {"gateway": gateway, "model": model}
-    if config.upstream and config.upstream.broker.tls:
-        tls = config.upstream.broker.tls
-        tls = tls.model_copy(
-            update={k: fix(getattr(tls, k)) for k in ("ca_file", "cert_file", "key_file")}
-        )
-        broker = config.upstream.broker.model_copy(update={"tls": tls})
+    sources = [
+        s.model_copy(update={"broker": fix_broker(s.broker)}) if isinstance(s, MqttSource) else s
+        for s in config.sources
+    ]
+    updates: dict[str, Any] = {"gateway": gateway, "model": model, "sources": sources}
+    if config.upstream is not None:
+        broker = fix_broker(config.upstream.broker)
         updates["upstream"] = config.upstream.model_copy(update={"broker": broker})
     return config.model_copy(update=updates)
 

@@ -123,6 +123,13 @@ def iso_utc(ts: float) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def json_number(value: float | None) -> float | None:
+    """JSON has no NaN or infinity: those become null."""
+    if value is None or value != value or value in (float("inf"), float("-inf")):
+        return None
+    return value
+
+
 def alert_payload(change: AlertChange, gateway_id: str) -> dict[str, Any]:
     """The JSON body published to ``{prefix}/{gateway}/alerts/{stream}``."""
     return {
@@ -133,17 +140,17 @@ def alert_payload(change: AlertChange, gateway_id: str) -> dict[str, Any]:
         "stream": change.stream,
         "state": change.state,
         "score": round(change.score, 6),
-        "observed": change.observed,
-        "expected": change.expected,
-        "band": list(change.band),
+        "observed": json_number(change.observed),
+        "expected": json_number(change.expected),
+        "band": [json_number(b) for b in change.band],
         "unit": change.unit,
         "model": change.model,
         "contributors": [
             {
                 "stream": c.stream,
-                "observed": c.observed,
-                "expected": c.expected,
-                "band": list(c.band),
+                "observed": json_number(c.observed),
+                "expected": json_number(c.expected),
+                "band": [json_number(b) for b in c.band],
                 "share": round(c.share, 4),
                 "unit": c.unit,
             }

@@ -1,0 +1,157 @@
+"""The detector's behaviour on signals with known faults, through the real model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from gateway.config import DetectorSection
+from gateway.detector import Detector
+from gateway.model.runtime import StepModel, load_model
+from gateway.records import Reading
+
+
+@pytest.fixture(scope="module")
+def model() -> StepModel:
+    return load_model(None, "auto")
+
+
+@dataclass
+class CountingModel:
+    """The real model, with a record of the batch size of every call."""
+
+    inner: StepModel
+    batch_sizes: list[int] = field(default_factory=list)
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self.inner, name)
+
+    def step(self, x, h, dt):  # noqa: ANN001, ANN201
+        self.batch_sizes.append(len(x))
+        return self.inner.step(x, h, dt)
+
+
+CFG = DetectorSection(warmup=300, baseline_halflife=300, cooldown=60, max_gap=600)
+
+
+def run(detector: Detector, stream: str, values: np.ndarray, t0: float = 0.0, dt: float = 1.0):
+    scores, alerts, events, states = [], [], [], []
+    for i, value in enumerate(values):
+        out = detector.process([Reading(stream, t0 + i * dt, float(value), "test")])
+        scores.append(out.scored[0].score)
+        states.append(out.scored[0].alert)
+        alerts.extend(out.alerts)
+        events.extend(out.events)
+    return np.array(scores), alerts, events, np.array(states)
+
+
+def noise(n: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return 20.0 + rng.normal(0.0, 0.5, n)
+
+
+def test_level_shift_raises_an_alert_that_stays_open_while_the_fault_lasts(model) -> None:
+    values = noise(1500)
+    values[1000:] += 6 * 0.5
+    scores, alerts, _, active = run(Detector(CFG, model), "temp", values)
+    raised = [a for a in alerts if a.state == "raised"]
+    assert len(raised) == 1
+    assert 1000 <= raised[0].ts <= 1010  # caught within a few readings of the shift
+    assert raised[0].observed > raised[0].band[1]  # the explanation points the right way
+    assert active[1020:].all()  # guarded adaptation: the fault is not learned as normal
+    assert scores[:1000].max() < CFG.threshold or not any(a.ts < 1000 for a in alerts)
+
+
+def test_slow_drift_of_the_same_size_raises_no_alert(model) -> None:
+    values = noise(4000)
+    values += np.linspace(0.0, 6 * 0.5, 4000)  # the same 6-sigma move, over ~1 hour
+    _, alerts, _, _ = run(Detector(CFG, model), "temp", values)
+    assert alerts == []
+
+
+def test_fast_baseline_move_is_reported_as_drift_event_not_alert(model) -> None:
+    cfg = DetectorSection(
+        warmup=300, baseline_halflife=120, drift_halflife=7200, drift_threshold=3.0, cooldown=60
+    )
+    values = noise(4000) + np.concatenate([np.zeros(500), np.linspace(0, 10.0, 3500)])
+    _, alerts, events, _ = run(Detector(cfg, model), "temp", values)
+    assert [e.kind for e in events].count("drift") >= 1
+    assert alerts == []
+
+
+def test_long_gap_resets_the_stream(model) -> None:
+    detector = Detector(CFG, model)
+    run(detector, "temp", noise(600))
+    view = detector.channel_view("temp")
+    assert view and not view["warming_up"]
+    # After a silence longer than max_gap the level is different: that is not an anomaly.
+    _, alerts, events, _ = run(detector, "temp", noise(50, seed=2) + 30.0, t0=600 + 3600)
+    assert [e.kind for e in events] == ["gap_reset"]
+    assert alerts == []
+    view = detector.channel_view("temp")
+    assert view and view["warming_up"] and view["readings"] == 50
+
+
+def test_no_alert_during_warmup(model) -> None:
+    values = noise(400)
+    values[100:] += 10.0
+    _, alerts, _, _ = run(Detector(CFG, model), "temp", values[:300])
+    assert alerts == []
+
+
+def test_all_streams_of_a_tick_are_stepped_in_one_call(model) -> None:
+    spy = CountingModel(model)
+    detector = Detector(CFG, spy)  # type: ignore[arg-type]
+    readings = [Reading(f"s{k}", 10.0, 1.0 + k, "t") for k in range(7)]
+    readings += [Reading(f"s{k}", 11.0, 1.0 + k, "t") for k in range(3)]  # a second round
+    out = detector.process(readings)
+    assert spy.batch_sizes == [7, 3]
+    assert len(out.scored) == 10
+
+
+def test_asset_alert_names_the_faulty_channel_first(model) -> None:
+    detector = Detector(CFG, model, assets={"pump": ["flow", "temp", "vib"]})
+    rng = np.random.default_rng(3)
+    alerts = []
+    for i in range(1300):
+        flow = 10 + rng.normal(0, 0.2) + (3.0 if i >= 1000 else 0.0)
+        tick = [
+            Reading("flow", i, flow, "t"),
+            Reading("temp", i, 50 + rng.normal(0, 1), "t"),
+            Reading("vib", i, 0.02 + rng.normal(0, 0.001), "t"),
+        ]
+        alerts += detector.process(tick).alerts
+    raised = [a for a in alerts if a.state == "raised"]
+    assert raised and raised[0].stream == "pump"
+    assert raised[0].contributors[0].stream == "flow"
+    assert raised[0].contributors[0].share > 0.5
+
+
+def test_snapshot_restore_gives_the_same_scores_as_an_uninterrupted_run(model) -> None:
+    values = noise(1200)
+    values[900:] += 3.0
+    whole, _, _, _ = run(Detector(CFG, model), "temp", values)
+    first = Detector(CFG, model)
+    head, _, _, _ = run(first, "temp", values[:700])
+    second = Detector(CFG, model)
+    assert second.restore(first.snapshot()) == 1
+    tail, _, _, _ = run(second, "temp", values[700:], t0=700.0)
+    np.testing.assert_allclose(np.concatenate([head, tail]), whole, atol=1e-6)
+
+
+def test_restore_skips_damaged_entries(model) -> None:
+    detector = Detector(CFG, model)
+    assert detector.restore({"a": "not json", "b": '{"h": [1, 2]}', "asset/x": "{}"}) == 0
+    run(detector, "a", noise(20))  # and the stream still works from scratch
+
+
+def test_scores_stay_in_unit_interval_on_wild_input(model) -> None:
+    detector = Detector(CFG, model)
+    rng = np.random.default_rng(5)
+    values = np.concatenate([noise(400), rng.normal(0, 1e9, 50), np.full(50, 1e-12), noise(100)])
+    scores, _, _, _ = run(detector, "wild", values)
+    assert np.all((scores >= 0) & (scores <= 1))
+    view = detector.channel_view("wild")
+    assert view and np.isfinite(view["baseline"])
