@@ -82,6 +82,9 @@ class Contribution:
     band: tuple[float, float]
     share: float  # fraction of the asset's raw score due to this channel, 0..1
     unit: str | None = None
+    # Which test the reading failed: "level" (far from the baseline), "prediction" (far from
+    # what the model expected next), "stuck" (the same value far longer than usual).
+    reason: str = "level"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +156,7 @@ def alert_payload(change: AlertChange, gateway_id: str) -> dict[str, Any]:
                 "band": [json_number(b) for b in c.band],
                 "share": round(c.share, 4),
                 "unit": c.unit,
+                "reason": c.reason,
             }
             for c in change.contributors
         ],

@@ -34,6 +34,7 @@ import numpy as np
 
 from gateway.config import DetectorSection
 from gateway.detector.latch import AlertLatch
+from gateway.detector.tail import TailModel
 from gateway.model.runtime import StepModel
 from gateway.records import AlertChange, Contribution, Event, Reading, ScoredReading
 
@@ -45,10 +46,17 @@ _SCALE_FLOOR_ABS = 1e-9
 _DT_CLIP = 50.0
 _INTERVAL_ALPHA = 0.05
 _SHORT_ALPHA = 1.0 / 3.0  # short average of the raw score: about the last 5 readings
-_LONG_READINGS = 2000.0  # memory of the raw score's long-run distribution, in readings
-_RAW_SD_FLOOR = 0.1
-_SCORE_FROM = 10  # a channel's surprise is not judged before this many readings
+_LONG_READINGS = 2000.0  # memory of the variance recalibration, in readings
+_SCORE_FROM = 30  # a channel is not judged before its baseline has settled a little
 _BAND_SIGMAS = 3.0
+# A burst of isolated spikes: the second-largest raw score in the last few readings, so
+# one lone spike is not an alarm but two within the window are.
+_BURST_WINDOW = 10
+# A stuck sensor repeats exactly the same value far longer than it ever did when healthy.
+_STUCK_MIN_RUN = 20
+_STUCK_FACTOR = 3.0
+_STUCK_Q = 36.0  # as surprising as a 6-sigma reading
+_REASONS = ("level", "prediction", "stuck")
 
 
 @dataclass
@@ -64,10 +72,10 @@ class _Asset:
     channels: list[int]
     latch: AlertLatch
     short: float = 0.0
-    mu: float = 0.0
-    var: float = 0.0
+    tail: TailModel = field(default_factory=TailModel)
     n: int = 0
     score: float = 0.0
+    recent: np.ndarray = field(default_factory=lambda: np.zeros(_BURST_WINDOW))
     alert_id: str | None = None
     max_score: float = 0.0
 
@@ -105,6 +113,9 @@ class Detector:
         self._slow = np.zeros(cap)
         self._drifting = np.zeros(cap, bool)
         self._q = np.zeros(cap)
+        self._reason = np.zeros(cap, np.int8)
+        self._run = np.zeros(cap, np.int64)
+        self._run_max = np.zeros(cap)
         self._last_value = np.zeros(cap)
         self._last_expected = np.full(cap, np.nan)
         self._last_band = np.full((cap, 2), np.nan)
@@ -129,6 +140,8 @@ class Detector:
         self._pred, self._logvar = grow(self._pred, np.nan), grow(self._logvar, 0.0)
         self._calib, self._slow = grow(self._calib, 1.0), grow(self._slow, 0.0)
         self._drifting, self._q = grow(self._drifting, False), grow(self._q, 0.0)
+        self._reason, self._run = grow(self._reason, 0), grow(self._run, 0)
+        self._run_max = grow(self._run_max, 0.0)
         self._last_value = grow(self._last_value, 0.0)
         self._last_expected = grow(self._last_expected, np.nan)
         self._last_band = grow(self._last_band, np.nan)
@@ -230,8 +243,11 @@ class Detector:
         has_pred = ~np.isnan(pred) & (n >= _SCORE_FROM)
         err2 = np.where(has_pred, (z - np.nan_to_num(pred)) ** 2 / pred_var, 0.0)
         judged = n >= _SCORE_FROM
-        q = np.where(judged, np.maximum(err2, z * z), 0.0)
+        stuck = self._stuck(idx, values, n, var, mean)
+        tests = np.stack([z * z, err2, np.where(stuck, _STUCK_Q, 0.0)])
+        q = np.where(judged, tests.max(axis=0), 0.0)
         self._q[idx] = q
+        self._reason[idx] = tests.argmax(axis=0)
         expected = np.where(np.isnan(pred), np.nan, mean + np.nan_to_num(pred) * scale)
         half_band = _BAND_SIGMAS * np.sqrt(pred_var) * scale
         self._last_value[idx] = values
@@ -264,7 +280,12 @@ class Detector:
         )
         alpha = np.where(n1 <= max(cfg.warmup, 1), np.maximum(alpha_time, 1.0 / n1), alpha_time)
         alpha = np.where(frozen & ~first, 0.0, alpha)
-        dev = np.clip(values - mean, -_HUBER * scale, _HUBER * scale)
+        # Huber-clipped once warm, so one outlier cannot drag the baseline; not during warm-up,
+        # where the spread must grow to its true size from a near-zero start.
+        warming = n1 <= cfg.warmup
+        dev = np.where(
+            warming, values - mean, np.clip(values - mean, -_HUBER * scale, _HUBER * scale)
+        )
         dev = np.where(first, 0.0, dev)
         new_mean = mean + alpha * dev
         new_var = np.where(first, 0.0, (1.0 - alpha) * (var + alpha * dev * dev))
@@ -309,6 +330,32 @@ class Detector:
                 )
             )
 
+    def _stuck(
+        self, idx: np.ndarray, values: np.ndarray, n: np.ndarray, var: np.ndarray, mean: np.ndarray
+    ) -> np.ndarray:
+        """Exact repeats, far longer than the longest run this channel had while healthy.
+        A channel that never varied (a constant, a coarse quantiser at rest) is exempt."""
+        run = self._run[idx]
+        repeat = (n >= 1) & (values == self._last_value[idx])
+        healthy = np.fromiter(
+            (not self._elevated(self._asset_of_slot[s]) for s in idx), bool, len(idx)
+        )
+        warming = n <= self.config.warmup
+        ended = ~repeat & (run > 0) & healthy
+        run_max = self._run_max[idx]
+        run_max = np.where(ended, np.maximum(run_max, run), run_max)
+        new_run = np.where(repeat, run + 1, 0)
+        # During warm-up an ongoing run counts too: a sensor at rest all along is normal.
+        run_max = np.where(warming, np.maximum(run_max, new_run), run_max)
+        self._run[idx] = new_run
+        self._run_max[idx] = run_max
+        varied = var > (_SCALE_FLOOR_REL * np.abs(mean) + _SCALE_FLOOR_ABS) ** 2
+        limit = np.maximum(_STUCK_MIN_RUN, _STUCK_FACTOR * run_max)
+        return varied & ~warming & (new_run > limit)
+
+    def _elevated(self, asset: _Asset) -> bool:
+        return asset.latch.active or asset.score >= self.config.clear_threshold
+
     def _score_asset(self, asset: _Asset, ts: float, out: DetectorOutput) -> None:
         cfg = self.config
         slots = asset.channels
@@ -318,18 +365,15 @@ class Detector:
             return
         raw = math.log1p(float(np.max(self._q[judged])))
         asset.short = raw if asset.n == 0 else asset.short + _SHORT_ALPHA * (raw - asset.short)
-        sd = max(math.sqrt(asset.var), _RAW_SD_FLOOR)
-        if asset.n >= _SCORE_FROM:
-            asset.score = 0.5 * math.erfc(-(asset.short - asset.mu) / (sd * math.sqrt(2.0)))
-        else:
-            asset.score = 0.0
-        elevated = asset.latch.active or asset.score >= cfg.clear_threshold
-        if not elevated:
+        asset.recent = np.roll(asset.recent, 1)
+        asset.recent[0] = raw
+        burst = float(np.partition(asset.recent, -2)[-2])
+        level = max(asset.short, burst)
+        asset.score = asset.tail.score(level)
+        if not self._elevated(asset):
+            # Learn what the statistic looks like while healthy; never from a fault.
             asset.n += 1
-            a = max(1.0 / asset.n, 1.0 / _LONG_READINGS)
-            d = raw - asset.mu
-            asset.mu += a * d
-            asset.var = (1.0 - a) * (asset.var + a * d * d)
+            asset.tail.update(level)
         warm = all(self._n[s] > cfg.warmup for s in slots)
         change = asset.latch.update(asset.score, ts, armed=warm)
         if asset.latch.active:
@@ -358,6 +402,7 @@ class Detector:
                 ),
                 share=float(q[i]) / total,
                 unit=self._units.get(self._names[slots[i]]),
+                reason=_REASONS[int(self._reason[slots[i]])],
             )
             for i in order
         )
@@ -427,6 +472,8 @@ class Detector:
         self._calib[slot] = 1.0
         self._drifting[slot] = False
         self._q[slot] = 0.0
+        self._run[slot] = 0
+        self._run_max[slot] = 0.0
 
     # --- inspection and persistence -----------------------------------------------------
 
@@ -466,16 +513,20 @@ class Detector:
                     "slow": float(self._slow[slot]),
                     "drifting": bool(self._drifting[slot]),
                     "q": float(self._q[slot]),
+                    "reason": int(self._reason[slot]),
+                    "run": int(self._run[slot]),
+                    "run_max": float(self._run_max[slot]),
+                    "last_value": float(self._last_value[slot]),
                 }
             )
         for name, asset in self._assets.items():
             states[f"asset/{name}"] = json.dumps(
                 {
                     "short": asset.short,
-                    "mu": asset.mu,
-                    "var": asset.var,
+                    "tail": asset.tail.state(),
                     "n": asset.n,
                     "score": asset.score,
+                    "recent": asset.recent.tolist(),
                     "alert_id": asset.alert_id,
                     "max_score": asset.max_score,
                     "latch": asset.latch.state(),
@@ -507,6 +558,10 @@ class Detector:
                 self._slow[slot] = float(data["slow"])
                 self._drifting[slot] = bool(data["drifting"])
                 self._q[slot] = float(data["q"])
+                self._reason[slot] = int(data["reason"])
+                self._run[slot] = int(data["run"])
+                self._run_max[slot] = float(data["run_max"])
+                self._last_value[slot] = float(data["last_value"])
                 restored += 1
             except (KeyError, TypeError, ValueError):
                 continue
@@ -518,9 +573,12 @@ class Detector:
                 continue
             try:
                 data = json.loads(text)
-                asset.short, asset.mu = float(data["short"]), float(data["mu"])
-                asset.var, asset.n = float(data["var"]), int(data["n"])
+                asset.short, asset.n = float(data["short"]), int(data["n"])
+                asset.tail.restore(data["tail"])
                 asset.score = float(data["score"])
+                recent = np.asarray(data["recent"], float)
+                if recent.shape == (_BURST_WINDOW,):
+                    asset.recent = recent
                 asset.alert_id = data.get("alert_id")
                 asset.max_score = float(data.get("max_score", 0.0))
                 asset.latch.restore(data["latch"])

@@ -1,0 +1,131 @@
+"""The benchmarks' scoring code on hand-made cases whose right answer is known.
+
+Benchmark numbers are only as good as the metric code behind them, and that code is easy to get
+subtly wrong (off-by-one windows, counting every row of an alert as a detection, normalising
+against the wrong reference). These tests pin it down without running any detector.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tools.detectors import rolling_z_alert, static_band_alert  # noqa: E402
+from tools.metrics import (  # noqa: E402
+    A_FP,
+    confusion,
+    match_events,
+    nab_score,
+    nab_windows,
+    rising_edges,
+    scaled_sigmoid,
+)
+
+
+def test_f1_far_mar_on_a_tiny_example() -> None:
+    labels = [0, 0, 0, 0, 1, 1, 1, 1, 0, 0]
+    preds = [0, 1, 0, 0, 1, 1, 0, 0, 0, 0]
+    c = confusion(labels, preds)
+    assert (c.tp, c.fp, c.fn, c.tn) == (2, 1, 2, 5)
+    assert c.f1 == pytest.approx(2 / (2 + (1 + 2) / 2))
+    assert c.far == pytest.approx(100 * 1 / 6)
+    assert c.mar == pytest.approx(100 * 2 / 4)
+
+
+def test_flagging_every_row_gives_the_quoted_f1_and_full_far() -> None:
+    labels = np.array([1] * 35 + [0] * 65)
+    c = confusion(labels, np.ones(100, int))
+    assert c.far == 100.0 and c.mar == 0.0
+    assert c.f1 == pytest.approx(35 / (35 + 65 / 2))
+
+
+def test_confusions_pool_by_adding_counts() -> None:
+    pooled = confusion([1, 0], [1, 1]) + confusion([1, 1], [0, 1])
+    assert (pooled.tp, pooled.fp, pooled.fn, pooled.tn) == (2, 1, 1, 0)
+
+
+def test_rising_edges() -> None:
+    assert rising_edges([1, 1, 0, 1, 0, 0, 1, 1]).tolist() == [0, 3, 6]
+    assert rising_edges([]).tolist() == []
+
+
+def test_scaled_sigmoid_shape() -> None:
+    assert scaled_sigmoid(-1.0) == pytest.approx(2 / (1 + math.exp(-5)) - 1)
+    assert scaled_sigmoid(0.0) == pytest.approx(0.0)
+    assert scaled_sigmoid(3.5) == -1.0
+
+
+def test_windows_start_at_the_changepoint_merge_and_skip_training_rows() -> None:
+    times = np.arange(1000.0)
+    assert nab_windows(times, [500], 60.0) == [(500, 559)]
+    assert nab_windows(times, [500, 530, 800], 60.0) == [(500, 589), (800, 859)]
+    assert nab_windows(times, [100, 500], 60.0, first_scored=400) == [(500, 559)]
+    assert nab_windows(times, [980], 60.0) == [(980, 999)]
+
+
+def test_perfect_detector_scores_100_and_null_detector_0() -> None:
+    windows = nab_windows(np.arange(1000.0), [200, 600], 60.0)
+    perfect = nab_score(windows, [lo for lo, _ in windows])
+    assert perfect.score == pytest.approx(100.0)
+    assert perfect.detected == 2 and perfect.false_positives == 0
+    null = nab_score(windows, [])
+    assert null.score == pytest.approx(0.0)
+    assert null.raw == pytest.approx(-2.0)
+    pooled = perfect + null
+    assert pooled.score == pytest.approx(50.0)
+
+
+def test_late_detection_earns_less_and_repeats_in_a_window_count_once() -> None:
+    windows = [(100, 159)]
+    early = nab_score(windows, [100]).raw
+    late = nab_score(windows, [150]).raw
+    assert 0 < late < early
+    assert nab_score(windows, [150, 151, 155]).raw == pytest.approx(late)
+
+
+def test_false_positives_cost_a_fp_far_from_a_window_and_less_just_after_one() -> None:
+    windows = [(100, 159)]
+    before = nab_score(windows, [10, 100])
+    assert before.false_positives == 1
+    assert before.raw == pytest.approx(nab_score(windows, [100]).raw + A_FP)
+    just_after = nab_score(windows, [100, 161]).raw - nab_score(windows, [100]).raw
+    far_after = nab_score(windows, [100, 900]).raw - nab_score(windows, [100]).raw
+    assert A_FP < just_after < 0
+    assert far_after == pytest.approx(A_FP)
+
+
+def test_event_matcher_counts_detections_in_window_and_false_alarms_outside() -> None:
+    faults = [(100.0, 200.0), (1000.0, 1000.0)]
+    m = match_events(faults, [50.0, 150.0, 180.0, 1030.0, 5000.0], grace=60.0)
+    assert m.faults == 2 and m.detected == 2 and m.false_alarms == 2
+    assert m.delays == [50.0, 30.0]
+    assert m.precision == pytest.approx(0.5) and m.recall == pytest.approx(1.0)
+    assert m.median_delay == pytest.approx(40.0)
+    missed = match_events(faults, [1061.0], grace=60.0)
+    assert missed.detected == 0 and missed.false_alarms == 1 and math.isnan(missed.median_delay)
+
+
+def test_rolling_z_needs_three_rows_over_the_bar() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(200)
+    x[150] += 20.0
+    assert rolling_z_alert(x)[150:160].sum() == 0  # one row over: no alert
+    x[150:154] += 20.0
+    alert = rolling_z_alert(x)
+    assert alert[152] == 1 and alert[:150].sum() == 0
+
+
+def test_static_band_is_fitted_on_the_training_rows_only() -> None:
+    x = np.zeros((10, 2))
+    x[:4] = [[0.0, 1.0], [2.0, 1.0], [0.0, 1.0], [2.0, 1.0]]  # channel 0: mean 1, std 1
+    x[4:] = [1.0, 1.0]
+    x[6, 0] = 4.9
+    x[7, 0] = 5.1
+    x[8, 1] = 1.001  # channel 1 was constant: floored std, relative deviation 1e-3 > 4e-4
+    assert static_band_alert(x, train_rows=4, k=4.0).tolist() == [0, 0, 0, 0, 0, 0, 0, 1, 1, 0]

@@ -1,0 +1,148 @@
+"""The detectors the benchmarks compare, behind one shape: a file in, per-row alert flags out.
+
+The gateway's detector is run through ``gateway.replay.replay`` (the code path the ``replay``
+command uses), never by calling the engine directly, so the benchmark measures what an operator
+would get from a backtest. Label columns are stripped with replay's ``ignore`` parameter.
+``replay`` writes no events, so ``run_replay`` swaps in a Detector subclass that records the
+events the engine emits (drift) without changing what it computes.
+
+The two classical baselines are deliberately simple and use no labels:
+
+- rolling z-score: per channel, the mean and standard deviation of the previous ``window``
+  rows (the current row excluded); alert while max |z| over channels > ``z`` for at least
+  ``min_run`` consecutive rows;
+- static band: per-channel mean +- ``k`` std of the first ``train_rows`` rows; alert while any
+  channel is outside its band (no alert during the training rows).
+
+Both floor a channel's standard deviation as the engine does (``1e-4 |mean| + 1e-9``), so a
+channel that was constant is judged on relative, not infinite, deviations.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import numpy as np
+
+import gateway.replay
+from gateway.config import Config
+from gateway.detector import Detector
+from gateway.detector.engine import DetectorOutput
+from gateway.model.runtime import StepModel
+from gateway.records import Event
+
+SCALE_FLOOR_REL = 1e-4
+SCALE_FLOOR_ABS = 1e-9
+
+
+@dataclass
+class ReplayRun:
+    timestamps: list[str]
+    score: np.ndarray
+    alert: np.ndarray
+    channels: list[str]
+    seconds: float
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def rows_per_second(self) -> float:
+        return len(self.alert) / self.seconds if self.seconds > 0 else math.nan
+
+
+def run_replay(
+    path: Path,
+    config: Config,
+    model: StepModel,
+    sep: str = ",",
+    time_column: str | None = None,
+    ignore: tuple[str, ...] = (),
+) -> ReplayRun:
+    """Replay one CSV file in memory and parse its output back into arrays."""
+    events: list[Event] = []
+
+    class RecordingDetector(Detector):
+        def process_ticks(self, ticks: Any) -> DetectorOutput:
+            out = super().process_ticks(ticks)
+            events.extend(out.events)
+            return out
+
+    buffer = io.StringIO()
+    with mock.patch.object(gateway.replay, "Detector", RecordingDetector):
+        summary = gateway.replay.replay(
+            path, buffer, config, model, sep=sep, time_column=time_column, ignore=ignore
+        )
+    buffer.seek(0)
+    reader = csv.reader(buffer)
+    header = next(reader)
+    i_ts, i_score, i_alert = (header.index(c) for c in ("timestamp", "anomaly_score", "alert"))
+    stamps: list[str] = []
+    scores: list[float] = []
+    alerts: list[int] = []
+    for row in reader:
+        stamps.append(row[i_ts])
+        scores.append(float(row[i_score]))
+        alerts.append(int(row[i_alert]))
+    return ReplayRun(
+        stamps,
+        np.asarray(scores),
+        np.asarray(alerts, np.int8),
+        list(summary.channels),
+        summary.seconds,
+        events,
+    )
+
+
+def _floored(std: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    return np.maximum(std, SCALE_FLOOR_REL * np.abs(mean) + SCALE_FLOOR_ABS)
+
+
+def rolling_z_alert(
+    values: np.ndarray, window: int = 60, z: float = 3.0, min_run: int = 3
+) -> np.ndarray:
+    """``values[rows, channels]`` (NaN = missing) -> 0/1 per row; causal."""
+    x = np.asarray(values, dtype=float)
+    if x.ndim == 1:
+        x = x[:, None]
+    rows = x.shape[0]
+    over = np.zeros(rows, bool)
+    filled = np.where(np.isnan(x), 0.0, x)
+    present = (~np.isnan(x)).astype(float)
+    zero = np.zeros((1, x.shape[1]))
+    c_n = np.concatenate([zero, np.cumsum(present, axis=0)])
+    c_s = np.concatenate([zero, np.cumsum(filled, axis=0)])
+    c_q = np.concatenate([zero, np.cumsum(filled * filled, axis=0)])
+    for i in range(window, rows):
+        n = c_n[i] - c_n[i - window]
+        s = c_s[i] - c_s[i - window]
+        q = c_q[i] - c_q[i - window]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = s / n
+            std = np.sqrt(np.maximum(q / n - mean * mean, 0.0))
+            zi = np.abs(x[i] - mean) / _floored(std, mean)
+        ok = (n >= 2) & ~np.isnan(zi)
+        over[i] = bool(np.any(zi[ok] > z))
+    run = np.zeros(rows, np.int64)
+    for i in range(rows):
+        run[i] = run[i - 1] + 1 if over[i] and i > 0 else int(over[i])
+    return (run >= min_run).astype(np.int8)
+
+
+def static_band_alert(values: np.ndarray, train_rows: int, k: float = 4.0) -> np.ndarray:
+    """Per-channel mean +- k std of the first ``train_rows`` rows; alert outside any band."""
+    x = np.asarray(values, dtype=float)
+    if x.ndim == 1:
+        x = x[:, None]
+    train = x[:train_rows]
+    mean = np.nanmean(train, axis=0)
+    std = _floored(np.nanstd(train, axis=0), mean)
+    with np.errstate(invalid="ignore"):
+        outside = np.abs(x - mean) > k * std
+    alert = np.any(outside & ~np.isnan(x), axis=1)
+    alert[:train_rows] = False
+    return alert.astype(np.int8)
