@@ -370,7 +370,9 @@ class Detector:
         burst = float(np.partition(asset.recent, -2)[-2])
         level = max(asset.short, burst)
         asset.score = asset.tail.score(level)
-        if not self._elevated(asset):
+        # The first half of the warm-up is the baseline settling: not what healthy looks like.
+        settled = all(self._n[s] > max(_SCORE_FROM, cfg.warmup // 2) for s in slots)
+        if settled and not self._elevated(asset):
             # Learn what the statistic looks like while healthy; never from a fault.
             asset.n += 1
             asset.tail.update(level)
