@@ -75,7 +75,8 @@ class _Asset:
     tail: TailModel = field(default_factory=TailModel)
     n: int = 0
     score: float = 0.0
-    recent: np.ndarray = field(default_factory=lambda: np.zeros(_BURST_WINDOW))
+    recent: np.ndarray = field(default_factory=lambda: np.zeros(_BURST_WINDOW))  # a ring
+    n_raw: int = 0
     alert_id: str | None = None
     max_score: float = 0.0
 
@@ -213,6 +214,7 @@ class Detector:
                 Event("gap_reset", tick[j].stream, float(ts[j]), {"gap_s": float(dt_raw[j])})
             )
         dt_raw = np.where(np.isnan(dt_raw) | gap, np.nan, np.maximum(dt_raw, 0.0))
+        dt0 = np.where(np.isnan(dt_raw), 0.0, dt_raw)
 
         n = self._n[idx]
         first = n == 0
@@ -241,14 +243,15 @@ class Detector:
         pred = self._pred[idx]
         pred_var = np.exp(self._logvar[idx]) * self._calib[idx]
         has_pred = ~np.isnan(pred) & (n >= _SCORE_FROM)
-        err2 = np.where(has_pred, (z - np.nan_to_num(pred)) ** 2 / pred_var, 0.0)
+        pred0 = np.where(np.isnan(pred), 0.0, pred)
+        err2 = np.where(has_pred, (z - pred0) ** 2 / pred_var, 0.0)
         judged = n >= _SCORE_FROM
         stuck = self._stuck(idx, values, n, var, mean)
         tests = np.stack([z * z, err2, np.where(stuck, _STUCK_Q, 0.0)])
         q = np.where(judged, tests.max(axis=0), 0.0)
         self._q[idx] = q
         self._reason[idx] = tests.argmax(axis=0)
-        expected = np.where(np.isnan(pred), np.nan, mean + np.nan_to_num(pred) * scale)
+        expected = np.where(np.isnan(pred), np.nan, mean + pred0 * scale)
         half_band = _BAND_SIGMAS * np.sqrt(pred_var) * scale
         self._last_value[idx] = values
         # The explanation follows whichever test the reading failed: far from the baseline
@@ -275,9 +278,7 @@ class Detector:
 
         # Baseline update (time-based half-life; cumulative during warm-up; Huber-clipped).
         n1 = n + 1
-        alpha_time = np.where(
-            have_dt, 1.0 - np.exp2(-np.nan_to_num(dt_raw) / cfg.baseline_halflife), 0.0
-        )
+        alpha_time = np.where(have_dt, 1.0 - np.exp2(-dt0 / cfg.baseline_halflife), 0.0)
         alpha = np.where(n1 <= max(cfg.warmup, 1), np.maximum(alpha_time, 1.0 / n1), alpha_time)
         alpha = np.where(frozen & ~first, 0.0, alpha)
         # Huber-clipped once warm, so one outlier cannot drag the baseline; not during warm-up,
@@ -365,8 +366,8 @@ class Detector:
             return
         raw = math.log1p(float(np.max(self._q[judged])))
         asset.short = raw if asset.n == 0 else asset.short + _SHORT_ALPHA * (raw - asset.short)
-        asset.recent = np.roll(asset.recent, 1)
-        asset.recent[0] = raw
+        asset.recent[asset.n_raw % _BURST_WINDOW] = raw
+        asset.n_raw += 1
         burst = float(np.partition(asset.recent, -2)[-2])
         level = max(asset.short, burst)
         asset.score = asset.tail.score(level)
@@ -440,7 +441,7 @@ class Detector:
         slow = np.where(first | ~warm, new_mean, self._slow[idx])
         a = np.where(
             warm & ~frozen,
-            1.0 - np.exp2(-np.nan_to_num(dt_raw) / cfg.drift_halflife),
+            1.0 - np.exp2(-np.where(np.isnan(dt_raw), 0.0, dt_raw) / cfg.drift_halflife),
             0.0,
         )
         slow = slow + a * (new_mean - slow)
@@ -529,6 +530,7 @@ class Detector:
                     "n": asset.n,
                     "score": asset.score,
                     "recent": asset.recent.tolist(),
+                    "n_raw": asset.n_raw,
                     "alert_id": asset.alert_id,
                     "max_score": asset.max_score,
                     "latch": asset.latch.state(),
@@ -581,6 +583,7 @@ class Detector:
                 recent = np.asarray(data["recent"], float)
                 if recent.shape == (_BURST_WINDOW,):
                     asset.recent = recent
+                    asset.n_raw = int(data.get("n_raw", 0))
                 asset.alert_id = data.get("alert_id")
                 asset.max_score = float(data.get("max_score", 0.0))
                 asset.latch.restore(data["latch"])
