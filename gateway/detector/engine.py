@@ -364,7 +364,7 @@ class Detector:
         if not judged:
             asset.score = 0.0
             return
-        raw = math.log1p(float(np.max(self._q[judged])))
+        raw = float(np.max(self._q[judged]))
         asset.short = raw if asset.n == 0 else asset.short + _SHORT_ALPHA * (raw - asset.short)
         asset.recent[asset.n_raw % _BURST_WINDOW] = raw
         asset.n_raw += 1

@@ -56,7 +56,9 @@ class TailModel:
     def exceedance(self, value: float) -> float:
         """P(a healthy value >= value), from the quantiles and the exponential tail."""
         q50, q90, q99 = self._q
-        beta = max((q99 - q90) / math.log(10.0), self._beta_floor)
+        # The 99th percentile of a few hundred values is itself noisy; the 50-90 gap is a
+        # steadier second estimate of the tail's scale, and we take the more cautious one.
+        beta = max((q99 - q90) / math.log(10.0), (q90 - q50) / math.log(5.0), self._beta_floor)
         if value > q90:
             return 0.1 * math.exp(-(value - q90) / beta)
         if value > q50:
