@@ -155,3 +155,26 @@ def test_scores_stay_in_unit_interval_on_wild_input(model) -> None:
     assert np.all((scores >= 0) & (scores <= 1))
     view = detector.channel_view("wild")
     assert view and np.isfinite(view["baseline"])
+
+
+def test_a_sustained_new_level_is_accepted_after_accept_after(model) -> None:
+    cfg = DetectorSection(warmup=300, baseline_halflife=300, cooldown=60, max_gap=600,
+                          accept_after=600)
+    values = noise(3000)
+    values[1000:] += 6 * 0.5
+    _, alerts, events, active = run(Detector(cfg, model), "temp", values)
+    assert [a.state for a in alerts] == ["raised", "cleared"]
+    assert active[1100:1500].all()  # held while younger than accept_after
+    new_normal = [e for e in events if e.kind == "new_normal"]
+    assert len(new_normal) == 1 and 1590 <= new_normal[0].ts <= 1620
+    assert not active[-500:].any()  # the baseline caught up: the new level is normal now
+
+
+def test_without_accept_after_the_alert_stays_open(model) -> None:
+    cfg = DetectorSection(warmup=300, baseline_halflife=300, cooldown=60, max_gap=600,
+                          accept_after=None)
+    values = noise(3000)
+    values[1000:] += 6 * 0.5
+    _, alerts, events, active = run(Detector(cfg, model), "temp", values)
+    assert [a.state for a in alerts] == ["raised"] and active[1010:].all()
+    assert not [e for e in events if e.kind == "new_normal"]

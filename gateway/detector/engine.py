@@ -78,6 +78,8 @@ class _Asset:
     recent: np.ndarray = field(default_factory=lambda: np.zeros(_BURST_WINDOW))  # a ring
     n_raw: int = 0
     alert_id: str | None = None
+    raised_ts: float = 0.0
+    accepted: bool = False  # the open alert outlived accept_after: adapting to the new level
     max_score: float = 0.0
 
 
@@ -268,9 +270,10 @@ class Detector:
             asset = self._asset_of_slot[slot]
             touched[asset.name] = asset
         open_assets: set[str] = set()
+        now = float(ts.max())
         for asset in touched.values():
-            self._score_asset(asset, float(ts.max()), out)
-            if asset.latch.active or asset.score >= cfg.clear_threshold:
+            self._score_asset(asset, now, out)
+            if self._elevated(asset) and not self._accepted(asset, now, out):
                 open_assets.add(asset.name)
         frozen = np.fromiter(
             (self._asset_of_slot[s].name in open_assets for s in idx), bool, len(idx)
@@ -354,6 +357,23 @@ class Detector:
         limit = np.maximum(_STUCK_MIN_RUN, _STUCK_FACTOR * run_max)
         return varied & ~warming & (new_run > limit)
 
+    def _accepted(self, asset: _Asset, ts: float, out: DetectorOutput) -> bool:
+        """An alert open longer than ``accept_after`` is a new normal: adapt to it."""
+        limit = self.config.accept_after
+        if limit is None or not asset.latch.active or ts - asset.raised_ts < limit:
+            return False
+        if not asset.accepted:
+            asset.accepted = True
+            out.events.append(
+                Event(
+                    "new_normal",
+                    asset.name,
+                    ts,
+                    {"alert_id": asset.alert_id, "open_s": round(ts - asset.raised_ts, 1)},
+                )
+            )
+        return True
+
     def _elevated(self, asset: _Asset) -> bool:
         return asset.latch.active or asset.score >= self.config.clear_threshold
 
@@ -384,6 +404,8 @@ class Detector:
         if change == "raised":
             asset.alert_id = uuid.uuid4().hex
             asset.max_score = asset.score
+            asset.raised_ts = ts
+            asset.accepted = False
         if change is not None and asset.alert_id is not None:
             out.alerts.append(self._alert(asset, change, ts))
             if change == "cleared":
@@ -532,6 +554,8 @@ class Detector:
                     "recent": asset.recent.tolist(),
                     "n_raw": asset.n_raw,
                     "alert_id": asset.alert_id,
+                    "raised_ts": asset.raised_ts,
+                    "accepted": asset.accepted,
                     "max_score": asset.max_score,
                     "latch": asset.latch.state(),
                 }
@@ -586,6 +610,8 @@ class Detector:
                     asset.n_raw = int(data.get("n_raw", 0))
                 asset.alert_id = data.get("alert_id")
                 asset.max_score = float(data.get("max_score", 0.0))
+                asset.raised_ts = float(data.get("raised_ts", 0.0))
+                asset.accepted = bool(data.get("accepted", False))
                 asset.latch.restore(data["latch"])
             except (KeyError, TypeError, ValueError):
                 continue
