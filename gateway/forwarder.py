@@ -4,10 +4,15 @@ The outbox is the buffer, not paho: this thread reads undelivered rows in ``seq`
 keeps at most ``max_inflight`` of them unacknowledged, and marks a row delivered only when
 ``on_publish`` reports a successful PUBACK. paho calls ``on_publish`` for refusals too
 (MQTT 5 reason code >= 128), so a refusal is recorded on the row and retried later, with a
-back-off. On a disconnect everything in flight is forgotten here and in paho
-(``drop_out_messages`` in ``on_connect``), and re-sent from the outbox once connected again:
-at-least-once, with duplicates only within the in-flight window — upstream de-duplicates
-on the payload ``id``.
+back-off; until then it is "parked" (counted in ``stats()``, its reason in ``last_error``).
+On a disconnect everything in flight is forgotten here and in paho (``drop_out_messages`` in
+``on_connect``), and re-sent from the outbox once connected again: at-least-once, with
+duplicates only within the in-flight window — upstream de-duplicates on the payload ``id``.
+
+This thread, not paho, reconnects (``reconnect_on_failure=False``): it connects synchronously,
+so a TLS failure (unknown CA, wrong host name) surfaces as a clear error instead of paho's
+silent retry, and waits an exponential, jittered, capped delay between attempts. A TLS
+configuration never falls back to plaintext.
 
 paho's callbacks run on paho's network thread; they only put a tuple on a queue and wake
 this thread, which owns the Store connection and does all the work.
@@ -17,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
+import socket
 import ssl
 import threading
 import time
@@ -39,7 +46,24 @@ log = logging.getLogger(__name__)
 # How many undelivered rows one round looks at to fill the in-flight window; rows in back-off
 # after a refusal are skipped, so a few poison rows never block the ones behind them.
 _SCAN_LIMIT = 2000
-_MAX_BACKOFF_S = 300.0
+_CONNECT_TIMEOUT_S = 5.0
+
+
+def _close_sockets_left_in(exc: BaseException) -> None:
+    """paho leaves the socket of a failed TLS handshake to the garbage collector; close it."""
+    tb = exc.__traceback__
+    while tb is not None:
+        for value in list(tb.tb_frame.f_locals.values()):
+            if isinstance(value, socket.socket):
+                value.close()
+        tb = tb.tb_next
+
+
+def backoff(attempt: int, low: float, high: float, rng: random.Random | None = None) -> float:
+    """Delay before retry number ``attempt`` (1, 2, ...): ``low * 2**(attempt-1)`` capped at
+    ``high``, then jittered to 50-100 % of that (never below ``low``)."""
+    capped = min(high, low * 2.0 ** max(0, attempt - 1))
+    return max(low, capped * (rng or random).uniform(0.5, 1.0))
 
 
 @dataclass(slots=True)
@@ -59,7 +83,7 @@ class Forwarder(threading.Thread):
         durability: Durability = "normal",
         *,
         poll_interval: float = 1.0,
-        reconnect_max_delay: float = 30.0,
+        reconnect_max_delay: float | None = None,
     ) -> None:
         super().__init__(name="forwarder", daemon=True)
         self._upstream = upstream
@@ -68,7 +92,9 @@ class Forwarder(threading.Thread):
         self._database = Path(database)
         self._durability: Durability = durability
         self._poll_interval = poll_interval
-        self._reconnect_max_delay = reconnect_max_delay
+        self._reconnect_min_delay = upstream.reconnect_min_delay
+        self._reconnect_max_delay = reconnect_max_delay or upstream.reconnect_max_delay
+        self._reconnect_min_delay = min(self._reconnect_min_delay, self._reconnect_max_delay)
         self._v5 = self._broker.protocol == "5"
         self._prefix = f"{upstream.topic_prefix}/{gateway_id}"
         self._status_topic = f"{self._prefix}/status"
@@ -79,7 +105,10 @@ class Forwarder(threading.Thread):
         self._stop_deadline: float | None = None
         # Owned by this thread.
         self._store: Store | None = None
-        self._connected = False
+        self._connected = False  # CONNACK received and the link not lost since
+        self._linked = False  # a socket is open and paho's network thread runs
+        self._connect_failures = 0
+        self._next_connect = 0.0  # monotonic time of the next connection attempt
         self._inflight: dict[int, _InFlight] = {}
         self._retry_at: dict[int, tuple[int, float]] = {}  # seq -> (refusals, monotonic time)
         self._backlog_checked = 0.0
@@ -90,6 +119,8 @@ class Forwarder(threading.Thread):
             "connected": False,
             "delivered": 0,
             "failures": 0,
+            "parked": 0,
+            "connects": 0,
             "backlog": None,
             "oldest_pending_ts": None,
             "inflight": 0,
@@ -152,14 +183,13 @@ class Forwarder(threading.Thread):
             if client is None:
                 self._wait_for_stop()
                 return
-            client.loop_start()
             self._forward(client)
             self._shutdown(client)
         except Exception as exc:  # the top of the thread: record it rather than die silently
             self._error(f"the forwarder stopped on an unexpected error: {exc}", exc_info=True)
         finally:
             if client is not None:
-                client.loop_stop()
+                self._unlink(client)
             if self._store is not None:
                 self._store.close()
             self._set_stats(connected=False, inflight=0)
@@ -187,13 +217,14 @@ class Forwarder(threading.Thread):
             client_id=broker.client_id or f"{self._gateway_id}-upstream",
             protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
             clean_session=None if self._v5 else True,
+            reconnect_on_failure=False,
         )
+        client.connect_timeout = _CONNECT_TIMEOUT_S
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.max_inflight_messages_set(self._upstream.max_inflight + 1)
         client.max_queued_messages_set(self._upstream.max_inflight + 2)
-        client.reconnect_delay_set(min_delay=1, max_delay=max(1, int(self._reconnect_max_delay)))
         client.will_set(self._status_topic, "offline", qos=1, retain=True)
         if broker.username is not None:
             password = broker.password.get_secret_value() if broker.password else None
@@ -212,15 +243,73 @@ class Forwarder(threading.Thread):
                 # Never fall back to plaintext: without TLS we do not connect at all.
                 self._error(f"TLS setup failed, not connecting: {exc}")
                 return None
+        log.info(
+            "forwarding the outbox to %s:%d%s as %s",
+            broker.host,
+            broker.port,
+            " over TLS" if broker.tls is not None else "",
+            self._prefix,
+        )
+        return client
+
+    def _connect(self, client: mqtt.Client) -> None:
+        """One connection attempt (TCP, TLS handshake, CONNECT); on failure schedule the next."""
+        broker = self._broker
         # A clean session each time: the outbox, not the broker session, holds what is unsent.
         clean_start = True if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY
-        client.connect_async(broker.host, broker.port, broker.keepalive, clean_start=clean_start)
-        log.info("forwarding the outbox to %s:%d as %s", broker.host, broker.port, self._prefix)
-        return client
+        try:
+            try:
+                client.connect(broker.host, broker.port, broker.keepalive, clean_start=clean_start)
+            except BaseException as exc:
+                _close_sockets_left_in(exc)
+                raise
+        except ssl.SSLCertVerificationError as exc:
+            self._connect_failed(
+                f"TLS certificate verify failed for {broker.host}:{broker.port}: "
+                f"{exc.verify_message or exc.reason} (is tls.ca_file the CA that signed the "
+                "broker's certificate, and is host the name in it?); not connecting"
+            )
+            return
+        except ssl.SSLError as exc:
+            self._connect_failed(
+                f"TLS handshake with {broker.host}:{broker.port} failed, not connecting: "
+                f"{exc.reason or exc}"
+            )
+            return
+        except (OSError, ValueError) as exc:
+            self._connect_failed(f"cannot connect to {broker.host}:{broker.port}: {exc}")
+            return
+        self._linked = True
+        client.loop_start()
+
+    def _unlink(self, client: mqtt.Client) -> None:
+        """End paho's network thread (it has ended or is ending after a lost connection)."""
+        client.loop_stop()
+        # loop_start() makes a new wake-up socket pair each time and nothing closes the old.
+        reset = getattr(client, "_reset_sockets", None)
+        if reset is not None:
+            reset(sockpair_only=True)
+        self._linked = False
+
+    def _connect_failed(self, message: str) -> None:
+        self._connect_failures += 1
+        delay = backoff(
+            self._connect_failures, self._reconnect_min_delay, self._reconnect_max_delay
+        )
+        self._next_connect = time.monotonic() + delay
+        self._error(f"{message} (next attempt in {delay:.1f} s)", key=message)
 
     def _forward(self, client: mqtt.Client) -> None:
         while self._stop_deadline is None:
-            self._wake.wait(self._poll_interval)
+            try:
+                if not self._linked and time.monotonic() >= self._next_connect:
+                    self._connect(client)
+            except Exception as exc:  # the top of the thread's loop: log once, count, carry on
+                self._connect_failed(f"connecting failed: {exc}")
+            wait = self._poll_interval
+            if not self._linked:
+                wait = min(wait, max(0.0, self._next_connect - time.monotonic()))
+            self._wake.wait(wait)
             self._wake.clear()
             try:
                 self._handle_events(client)
@@ -283,16 +372,32 @@ class Forwarder(threading.Thread):
             elif kind == "connected":
                 log.info("upstream broker connected")
                 self._connected = True
+                self._connect_failures = 0
+                self._last_logged_error = ""
+                self._set_stats(last_error=None, connects=self._stats["connects"] + 1)
                 self._inflight.clear()
                 info = client.publish(self._status_topic, "online", qos=1, retain=True)
                 self._inflight[info.mid] = _InFlight(None, time.monotonic())
             elif kind == "disconnected":
                 if self._connected:
                     log.warning("upstream broker disconnected: %s", arg)
+                    self._next_connect = time.monotonic() + backoff(
+                        1, self._reconnect_min_delay, self._reconnect_max_delay
+                    )
+                elif self._next_connect <= time.monotonic():  # not already scheduled
+                    hint = ""
+                    if self._broker.tls is not None:
+                        hint = " (over TLS this is usually our client certificate being "
+                        hint += "rejected: check tls.cert_file and tls.key_file)"
+                    self._connect_failed(
+                        f"upstream broker closed the connection before accepting it: {arg}{hint}"
+                    )
                 self._connected = False
                 self._inflight.clear()
+                if self._linked:
+                    self._unlink(client)
             elif kind == "connect_failed":
-                self._error(f"upstream broker refused the connection: {arg}")
+                self._connect_failed(f"upstream broker refused the connection: {arg}")
         assert self._store is not None
         if delivered:
             self._store.mark_delivered(delivered)
@@ -357,10 +462,12 @@ class Forwarder(threading.Thread):
         return False
 
     def _fail(self, seq: int, error: str) -> None:
+        """Park a refused row: record why, count it, retry after a growing, jittered delay."""
         assert self._store is not None
         self._store.record_failure(seq, error)
         refusals = self._retry_at.get(seq, (0, 0.0))[0] + 1
-        delay = min(_MAX_BACKOFF_S, 2.0**refusals)
+        up = self._upstream
+        delay = backoff(refusals, up.retry_min_delay, up.retry_max_delay)
         self._retry_at[seq] = (refusals, time.monotonic() + delay)
         with self._lock:
             self._stats["failures"] += 1
@@ -384,14 +491,17 @@ class Forwarder(threading.Thread):
             return
         self._backlog_checked = now
         count, oldest = self._store.outbox_backlog()
-        self._set_stats(backlog=count, oldest_pending_ts=oldest)
+        parked = self._store.outbox_parked()
+        self._set_stats(backlog=count, oldest_pending_ts=oldest, parked=parked)
 
-    def _error(self, message: str, exc_info: bool = False) -> None:
+    def _error(self, message: str, exc_info: bool = False, key: str | None = None) -> None:
+        """Record the last error; log it once per distinct ``key`` (default: the message)."""
         with self._lock:
             self._stats["last_error"] = message
-        if message != self._last_logged_error:
+        key = key or message
+        if key != self._last_logged_error:
             log.error("%s", message, exc_info=exc_info)
-            self._last_logged_error = message
+            self._last_logged_error = key
 
     def _set_stats(self, **values: Any) -> None:
         with self._lock:

@@ -34,12 +34,13 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypedDict, TypeVar
 from sqlite_utils import Database
 
 from gateway.errors import StorageError
-from gateway.records import AlertChange, Batch, alert_payload, event_payload
+from gateway.records import AlertChange, Batch, Event, alert_payload, event_payload
 
 log = logging.getLogger(__name__)
 
 Durability = Literal["normal", "full"]
 AlertState = Literal["open", "acked", "all"]
+StartCheck = Literal["off", "quick", "full"]
 Migration = Callable[[Database], None]
 
 _V1_SCHEMA = (
@@ -206,6 +207,52 @@ def migrate(db: Database, migrations: Sequence[Migration] = MIGRATIONS) -> int:
     return len(migrations)
 
 
+def find_damage(path: Path, full: bool = False, timeout: float = 5.0) -> str | None:
+    """Why the database at ``path`` is unusable (``PRAGMA quick_check``, or with ``full``
+    ``integrity_check``), or None if it is fine or does not exist yet. Uses its own
+    connection and closes it before returning."""
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    try:
+        conn = sqlite3.connect(path, timeout, isolation_level=None)
+    except sqlite3.Error as exc:
+        return f"cannot open: {exc}"
+    try:
+        rows = conn.execute(f"PRAGMA {'integrity_check' if full else 'quick_check'}").fetchall()
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise StorageError(f"{path} is in use by another process: {exc}") from exc
+        return str(exc)
+    except sqlite3.Error as exc:
+        return str(exc)
+    finally:
+        conn.close()
+    if rows == [("ok",)]:
+        return None
+    return "; ".join(str(r[0]) for r in rows[:5])
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a damaged database (and its -wal/-shm) to ``<name>.corrupt-<UTC time>``."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while aside.exists():
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        n += 1
+    try:
+        # The WAL belongs to the damaged file: left behind, it could be replayed into the
+        # fresh database. Move it (and the shared-memory index) first, the database last.
+        for suffix in ("-wal", "-shm"):
+            side = path.with_name(path.name + suffix)
+            if side.exists():
+                side.rename(aside.with_name(aside.name + suffix))
+        path.rename(aside)
+    except OSError as exc:
+        raise StorageError(f"cannot move the damaged database {path} aside: {exc}") from exc
+    return aside
+
+
 class Store:
     """One connection to the gateway database, owned by the thread that opened it."""
 
@@ -226,8 +273,20 @@ class Store:
         outbox: bool = True,
         gateway_id: str = "liquid-gateway",
         busy_timeout_ms: int = 5000,
+        recover: StartCheck = "off",
     ) -> Store:
+        """Open (creating if needed) the database at ``path``.
+
+        ``recover="quick"`` or ``"full"`` (the daemon's pipeline, once at start): a database
+        that fails ``PRAGMA quick_check`` (structure, O(N)) or ``integrity_check`` (also
+        index contents; slower) or cannot be opened is moved aside, never deleted, and a
+        fresh one is created with a ``database_recovered`` event saying where it went.
+        """
         path = Path(path)
+        if recover != "off" and not read_only:
+            return cls._open_recovering(
+                path, durability, outbox, gateway_id, busy_timeout_ms, recover == "full"
+            )
         timeout = busy_timeout_ms / 1000  # sqlite3's timeout is SQLite's busy_timeout
         try:
             if read_only:
@@ -250,6 +309,48 @@ class Store:
             if isinstance(exc, sqlite3.Error):
                 raise StorageError(f"cannot open the database {path}: {exc}") from exc
             raise
+        return store
+
+    @classmethod
+    def _open_recovering(
+        cls,
+        path: Path,
+        durability: Durability,
+        outbox: bool,
+        gateway_id: str,
+        busy_timeout_ms: int,
+        full_check: bool,
+    ) -> Store:
+        def fresh_open() -> Store:
+            return cls.open(
+                path,
+                durability,
+                outbox=outbox,
+                gateway_id=gateway_id,
+                busy_timeout_ms=busy_timeout_ms,
+            )
+
+        damage = find_damage(path, full=full_check, timeout=busy_timeout_ms / 1000)
+        if damage is None:
+            try:
+                return fresh_open()
+            except StorageError as exc:
+                # Only a damaged file counts; "locked" or "newer schema" must stay errors.
+                cause = exc.__cause__
+                if not isinstance(cause, sqlite3.DatabaseError) or isinstance(
+                    cause, sqlite3.OperationalError
+                ):
+                    raise
+                damage = str(cause)
+        aside = move_aside(path)
+        log.error("the database %s is damaged (%s); moved it to %s", path, damage, aside)
+        store = fresh_open()
+        event = Event(
+            "database_recovered",
+            path.name,
+            detail={"moved_to": str(aside), "reason": damage[:500]},
+        )
+        store.write_batch(Batch(events=[event]))
         return store
 
     @_converts_errors
@@ -578,6 +679,15 @@ class Store:
             "SELECT created_ts FROM outbox WHERE delivered_ts IS NULL ORDER BY seq LIMIT 1"
         ).fetchone()
         return int(count), (oldest[0] if oldest else None)
+
+    @_converts_errors
+    def outbox_parked(self) -> int:
+        """Undelivered rows the broker refused at least once (see ``last_error``)."""
+        return int(
+            self._conn.execute(
+                "SELECT COUNT(*) FROM outbox WHERE delivered_ts IS NULL AND attempts > 0"
+            ).fetchone()[0]
+        )
 
     # --- the forwarder's side of the outbox -------------------------------------------------
 

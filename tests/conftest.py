@@ -105,3 +105,97 @@ def _restore_logging() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+# --- TLS: certificates made by the test, a Mosquitto with a TLS listener -----------------
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_ca(folder: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed P-256 CA: (certificate, key)."""
+    crt, key = folder / f"{name}.crt", folder / f"{name}.key"
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", str(key), "-out", str(crt), "-days", "2", "-subj", f"/CN={name}",
+        cwd=folder,
+    )  # fmt: skip
+    return crt, key
+
+
+def issue_cert(
+    folder: Path, name: str, ca: tuple[Path, Path], san: str | None = None
+) -> tuple[Path, Path]:
+    """A P-256 certificate signed by ``ca``: (certificate, key); ``san`` like 'DNS:localhost'."""
+    crt, key, csr = folder / f"{name}.crt", folder / f"{name}.key", folder / f"{name}.csr"
+    _openssl(
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}",
+        cwd=folder,
+    )  # fmt: skip
+    ext = folder / f"{name}.ext"
+    ext.write_text(f"subjectAltName={san}\n" if san else "basicConstraints=CA:FALSE\n")
+    _openssl(
+        "x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]),
+        "-CAcreateserial", "-out", str(crt), "-days", "2", "-extfile", str(ext),
+        cwd=folder,
+    )  # fmt: skip
+    return crt, key
+
+
+class TlsBroker(Broker):
+    """Mosquitto with a plaintext listener (for watchers) and a TLS listener that wants a
+    client certificate from our CA and a user name and password."""
+
+    USER = "gw-tls"
+    PASSWORD = "s3cret-Pa55-never-logged"
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.tls_port = free_port()
+        pki = workdir / "pki"
+        pki.mkdir()
+        self.ca = make_ca(pki, "test-ca")
+        self.other_ca = make_ca(pki, "other-ca")
+        self.server = issue_cert(pki, "server", self.ca, "DNS:localhost")
+        self.client = issue_cert(pki, "gw-client", self.ca)
+        self.stranger = issue_cert(pki, "stranger", self.other_ca)
+        passwords = workdir / "passwords"
+        subprocess.run(
+            ["mosquitto_passwd", "-b", "-c", str(passwords), self.USER, self.PASSWORD],
+            check=True,
+            capture_output=True,
+        )
+        run_as = "user root\n" if os.geteuid() == 0 else ""
+        self.conf.write_text(
+            run_as + "per_listener_settings true\n"
+            "persistence false\nmax_queued_messages 100000\n"
+            "log_dest stderr\nlog_type error\nlog_type warning\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"listener {self.tls_port} 127.0.0.1\nallow_anonymous false\n"
+            f"password_file {passwords}\n"
+            f"cafile {self.ca[0]}\ncertfile {self.server[0]}\nkeyfile {self.server[1]}\n"
+            "require_certificate true\n"
+        )
+
+    def start(self) -> None:
+        super().start()
+        wait_for_port(self.tls_port)
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path) -> Iterator[TlsBroker]:
+    if not _have_mosquitto():
+        pytest.fail("mosquitto is not installed: .ci/run installs it (apt-get install mosquitto)")
+    if not shutil.which("openssl") or not shutil.which("mosquitto_passwd"):
+        pytest.fail("the TLS tests need openssl and mosquitto_passwd (Debian: openssl, mosquitto)")
+    workdir = tmp_path / "tls-broker"
+    workdir.mkdir()
+    b = TlsBroker(workdir)
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
