@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import sqlite3
 import sys
 import time
 from enum import StrEnum
@@ -44,7 +45,9 @@ events_app = typer.Typer(
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(events_app, name="events")
 app.add_typer(config_app, name="config")
+db_app = typer.Typer(help="Check, prune and vacuum the database.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+app.add_typer(db_app, name="db")
 
 
 class OutputFormat(StrEnum):
@@ -168,26 +171,42 @@ def _since(text: str | None) -> float | None:
         raise typer.BadParameter(str(exc), param_hint="--since") from exc
 
 
+def _under_journald() -> bool:
+    """stderr is connected to the journal: $JOURNAL_STREAM names its device and inode."""
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    return (int(device), int(inode)) == (st.st_dev, st.st_ino)
+
+
+class _JournalFormatter(logging.Formatter):
+    """Prefixes each line with its syslog priority, ``<4>``, which journald files it under."""
+
+    PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record).replace("\n", "\n    ")  # one event, one entry
+        return f"<{self.PRIORITY.get(record.levelname, 6)}>{text}"
+
+
 def setup_logging(level: str) -> None:
-    """Plain lines on stderr; under systemd (JOURNAL_STREAM set) with <N> priority prefixes
-    so journald files each line at the right priority."""
-    journald = "JOURNAL_STREAM" in os.environ
-
-    class _Formatter(logging.Formatter):
-        PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
-
-        def format(self, record: logging.LogRecord) -> str:
-            text = super().format(record)
-            if journald:
-                return f"<{self.PRIORITY.get(record.levelname, 6)}>{text}"
-            return text
-
-    fmt = "%(name)s: %(message)s" if journald else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    """Plain lines on stderr; under systemd, with ``<N>`` priority prefixes and no timestamp
+    (the journal adds its own)."""
     handler = logging.StreamHandler()
-    handler.setFormatter(_Formatter(fmt))
+    if _under_journald():
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # paho and the HTTP server are chatty at debug; their errors still come through.
+    for noisy in ("urllib3", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
 # --- run -------------------------------------------------------------------------------
@@ -381,74 +400,463 @@ def events_list(
 
 # --- status and streams ------------------------------------------------------------------
 
+FRESH_S = 30.0  # the daemon writes its status every 2 s; older than this, it is not running
+
+
+def _pid_alive(pid: Any) -> bool | None:
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: it exists
+    except OSError:
+        return None
+    return True
+
+
+def _running(snapshot: dict[str, Any]) -> bool:
+    updated = snapshot.get("updated_at")
+    if updated is None or time.time() - updated > FRESH_S:
+        return False
+    return _pid_alive(snapshot.get("pid")) is not False
+
+
+def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        out: list[tuple[str, Any]] = []
+        for key, sub in value.items():
+            out.extend(_flatten(sub, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(value, list):
+        return [(prefix, json.dumps(value, default=str))]
+    return [(prefix, value)]
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
 
 @app.command()
 def status(
     config: ConfigOption = None, demo: DemoOption = False, fmt: FormatOption = OutputFormat.table
 ) -> None:
-    """The daemon's last status snapshot: health, counters, backlog."""
+    """Is it running: uptime, per-source health, last reading, backlog, upstream, degraded flags."""
     cfg, _ = _load(config, demo)
     store = _open_store(cfg)
     try:
-        snapshot = store.status() or {}
-        backlog, oldest = store.outbox_backlog()
-        dead = store.dead_letter_counts()
+        with store.snapshot():
+            snapshot = store.status() or {}
+            backlog, oldest = store.outbox_backlog()
+            dead = store.dead_letter_counts()
+            open_alerts = len(store.list_alerts(state="open"))
     finally:
         store.close()
+    snapshot.pop("stream_views", None)  # that is what `streams` shows
+    running = _running(snapshot)
+    degraded = list(snapshot.get("degraded") or [])
+    if not running and snapshot:
+        degraded.insert(0, "not running")
     snapshot = {
         **snapshot,
+        "running": running,
+        "uptime_s": (time.time() - snapshot["started_at"])
+        if running and snapshot.get("started_at")
+        else None,
         "outbox_backlog": backlog,
         "outbox_oldest": oldest,
+        "open_alerts": open_alerts,
         "dead_letters_stored": {f"{s}/{r}": n for (s, r), n in dead.items()},
+        "degraded": degraded,
     }
-    if fmt is not OutputFormat.table:
-        _emit([snapshot], list(snapshot), fmt)
+    if fmt is OutputFormat.json:  # a list of one, like every other command's JSON
+        typer.echo(json.dumps([snapshot], indent=2, default=str))
+        return
+    if fmt is OutputFormat.csv:
+        _emit([{"key": k, "value": v} for k, v in _flatten(snapshot)], ["key", "value"], fmt)
         return
     if "updated_at" not in snapshot:
         typer.echo(f"gateway {cfg.gateway.id}: no status yet (has it run?)")
         return
-    fresh = time.time() - snapshot["updated_at"] < 30
-    upstream = snapshot.get("upstream")
+    typer.echo(_status_table(snapshot, backlog, oldest))
+
+
+def _status_table(s: dict[str, Any], backlog: int, oldest: float | None) -> str:
+    if s["running"]:
+        state = f"running, pid {s.get('pid', '?')}, up {_duration(s['uptime_s'] or 0)}"
+    else:
+        state = f"NOT RUNNING (last status {_ago(s['updated_at'])})"
+    upstream = s.get("upstream")
+    if upstream is None:
+        link = "none (alerts kept locally)"
+    elif upstream.get("connected"):
+        link = "connected"
+    else:
+        link = "DISCONNECTED" + (
+            f": {upstream['last_error']}" if upstream.get("last_error") else ""
+        )
+    alerts = s.get("alerts") or {}
     lines = [
-        f"gateway   {snapshot.get('gateway')}  "
-        f"({'running' if fresh else 'not running'}; status {_ago(snapshot['updated_at'])})",
-        f"started   {_when(snapshot.get('started_at'))} UTC",
-        f"model     {snapshot.get('model')} on {snapshot.get('runtime')}",
-        f"readings  {snapshot.get('readings', 0)} scored, {snapshot.get('streams', 0)} streams, "
-        f"{snapshot.get('dropped_readings', 0)} dropped, queue {snapshot.get('queue_depth', 0)}",
-        f"alerts    raised {snapshot.get('alerts', {}).get('raised', 0)}, "
-        f"cleared {snapshot.get('alerts', {}).get('cleared', 0)}",
-        f"upstream  {'none' if upstream is None else ('connected' if upstream.get('connected') else 'DISCONNECTED')}"
-        f"; outbox backlog {backlog}" + (f", oldest {_ago(oldest)}" if oldest else ""),
+        f"gateway   {s.get('gateway')}  {state}",
+        f"started   {_when(s.get('started_at'))} UTC",
+        f"model     {s.get('model')} on {s.get('runtime')}",
+        f"readings  {s.get('readings', 0)} scored, {s.get('streams', 0)} streams, "
+        f"{s.get('dropped_readings', 0)} dropped, queue {s.get('queue_depth', 0)}",
+        f"alerts    {s['open_alerts']} not acknowledged; since start raised "
+        f"{alerts.get('raised', 0)}, cleared {alerts.get('cleared', 0)}",
+        f"upstream  {link}; outbox backlog {backlog}"
+        + (f", oldest {_ago(oldest)}" if oldest else ""),
     ]
-    for name, source in (snapshot.get("sources") or {}).items():
-        detail = ", ".join(f"{k} {_num(v)}" for k, v in source.items() if not isinstance(v, dict))
-        lines.append(f"source    {name}: {detail}")
-    for key, count in snapshot["dead_letters_stored"].items():
-        lines.append(f"dead      {key}: {count}")
-    if snapshot.get("write_errors"):
-        lines.append(f"DEGRADED  {snapshot['write_errors']} batch writes failed")
-    typer.echo("\n".join(lines))
+    sources = s.get("sources") or {}
+    if sources:
+        lines.append("sources")
+        width = max(len(n) for n in sources)
+        for name, src in sources.items():
+            last = src.get("last_reading_ts")
+            health = "connected" if src.get("connected", True) else "DISCONNECTED"
+            lines.append(
+                f"  {name.ljust(width)}  {src.get('type', '?'):<8}  {health:<12}  "
+                f"last reading {_ago(last) if last else 'never'}, "
+                f"{src.get('readings', 0)} readings, {src.get('dead_letters_total', 0)} "
+                f"parse errors, {src.get('reconnects', 0)} reconnects"
+            )
+    for key, count in s["dead_letters_stored"].items():
+        lines.append(f"dead      {key}: {count} stored")
+    if s.get("metrics") and s["running"]:
+        lines.append(f"metrics   {s['metrics']}")
+    if s.get("last_reload"):
+        r = s["last_reload"]
+        lines.append(
+            f"reload    {_when(r.get('at'))} UTC: "
+            + ("ok" if r.get("ok") else f"REJECTED ({r.get('errors')} errors, old config kept)")
+        )
+    flags = s["degraded"]
+    lines.append("health    " + ("ok" if not flags else "DEGRADED: " + "; ".join(flags)))
+    return "\n".join(lines)
 
 
 @app.command()
 def streams(
     config: ConfigOption = None, demo: DemoOption = False, fmt: FormatOption = OutputFormat.table
 ) -> None:
-    """Every stream: last value, expected value, score, alert state, reading count."""
+    """Every stream: last value, expected value, baseline, score, alert state."""
     cfg, _ = _load(config, demo)
     store = _open_store(cfg)
     try:
-        rows = store.streams()
+        with store.snapshot():
+            # stream_state also holds per-asset state under "asset/NAME": not a stream.
+            rows: list[dict[str, Any]] = [
+                dict(r) for r in store.streams() if not r["stream"].startswith("asset/")
+            ]
+            views = (store.status() or {}).get("stream_views") or {}
     finally:
         store.close()
     for row in rows:
+        view = views.get(row["stream"]) or {}
         row["last"] = _ago(row.get("last_ts"))
-    _emit(
-        rows,
-        ["stream", "last", "last_value", "last_expected", "last_score", "alert", "readings"],
-        fmt,
-    )
+        row["baseline"] = view.get("baseline")
+        row["scale"] = view.get("scale")
+        row["asset"] = view.get("asset")
+        row["score"] = view.get("score", row.get("last_score"))
+        if row.get("alert") or view.get("alert"):
+            row["state"] = "ALERT"
+        elif view.get("warming_up"):
+            row["state"] = "warming up"
+        else:
+            row["state"] = "ok"
+    columns = ["stream", "last", "last_value", "last_expected", "baseline", "score", "state"]
+    if fmt is OutputFormat.table:
+        columns.append("readings")
+    else:
+        columns += ["readings", "last_ts", "scale", "asset", "active_alert"]
+    _emit(rows, columns, fmt)
+
+
+@alerts_app.command("export")
+def alerts_export(
+    config: ConfigOption = None,
+    demo: DemoOption = False,
+    since: Annotated[
+        str | None, typer.Option(help="Only alerts raised or cleared in this window, e.g. 7d.")
+    ] = None,
+    stream: Annotated[str | None, typer.Option(help="Only this stream or asset.")] = None,
+    state: Annotated[AlertState, typer.Option(help="open, acked or all.")] = AlertState.all,
+    fmt: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="csv or json (table means csv).")
+    ] = OutputFormat.csv,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write here [default: stdout].")
+    ] = None,
+) -> None:
+    """Every field of every matching alert, for a spreadsheet or a ticket system."""
+    cfg, _ = _load(config, demo)
+    since_ts = _since(since)
+    store = _open_store(cfg)
+    try:
+        alerts = store.list_alerts(
+            since_ts=since_ts, stream=stream, state=state.value, limit=1_000_000
+        )
+    finally:
+        store.close()
+    rows = [_alert_row(a) for a in alerts]
+    if fmt is OutputFormat.json:
+        text = json.dumps(rows, indent=2, default=str) + "\n"
+    else:
+        buffer = io.StringIO()
+        columns = ALERT_COLUMNS + [c for c in EXPORT_EXTRA if c not in ALERT_COLUMNS]
+        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "contributors": json.dumps(row.get("contributors") or [])})
+        text = buffer.getvalue()
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise _fail(f"cannot write {out}: {exc.strerror}", EXIT_RUNTIME) from exc
+    typer.echo(f"{len(rows)} alerts written to {out}", err=True)
+
+
+EXPORT_EXTRA = [
+    "raised_ts",
+    "cleared_ts",
+    "max_score",
+    "band_low",
+    "band_high",
+    "model",
+    "acked_ts",
+    "ack_note",
+    "contributors",
+]
+
+
+# --- db --------------------------------------------------------------------------------
+
+
+def _db_files_bytes(path: Path) -> int:
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            total += side.stat().st_size
+    return total
+
+
+def _daemon_running(store: Any) -> bool:
+    return _running(store.status() or {})
+
+
+@db_app.command("check")
+def db_check(
+    config: ConfigOption = None,
+    demo: DemoOption = False,
+    full: Annotated[
+        bool, typer.Option("--full", help="integrity_check (slower) instead of quick_check.")
+    ] = False,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Check the database read-only: integrity, schema, size, rows per table (exit 1 if damaged)."""
+    cfg, _ = _load(config, demo)
+    store = _open_store(cfg)
+    try:
+        pragma = "integrity_check" if full else "quick_check"
+        problems = [r[0] for r in store.db.execute(f"PRAGMA {pragma}").fetchall()]
+        page_size = store.db.execute("PRAGMA page_size").fetchone()[0]
+        pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+        free = store.db.execute("PRAGMA freelist_count").fetchone()[0]
+        rows = {
+            table: store.db.execute(f"SELECT COUNT(*) FROM [{table}]").fetchone()[0]  # noqa: S608
+            for table in DB_TABLES
+            if store.db[table].exists()
+        }
+        backlog, oldest = store.outbox_backlog()
+    except Exception as exc:  # a damaged file raises from anywhere; that is the answer
+        problems = [str(exc)]
+        page_size = pages = free = 0
+        rows, backlog, oldest = {}, 0, None
+    finally:
+        store.close()
+    ok = problems == ["ok"]
+    report = {
+        "database": str(cfg.database_path),
+        "ok": ok,
+        "check": pragma,
+        "problems": [] if ok else problems[:20],
+        "bytes_on_disk": _db_files_bytes(cfg.database_path),
+        "bytes_in_use": (pages - free) * page_size,
+        "free_bytes": free * page_size,
+        "rows": rows,
+        "outbox_backlog": backlog,
+        "outbox_oldest": oldest,
+    }
+    if fmt is OutputFormat.json:
+        typer.echo(json.dumps(report, indent=2))
+    elif fmt is OutputFormat.csv:
+        _emit([{"key": k, "value": v} for k, v in _flatten(report)], ["key", "value"], fmt)
+    else:
+        lines = [
+            f"database  {report['database']}",
+            f"check     {pragma}: " + ("ok" if ok else "DAMAGED"),
+            *(f"          {p}" for p in report["problems"]),
+            f"size      {report['bytes_on_disk'] / 1e6:.1f} MB on disk (with WAL), "
+            f"{report['bytes_in_use'] / 1e6:.1f} MB in use, {report['free_bytes'] / 1e6:.1f} MB free",
+            "rows      " + ", ".join(f"{t} {n}" for t, n in rows.items()),
+            f"outbox    {backlog} undelivered" + (f", oldest {_ago(oldest)}" if oldest else ""),
+        ]
+        typer.echo("\n".join(lines))
+    if not ok:
+        raise typer.Exit(EXIT_RUNTIME)
+
+
+DB_TABLES = ("readings", "alerts", "events", "outbox", "dead_letters", "stream_state")
+
+
+@db_app.command("prune")
+def db_prune(
+    config: ConfigOption = None,
+    demo: DemoOption = False,
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            help="Drop readings, events and dead letters older than this [default: "
+            "storage.readings_retention]."
+        ),
+    ] = None,
+) -> None:
+    """Apply retention now, in short transactions (alerts and undelivered rows are kept)."""
+    cfg, _ = _load(config, demo)
+    retention = cfg.storage.readings_retention
+    if older_than is not None:
+        try:
+            retention = parse_duration(older_than)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--older-than") from exc
+    store = _open_store(cfg, write=True)
+    try:
+        counts = store.prune(retention, cfg.storage.max_db_size)
+    except StorageError as exc:
+        raise _fail(str(exc), EXIT_RUNTIME) from exc
+    finally:
+        store.close()
+    removed = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if v)
+    typer.echo(f"pruned: {removed or 'nothing to remove'}")
+
+
+@db_app.command("vacuum")
+def db_vacuum(
+    config: ConfigOption = None,
+    demo: DemoOption = False,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full", help="Rewrite the whole file (VACUUM); only while the daemon is stopped."
+        ),
+    ] = False,
+) -> None:
+    """Give free pages back to the file system (incremental; --full rewrites the file)."""
+    cfg, _ = _load(config, demo)
+    store = _open_store(cfg, write=True)
+    before = _db_files_bytes(cfg.database_path)
+    try:
+        if full:
+            if _daemon_running(store):
+                raise _fail(
+                    "the daemon is running: a full VACUUM would block its writes; stop it "
+                    "first, or run without --full",
+                    EXIT_RUNTIME,
+                )
+            store.db.execute("VACUUM")
+        else:
+            # Small steps, each its own short write, so the daemon's batches never wait long.
+            while store.db.execute("PRAGMA freelist_count").fetchone()[0] > 0:
+                pages = store.db.execute("PRAGMA freelist_count").fetchone()[0]
+                store.db.execute("PRAGMA incremental_vacuum(2000)").fetchall()
+                if store.db.execute("PRAGMA freelist_count").fetchone()[0] >= pages:
+                    break  # auto_vacuum is off for this file: only --full helps
+        store.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    except sqlite3.Error as exc:
+        raise _fail(f"vacuum failed: {exc}", EXIT_RUNTIME) from exc
+    finally:
+        store.close()
+    after = _db_files_bytes(cfg.database_path)
+    typer.echo(f"vacuumed: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB on disk (with WAL)")
+
+
+# --- plot ------------------------------------------------------------------------------
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise typer.BadParameter("use WIDTHxHEIGHT in pixels, e.g. 1200x700") from exc
+    if not (200 <= w <= 8000 and 150 <= h <= 8000):
+        raise typer.BadParameter("width 200..8000 and height 150..8000 pixels")
+    return w, h
+
+
+@app.command()
+def plot(
+    stream: Annotated[str, typer.Argument(help="The stream to draw.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The PNG file to write.")],
+    config: ConfigOption = None,
+    demo: DemoOption = False,
+    since: Annotated[str, typer.Option(help="How far back, e.g. 15m, 1h, 1d.")] = "1h",
+    size: Annotated[str, typer.Option(help="Image size in pixels, WIDTHxHEIGHT.")] = "1200x700",
+) -> None:
+    """Draw a stream: signal, expected band, anomaly score and alerts, as a PNG (needs [plot])."""
+    from gateway.plot import PlotError, render, series
+
+    cfg, _ = _load(config, demo)
+    since_ts = _since(since)
+    pixels = _size(size)
+    store = _open_store(cfg)
+    try:
+        with store.snapshot():
+            rows = [
+                (r["ts"], r["value"], r["expected"], r["score"], r["alert"])
+                for r in store.db.query(
+                    "SELECT ts, value, expected, score, alert FROM readings "
+                    "WHERE stream = ? AND ts >= ? ORDER BY ts, id",
+                    [stream, since_ts],
+                )
+            ]
+            alerts = store.list_alerts(since_ts=since_ts, state="all", limit=100_000)
+            known = [s["stream"] for s in store.streams()] if not rows else []
+    finally:
+        store.close()
+    if not rows:
+        hint = f" (streams: {', '.join(known[:20])})" if known and stream not in known else ""
+        raise _fail(f"no readings of {stream!r} in the last {since}{hint}", EXIT_RUNTIME)
+    mine = [
+        a
+        for a in alerts
+        if a["stream"] == stream or any(c.get("stream") == stream for c in a["contributors"])
+    ]
+    unit = next((a["unit"] for a in mine if a["stream"] == stream and a.get("unit")), None)
+    try:
+        render(
+            series(rows),
+            out,
+            title=f"{stream} on {cfg.gateway.id}, last {since} ({len(rows)} readings, "
+            f"{len(mine)} alerts)",
+            unit=unit,
+            threshold=cfg.detector.threshold,
+            raised_at=[a["raised_ts"] for a in mine],
+            size=pixels,
+        )
+    except PlotError as exc:
+        raise _fail(str(exc), EXIT_RUNTIME) from exc
+    except OSError as exc:
+        raise _fail(f"cannot write {out}: {exc.strerror}", EXIT_RUNTIME) from exc
+    typer.echo(f"wrote {out} ({pixels[0]}x{pixels[1]}, {len(rows)} readings)", err=True)
 
 
 # --- config ----------------------------------------------------------------------------
@@ -579,4 +987,4 @@ def version() -> None:
 
 
 def main() -> None:
-    app()
+    app(prog_name="liquid-gateway")

@@ -103,6 +103,20 @@ class Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def check_regex(pattern: str | None, timestamp_field: str | None = None) -> re.Pattern[str]:
+    """A line pattern for format regex: it must compile and name at least one group."""
+    if not pattern:
+        raise ValueError("format regex needs a 'pattern' with named groups, e.g. (?P<temp>\\S+)")
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"pattern does not compile: {exc}") from exc
+    names = set(compiled.groupindex)
+    if not names - {timestamp_field}:
+        raise ValueError("pattern needs at least one named group (?P<name>...) for a reading")
+    return compiled
+
+
 class GatewaySection(Section):
     id: Name = "liquid-gateway"
     data_dir: Path = Path("/var/lib/liquid-gateway")
@@ -124,6 +138,9 @@ class DetectorSection(Section):
     max_gap: Duration = 600.0
     drift_threshold: float = Field(3.0, gt=0.0, description="baseline move, in scales")
     drift_halflife: Duration = 86400.0
+    # An alert open this long is taken as a new normal: the baseline adapts again (so the
+    # alert clears) and a new_normal event records it. null: only an operator ends it.
+    accept_after: Duration | None = 7200.0
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> DetectorSection:
@@ -175,19 +192,30 @@ class SerialSource(Section):
     bytesize: Literal[5, 6, 7, 8] = 8
     parity: Literal["N", "E", "O", "M", "S"] = "N"
     stopbits: Literal[1, 1.5, 2] = 1
-    format: Literal["csv", "kv", "json"] = "csv"
+    format: Literal["csv", "kv", "json", "regex"] = "csv"
     fields: list[Name] = Field(default_factory=list)
     delimiter: str = Field(",", min_length=1, max_length=1)
+    # format regex: named groups are the fields, e.g. "T=(?P<temperature>\\S+) P=(?P<pressure>\\S+)"
+    pattern: str | None = Field(None, max_length=4096)
     timestamp_field: str | None = None
     max_line: int = Field(4096, ge=16, le=1_048_576)
     read_timeout: Duration = 1.0
     stream_prefix: str = ""  # stream = stream_prefix + field name
     units: dict[str, FieldSpec] = Field(default_factory=dict)
+    # Reopen a lost port after reconnect_min, doubling up to reconnect_max.
+    reconnect_min: Duration = Field(0.5, gt=0.0, le=60.0)
+    reconnect_max: Duration = Field(2.0, gt=0.0, le=300.0)
 
     @model_validator(mode="after")
-    def _csv_needs_fields(self) -> SerialSource:
+    def _format_needs(self) -> SerialSource:
         if self.format == "csv" and not self.fields:
             raise ValueError("format csv needs a 'fields' list naming the columns")
+        if self.format == "regex":
+            check_regex(self.pattern, self.timestamp_field)
+        elif self.pattern is not None:
+            raise ValueError("'pattern' is only used with format regex")
+        if self.reconnect_max < self.reconnect_min:
+            raise ValueError("reconnect_max must not be below reconnect_min")
         return self
 
 
@@ -238,7 +266,95 @@ class SimulateSource(Section):
     drift_per_hour: float = 2.0  # in noise standard deviations
 
 
-SourceSection = Annotated[SerialSource | MqttSource | SimulateSource, Field(discriminator="type")]
+class ModbusRegister(Section):
+    """One value read from a slave: a holding/input register run, a coil or a discrete input."""
+
+    stream: Name  # the stream name (the slave's stream_prefix is put in front)
+    address: int = Field(ge=0, le=65535)  # 0-based protocol address (40001 is address 0)
+    function: Literal["holding", "input", "coil", "discrete"] = "holding"
+    type: Literal["int16", "uint16", "int32", "uint32", "float32", "int64", "uint64", "float64"] = (
+        "uint16"
+    )
+    byte_order: Literal["big", "little"] = "big"  # bytes inside each 16-bit register
+    word_order: Literal["big", "little"] = "big"  # big: the first register holds the high word
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str | None = None
+
+    @model_validator(mode="after")
+    def _bits_are_plain(self) -> ModbusRegister:
+        if self.function in ("coil", "discrete") and self.type != "uint16":
+            raise ValueError("coils and discrete inputs are bits: leave 'type' out")
+        if self.address + register_count(self.type) > 65536:
+            raise ValueError("the value runs past register 65535")
+        return self
+
+
+def register_count(dtype: str) -> int:
+    """16-bit registers a value of this type occupies."""
+    return {"16": 1, "32": 2, "64": 4}[dtype[-2:]]
+
+
+class ModbusSlave(Section):
+    id: int = Field(ge=1, le=247)  # the slave (unit / device) address on the bus
+    name: Name | None = None  # for events and logs; default "slave-<id>"
+    poll_interval: Duration = Field(1.0, ge=0.01)
+    timeout: Duration = Field(0.5, gt=0.0, le=30.0)  # per request; a dead slave costs this
+    backoff_max: Duration = Field(30.0, gt=0.0)  # a failing slave is retried at most this rarely
+    stream_prefix: str = ""
+    registers: list[ModbusRegister] = Field(min_length=1)
+
+    @property
+    def label(self) -> str:
+        return self.name or f"slave-{self.id}"
+
+
+class ModbusSource(Section):
+    """One RS-485 bus (one port), polled by one thread, with any number of slaves."""
+
+    type: Literal["modbus"]
+    name: Name
+    port: str
+    baudrate: int = Field(19200, ge=50, le=4_000_000)
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "E"  # the Modbus RTU default is 8E1
+    stopbits: Literal[1, 2] = 1
+    reconnect_min: Duration = Field(0.5, gt=0.0, le=60.0)
+    reconnect_max: Duration = Field(2.0, gt=0.0, le=300.0)
+    slaves: list[ModbusSlave] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> ModbusSource:
+        ids = [s.id for s in self.slaves]
+        if len(set(ids)) != len(ids):
+            raise ValueError("slave ids must be unique on one bus")
+        streams = [s.stream_prefix + r.stream for s in self.slaves for r in s.registers]
+        dupes = sorted({n for n in streams if streams.count(n) > 1})
+        if dupes:
+            raise ValueError(f"stream names must be unique: {', '.join(dupes)}")
+        if self.reconnect_max < self.reconnect_min:
+            raise ValueError("reconnect_max must not be below reconnect_min")
+        return self
+
+
+SourceSection = Annotated[
+    SerialSource | MqttSource | SimulateSource | ModbusSource, Field(discriminator="type")
+]
+
+
+class IngestSection(Section):
+    """The queue between sources and the pipeline, and stale-stream detection."""
+
+    queue_size: int = Field(100_000, ge=100, le=10_000_000)  # readings
+    overflow: Literal["drop_oldest", "drop_newest"] = "drop_oldest"  # readings only, ever
+    dead_letter_queue: int = Field(10_000, ge=100, le=1_000_000)
+    # A stream silent for stale_factor x its usual interval (and at least stale_min) is stale.
+    stale_factor: float | None = Field(5.0, gt=1.0)  # null: no stale detection
+    stale_min: Duration = 10.0
+    # A stream that goes stale flap_limit times within flap_window is reported once as
+    # flapping; its stale/recovered events are then held back until it is steady again.
+    flap_limit: int = Field(5, ge=2)
+    flap_window: Duration = 600.0
 
 
 class UpstreamSection(Section):
@@ -246,6 +362,23 @@ class UpstreamSection(Section):
     topic_prefix: str = "liquid-gateway"
     qos: Literal[1, 2] = 1
     max_inflight: int = Field(20, ge=1, le=1000)
+    # Reconnect: exponential back-off between these bounds, each wait jittered to 50-100 %
+    # so a fleet that lost the same broker does not come back in lock-step.
+    reconnect_min_delay: Duration = 1.0
+    reconnect_max_delay: Duration = 60.0
+    # A row the broker refused (PUBACK reason >= 128) is parked and retried with back-off.
+    retry_min_delay: Duration = 2.0
+    retry_max_delay: Duration = 300.0
+    # On SIGTERM: how long in-flight publishes may take to be acknowledged (and `offline` sent).
+    drain_timeout: Duration = 5.0
+
+    @model_validator(mode="after")
+    def _delays_ordered(self) -> UpstreamSection:
+        if self.reconnect_min_delay <= 0 or self.reconnect_min_delay > self.reconnect_max_delay:
+            raise ValueError("need 0 < reconnect_min_delay <= reconnect_max_delay")
+        if self.retry_min_delay <= 0 or self.retry_min_delay > self.retry_max_delay:
+            raise ValueError("need 0 < retry_min_delay <= retry_max_delay")
+        return self
 
     @field_validator("topic_prefix")
     @classmethod
@@ -263,10 +396,37 @@ class StorageSection(Section):
     max_db_size: Size = 512_000_000
     durability: Literal["normal", "full"] = "normal"
     checkpoint_every: Duration = 60.0
+    # At start, check the database (quick: structure, O(N); full: also every index entry,
+    # slower); a damaged one is moved aside, never deleted, and a fresh one is made.
+    check_on_start: Literal["off", "quick", "full"] = "quick"
 
 
 class MetricsSection(Section):
-    listen: str | None = None  # host:port; None disables the endpoint
+    listen: str | None = "127.0.0.1:9464"  # host:port of the Prometheus endpoint; null: off
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("listen must be host:port, e.g. 127.0.0.1:9464")
+        return value
+
+
+class HomeAssistantSection(Section):
+    """Opt-in MQTT discovery on the upstream broker: one `problem` binary sensor per stream."""
+
+    enabled: bool = False
+    discovery_prefix: str = "homeassistant"
+
+    @field_validator("discovery_prefix")
+    @classmethod
+    def _valid_prefix(cls, value: str) -> str:
+        if not value or any(not p or not _NAME_RE.match(p) for p in value.split("/")):
+            raise ValueError("discovery_prefix must be '/'-separated names")
+        return value
 
 
 class Config(Section):
@@ -276,8 +436,16 @@ class Config(Section):
     sources: list[SourceSection] = Field(default_factory=list)
     assets: dict[Name, list[Name]] = Field(default_factory=dict)
     upstream: UpstreamSection | None = None
+    ingest: IngestSection = Field(default_factory=IngestSection)
     storage: StorageSection = Field(default_factory=StorageSection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
+    homeassistant: HomeAssistantSection = Field(default_factory=HomeAssistantSection)
+
+    @model_validator(mode="after")
+    def _homeassistant_needs_upstream(self) -> Config:
+        if self.homeassistant.enabled and self.upstream is None:
+            raise ValueError("homeassistant.enabled needs an upstream broker to announce on")
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
@@ -369,7 +537,9 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _is_union_tag(part: str) -> bool:
-    return part in {"serial", "mqtt", "simulate"} or part.startswith(("function-", "tagged-"))
+    return part in {"serial", "mqtt", "simulate", "modbus"} or part.startswith(
+        ("function-", "tagged-")
+    )
 
 
 def _resolve_secret(

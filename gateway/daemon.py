@@ -1,15 +1,22 @@
 """`liquid-gateway run`: wire sources, pipeline and forwarder together and supervise them.
 
-The main thread only handles signals, the systemd watchdog and reloads; the work happens in
-the source threads, the pipeline thread and the forwarder thread (see DESIGN.md).
+The main thread only handles signals, the systemd watchdog, reloads, Home Assistant discovery
+and joins; the work happens in the source threads, the pipeline thread and the forwarder
+thread (see DESIGN.md), and the metrics endpoint answers on prometheus-client's own thread.
 SIGTERM/SIGINT: stop intake, drain the queue, checkpoint, flush the forwarder, exit 0.
 SIGHUP: re-read the config; if it is invalid, log every error and keep running as before;
-otherwise restart only the sources and the upstream link whose config changed.
+otherwise restart only the sources and the upstream link whose config changed. The ingest
+queue, the detector (its state and baselines) and the pipeline are never rebuilt by a reload.
+
+The systemd watchdog is pinged from the main loop at half of ``WATCHDOG_USEC``, and only while
+the pipeline thread still reports in (its status callback is our heartbeat): a hung pipeline
+stops the pings and systemd restarts the service.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -20,7 +27,9 @@ from gateway.config import Config, load_config
 from gateway.detector import Detector
 from gateway.errors import ConfigError
 from gateway.forwarder import Forwarder
+from gateway.homeassistant import Announcer
 from gateway.ingest import IngestQueue
+from gateway.metrics import MetricsServer, Readout, TimedModel
 from gateway.model.runtime import load_model
 from gateway.pipeline import Pipeline
 from gateway.sdnotify import Notifier
@@ -29,15 +38,24 @@ from gateway.sources.base import Source
 
 log = logging.getLogger(__name__)
 
+STATUS_EVERY_S = 10.0  # how often the one-line STATUS= for `systemctl status` is refreshed
+MAX_STREAM_VIEWS = 2000  # per-stream detail in the status snapshot, at most
+SILENT_SOURCE_S = 300.0  # a source without readings for this long is flagged in `status`
+STALE_OUTBOX_S = 600.0  # an undelivered alert older than this is flagged
+
 
 class Gateway:
     def __init__(self, config: Config, config_path: Path | None = None) -> None:
         self.config = config
         self.config_path = config_path
-        self.queue = IngestQueue()
-        self.model = load_model(config.model.path, config.model.runtime)
+        self.queue = IngestQueue.from_section(config.ingest)
+        self.metrics = MetricsServer(self.metrics_readout)
+        self.model = TimedModel(
+            load_model(config.model.path, config.model.runtime), self.metrics.inference.observe
+        )
         self.detector = Detector(config.detector, self.model, config.assets)
         self.forwarder: Forwarder | None = None
+        self.announcer: Announcer | None = None
         self.sources: dict[str, Source] = {}
         self.pipeline = Pipeline(
             config, self.queue, self.detector, self._notify_forwarder, self._component_status
@@ -45,6 +63,12 @@ class Gateway:
         self._stop = threading.Event()
         self._reload = threading.Event()
         self.notifier = Notifier()
+        self.started_at = time.time()
+        # Written by the pipeline thread in _component_status, read by the others.
+        self._heartbeat = time.monotonic()
+        self._stream_views: dict[str, dict[str, Any]] = {}
+        self._last_reload: dict[str, Any] | None = None
+        self._watchdog_held = False
 
     # --- components --------------------------------------------------------------------
 
@@ -53,12 +77,99 @@ class Gateway:
             self.forwarder.notify()
 
     def _component_status(self) -> dict[str, Any]:
+        """Extra status from the daemon; runs on the pipeline thread (which owns the detector)."""
+        self._heartbeat = time.monotonic()
+        views: dict[str, dict[str, Any]] = {}
+        for stream in self.detector.streams:
+            view = self.detector.channel_view(stream)
+            if view is not None:
+                views[stream] = view
+        self._stream_views = views
+        sources = {name: source.stats() for name, source in dict(self.sources).items()}
+        upstream = self.forwarder.stats() if self.forwarder else None
         status: dict[str, Any] = {
-            "sources": {name: source.stats() for name, source in self.sources.items()},
-            "upstream": self.forwarder.stats() if self.forwarder else None,
+            "sources": sources,
+            "upstream": upstream,
             "accepted": dict(self.queue.accepted),
+            "pid": os.getpid(),
+            "config_path": str(self.config_path) if self.config_path else None,
+            "last_reload": self._last_reload,
+            "metrics": "http://{}:{}/metrics".format(*self.metrics.address)
+            if self.metrics.address
+            else None,
+            "homeassistant": None
+            if self.announcer is None
+            else {"connected": self.announcer.connected},
+            "stream_views": dict(sorted(views.items())[:MAX_STREAM_VIEWS]),
+            "degraded": self._degraded(sources, upstream),
         }
         return status
+
+    def _degraded(
+        self, sources: dict[str, dict[str, Any]], upstream: dict[str, Any] | None
+    ) -> list[str]:
+        """Short operator-facing reasons why the gateway is not fully healthy."""
+        now = time.time()
+        flags: list[str] = []
+        for name, stats in sorted(sources.items()):
+            if not stats.get("connected", True):
+                flags.append(f"source {name} disconnected")
+            last = stats.get("last_reading_ts")
+            if last is not None and now - last > SILENT_SOURCE_S:
+                flags.append(f"source {name} silent for {now - last:.0f}s")
+        if upstream is not None:
+            if not upstream.get("connected"):
+                flags.append("upstream disconnected")
+            oldest = upstream.get("oldest_pending_ts")
+            if oldest is not None and now - oldest > STALE_OUTBOX_S:
+                flags.append(
+                    f"outbox backlog {upstream.get('backlog')} (oldest {now - oldest:.0f}s)"
+                )
+        if self.queue.dropped_readings:
+            flags.append(f"{self.queue.dropped_readings} readings dropped (queue full)")
+        degraded = getattr(self.pipeline, "storage_degraded", None)
+        if (degraded is not None and degraded.is_set()) or (
+            degraded is None and self.pipeline.write_errors
+        ):
+            flags.append("database writes failing")
+        if self.config.metrics.listen and self.metrics.address is None:
+            flags.append("metrics endpoint down")
+        if self._last_reload is not None and not self._last_reload.get("ok"):
+            flags.append("last config reload rejected")
+        return flags
+
+    def metrics_readout(self) -> Readout:
+        """The counters one scrape reports; called on the metrics server's thread."""
+        return Readout(
+            gateway_id=self.config.gateway.id,
+            model_id=self.model.model_id,
+            started_at=self.started_at,
+            database_path=self.config.database_path,
+            sources={name: source.stats() for name, source in dict(self.sources).items()},
+            upstream=self.forwarder.stats() if self.forwarder else None,
+            alerts=dict(self.pipeline.alerts),
+            dead_letters=dict(self.pipeline.dead_letters),
+            dropped_readings=self.queue.dropped_readings,
+            queue_depth=len(self.queue),
+            write_errors=self.pipeline.write_errors,
+            streams=self._stream_views,
+        )
+
+    def _start_announcer(self) -> None:
+        if self.config.homeassistant.enabled and self.config.upstream is not None:
+            self.announcer = Announcer(
+                self.config.homeassistant, self.config.upstream, self.config.gateway.id
+            )
+            self.announcer.start()
+
+    def _stop_announcer(self) -> None:
+        if self.announcer is not None:
+            self.announcer.stop()
+            self.announcer = None
+
+    def _alert_subjects(self) -> set[str]:
+        """What alerts are published under: the asset for grouped channels, else the stream."""
+        return {str(v.get("asset") or s) for s, v in self._stream_views.items()}
 
     def _start_forwarder(self) -> None:
         if self.config.upstream is not None:
@@ -79,8 +190,11 @@ class Gateway:
     # --- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.config.metrics.listen:
+            self.metrics.start(self.config.metrics.listen)
         self.pipeline.start()
         self._start_forwarder()
+        self._start_announcer()
         for section in self.config.sources:
             self._start_source(section)
         log.info(
@@ -98,15 +212,50 @@ class Gateway:
     def request_reload(self, *_: Any) -> None:
         self._reload.set()
 
+    def status_line(self) -> str:
+        """One line for `systemctl status` (STATUS=)."""
+        p = self.pipeline
+        upstream = "no upstream"
+        if self.forwarder is not None:
+            upstream = "upstream " + ("up" if self.forwarder.stats().get("connected") else "DOWN")
+        line = (
+            f"{len(self.sources)} sources, {len(self._stream_views)} streams, "
+            f"{p.readings} readings, alerts {p.alerts.get('raised', 0)} raised / "
+            f"{p.alerts.get('cleared', 0)} cleared, {upstream}"
+        )
+        return line
+
+    def _pipeline_alive(self) -> bool:
+        """The pipeline thread runs and reported in within one watchdog period (or 60 s)."""
+        if not self.pipeline.is_alive():
+            return False
+        limit = max(60.0, self.notifier.watchdog_timeout or 0.0)
+        return time.monotonic() - self._heartbeat < limit
+
+    def _tick_watchdog(self) -> None:
+        if self._pipeline_alive():
+            if self._watchdog_held:
+                log.warning("the pipeline reports in again; watchdog pings resumed")
+                self._watchdog_held = False
+            self.notifier.watchdog()
+        elif not self._watchdog_held:
+            log.critical(
+                "the pipeline has not reported for %.0f s; withholding watchdog pings",
+                time.monotonic() - self._heartbeat,
+            )
+            self._watchdog_held = True
+
     def run(self, duration: float | None = None) -> int:
         """Run until a stop signal (or ``duration`` seconds). Returns the exit code."""
         self.start()
-        self.notifier.ready(f"running, {len(self.sources)} sources")
+        self._heartbeat = time.monotonic()
+        self.notifier.ready(f"running: {self.status_line()}")
         deadline = None if duration is None else time.monotonic() + duration
         tick = min(1.0, self.notifier.watchdog_interval or 1.0)
+        last_status = time.monotonic()
         code = 0
         while not self._stop.wait(tick):
-            self.notifier.watchdog()
+            self._tick_watchdog()
             if self._reload.is_set():
                 self._reload.clear()
                 self.reload()
@@ -114,12 +263,28 @@ class Gateway:
                 log.critical("the pipeline thread died; stopping")
                 code = 1
                 break
-            if deadline is not None and time.monotonic() >= deadline:
+            if self.announcer is not None:
+                self.announcer.announce(self._alert_subjects())
+            now = time.monotonic()
+            if now - last_status >= STATUS_EVERY_S:
+                self.notifier.status(f"running: {self.status_line()}")
+                last_status = now
+            if deadline is not None and now >= deadline:
                 break
         self.shutdown()
+        self._stop_announcer()
+        self.metrics.stop()
         return code
 
     def shutdown(self) -> None:
+        """Graceful stop, in data-flow order: intake first, upstream last.
+
+        Sources stop (no new readings); the pipeline drains the queue and commits it with a
+        final detector-state checkpoint; the forwarder waits at most
+        ``upstream.drain_timeout`` for in-flight publishes to be acknowledged, publishes the
+        retained ``offline`` and disconnects. What is still unacknowledged stays undelivered
+        in the outbox and is sent after the next start.
+        """
         self.notifier.stopping()
         log.info("stopping: closing sources, draining %d queued records", len(self.queue))
         for source in self.sources.values():
@@ -127,8 +292,11 @@ class Gateway:
         for source in self.sources.values():
             source.join(5.0)
         self.pipeline.stop()
+        if self.pipeline.is_alive():
+            log.error("the pipeline did not finish draining; detector state may be older")
         if self.forwarder is not None:
-            self.forwarder.stop(timeout=5.0)
+            drain = self.config.upstream.drain_timeout if self.config.upstream else 5.0
+            self.forwarder.stop(timeout=drain)
         log.info("stopped")
 
     def reload(self) -> None:
@@ -136,16 +304,31 @@ class Gateway:
             log.warning("reload requested, but the config was not read from a file")
             return
         self.notifier.reloading()
+        log.info("reloading the config from %s", self.config_path)
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
             for issue in exc.issues:
                 log.error("reload rejected: %s", issue)
-            self.notifier.ready("running (reload rejected)")
+            log.error("reload rejected: keeping the running config")
+            self._last_reload = {"at": time.time(), "ok": False, "errors": len(exc.issues)}
+            self.notifier.ready(f"running (reload rejected: {len(exc.issues)} errors)")
             return
         old = self.config
-        if new.gateway != old.gateway or new.model != old.model or new.assets != old.assets:
-            log.warning("gateway, model and assets changes take effect at the next restart")
+        if new.gateway.log_level != old.gateway.log_level:
+            logging.getLogger().setLevel(new.gateway.log_level.upper())
+            log.info("log level now %s", new.gateway.log_level)
+        restart_needed = [
+            name
+            for name in ("ingest", "model", "detector", "assets", "storage")
+            if getattr(new, name, None) != getattr(old, name, None)
+        ]
+        if new.gateway.model_copy(update={"log_level": "info"}) != old.gateway.model_copy(
+            update={"log_level": "info"}
+        ):
+            restart_needed.insert(0, "gateway")
+        if restart_needed:
+            log.warning("changes to %s take effect at the next restart", ", ".join(restart_needed))
         old_sources = {s.name: s for s in old.sources}
         new_sources = {s.name: s for s in new.sources}
         for name, section in old_sources.items():
@@ -154,19 +337,37 @@ class Gateway:
                 source.stop()
                 source.join(5.0)
                 log.info("source %s stopped (removed or changed)", name)
+        upstream_changed = new.upstream != old.upstream
+        if upstream_changed and self.forwarder is not None:
+            self.forwarder.stop(timeout=5.0)
+            self.forwarder = None
+            log.info("upstream link stopped (config changed)")
+        if upstream_changed or new.homeassistant != old.homeassistant:
+            self._stop_announcer()
+        # Only what may change at run time; the rest stays as the components were built.
+        self.config = old.model_copy(
+            update={
+                "sources": new.sources,
+                "upstream": new.upstream,
+                "homeassistant": new.homeassistant,
+                "metrics": new.metrics,
+                "gateway": old.gateway.model_copy(update={"log_level": new.gateway.log_level}),
+            }
+        )
         for name, section in new_sources.items():
             if old_sources.get(name) != section:
                 self._start_source(section)
-        if new.upstream != old.upstream and self.forwarder is not None:
-            self.forwarder.stop(timeout=5.0)
-            self.forwarder = None
-        self.config = new
-        if new.upstream != old.upstream:
+        if upstream_changed:
             self._start_forwarder()
-        if new.detector != old.detector:
-            log.warning("detector changes take effect at the next restart")
+        if self.announcer is None:
+            self._start_announcer()
+        if new.metrics != old.metrics:
+            self.metrics.stop()
+            if new.metrics.listen:
+                self.metrics.start(new.metrics.listen)
+        self._last_reload = {"at": time.time(), "ok": True}
         log.info("config reloaded from %s", self.config_path)
-        self.notifier.ready(f"running, {len(self.sources)} sources")
+        self.notifier.ready(f"running: {self.status_line()}")
 
 
 def run_gateway(config: Config, config_path: Path | None, duration: float | None = None) -> int:

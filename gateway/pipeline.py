@@ -20,6 +20,7 @@ from gateway.detector import Detector
 from gateway.errors import StorageError
 from gateway.ingest import IngestQueue
 from gateway.records import Batch, DeadLetter, Event
+from gateway.staleness import StalenessTracker
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ MAX_BATCH = 5000
 POLL_S = 0.2
 STATUS_EVERY_S = 2.0
 PRUNE_EVERY_S = 300.0
+# Alerts, events and dead letters held in memory while storage is degraded, at most.
+MAX_CARRIED = 10_000
 
 
 class Pipeline:
@@ -53,9 +56,18 @@ class Pipeline:
         self.events: Counter[str] = Counter()
         self.dead_letters: Counter[str] = Counter()
         self.write_errors = 0
+        # Storage health: set while writes fail (disk full, I/O error); see _write.
+        self.storage_degraded = threading.Event()
+        self.degraded_since: float | None = None
+        self.storage_error: str | None = None
+        self.readings_lost = 0  # readings of batches that could not be written
+        self.records_lost = 0  # alerts/events/dead letters beyond MAX_CARRIED
+        self._carried = Batch()
+        self.pruned: Counter[str] = Counter()
         self.restored_streams = 0
         self.last_batch_at: float | None = None
         self.failure: BaseException | None = None
+        self.staleness = StalenessTracker(config.ingest)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -84,6 +96,7 @@ class Pipeline:
                 cfg.storage.durability,
                 outbox=cfg.upstream is not None,
                 gateway_id=cfg.gateway.id,
+                recover=cfg.storage.check_on_start,
             )
             self.restored_streams = self.detector.restore(
                 store.load_states(self.detector.model.sha256)
@@ -145,6 +158,8 @@ class Pipeline:
                     change.expected,
                 )
             self.last_batch_at = time.time()
+        batch.events.extend(self.staleness.observe(readings))
+        batch.events.extend(self.staleness.check())
         for event in batch.events:
             self.events[event.kind] += 1
             log.info("event %s %s %s", event.kind, event.subject, event.detail)
@@ -162,15 +177,90 @@ class Pipeline:
         )
 
     def _write(self, store: Store, batch: Batch) -> None:
+        """Write one batch; on a storage error (disk full, I/O error) keep running degraded.
+
+        Degraded: the batch's alerts, events and dead letters are carried into the next write
+        (bounded), its readings are counted as lost; a ``storage_degraded`` event is recorded
+        as soon as anything can be written, and ``storage_recovered`` when writes work again.
+        """
+        carried = self._carried
+        batch.alerts[:0] = carried.alerts
+        batch.events[:0] = carried.events
+        batch.dead_letters[:0] = carried.dead_letters
+        self._carried = Batch()
         try:
             store.write_batch(batch)
         except StorageError as exc:
-            # Keep running: the detector state is in memory, the next batch may succeed.
             self.write_errors += 1
-            log.error("could not write a batch of %d readings: %s", len(batch.readings), exc)
+            self.readings_lost += len(batch.readings)
+            self._carry(batch)
+            if not self.storage_degraded.is_set():
+                self._enter_degraded(store, str(exc))
             return
+        if self.storage_degraded.is_set():
+            self._leave_degraded(store)
         if batch.alerts or batch.events:
             self._on_commit()
+
+    def _carry(self, batch: Batch) -> None:
+        """Keep what must not be lost for the next write, within MAX_CARRIED records."""
+        room = MAX_CARRIED
+        self._carried.alerts = batch.alerts[:room]
+        room -= len(self._carried.alerts)
+        self._carried.events = batch.events[-room:] if room > 0 else []
+        room -= len(self._carried.events)
+        self._carried.dead_letters = batch.dead_letters[-room:] if room > 0 else []
+        lost = (
+            len(batch.alerts)
+            + len(batch.events)
+            + len(batch.dead_letters)
+            - len(self._carried.alerts)
+            - len(self._carried.events)
+            - len(self._carried.dead_letters)
+        )
+        if lost:
+            self.records_lost += lost
+            log.error("storage degraded: %d alerts/events/dead letters could not be kept", lost)
+
+    def _enter_degraded(self, store: Store, error: str) -> None:
+        self.storage_degraded.set()
+        self.degraded_since = time.time()
+        self.storage_error = error
+        log.error("storage degraded, still running: %s", error)
+        event = Event("storage_degraded", "database", detail={"error": error[:500]})
+        try:
+            # A tiny write often still fits (WAL space is reused after a checkpoint): it
+            # makes the degraded state visible in `status` and upstream right away.
+            store.write_batch(Batch(events=[event], status=self.status()))
+        except StorageError:
+            self._carried.events.insert(0, event)
+            return
+        self._on_commit()
+
+    def _leave_degraded(self, store: Store) -> None:
+        since = self.degraded_since or time.time()
+        self.storage_degraded.clear()
+        self.degraded_since = None
+        log.warning(
+            "storage recovered after %.0f s; %d readings were lost meanwhile",
+            time.time() - since,
+            self.readings_lost,
+        )
+        event = Event(
+            "storage_recovered",
+            "database",
+            detail={
+                "degraded_since": since,
+                "readings_lost": self.readings_lost,
+                "error": self.storage_error,
+            },
+        )
+        try:
+            store.write_batch(Batch(events=[event], status=self.status()))
+        except StorageError:
+            self._carried.events.append(event)
+            return
+        self._on_commit()
 
     def _prune(self, store: Store) -> None:
         storage = self.config.storage
@@ -179,6 +269,7 @@ class Pipeline:
         except StorageError as exc:
             log.error("pruning failed: %s", exc)
             return
+        self.pruned.update({k: v for k, v in result.items() if v})
         if any(result.values()):
             log.info("pruned: %s", result)
 
@@ -193,8 +284,18 @@ class Pipeline:
             "dead_letters": dict(self.dead_letters),
             "dropped_readings": self.queue.dropped_readings,
             "dropped_events": self.queue.dropped_side,
+            "ingest": self.queue.stats(),
+            "stale_streams": self.staleness.stale_streams(),
             "queue_depth": len(self.queue),
             "write_errors": self.write_errors,
+            "storage": {
+                "degraded": self.storage_degraded.is_set(),
+                "degraded_since": self.degraded_since,
+                "last_error": self.storage_error,
+                "readings_lost": self.readings_lost,
+                "records_lost": self.records_lost,
+                "pruned": dict(self.pruned),
+            },
             "streams": len(self.detector.streams),
             "model": self.detector.model.model_id,
             "runtime": self.detector.model.runtime,

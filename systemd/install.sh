@@ -1,64 +1,152 @@
 #!/bin/sh
-# Install Liquid Gateway as a systemd service on a Debian gateway. Idempotent: run it again
-# to upgrade. Needs root.
+# Install (or uninstall) Liquid Gateway as a systemd service on a Debian gateway.
+# Idempotent: run it again to upgrade; an existing config and secrets are never overwritten.
 #
-#   sudo systemd/install.sh [--wheelhouse DIR] [--no-start]
+#   sudo systemd/install.sh [--wheelhouse DIR] [--prefix DIR] [--destdir DIR] [--python PY] [--no-start]
+#   sudo systemd/install.sh --uninstall [--purge]
 #
-#   user      liquid-gateway (system, no login, in dialout for serial ports)
-#   code      /opt/liquid-gateway/venv (its own venv: PEP 668 leaves Debian's Python alone)
+#   user      liquid-gateway (static system user via sysusers.d, in dialout for serial ports)
+#   code      PREFIX/venv, PREFIX=/opt/liquid-gateway (its own venv: PEP 668 leaves Debian's
+#             Python alone), with /usr/local/bin/liquid-gateway linked to it
 #   config    /etc/liquid-gateway/liquid-gateway.yaml (0640), secrets/ (0700)
 #   state     /var/lib/liquid-gateway (systemd StateDirectory)
-#   unit      /etc/systemd/system/liquid-gateway.service
+#   unit      /etc/systemd/system/liquid-gateway.service, shell completions
+#   --wheelhouse DIR   install offline from wheels (pip --no-index --find-links DIR)
+#   --destdir DIR      stage everything under DIR (also $DESTDIR): no user, no systemctl
+#   --uninstall        remove code, unit, completions; keep config and state unless --purge
 set -eu
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 PREFIX=/opt/liquid-gateway
-ETC=/etc/liquid-gateway
-UNIT_DIR=/etc/systemd/system
+DESTDIR=${DESTDIR:-}
+PYTHON=${PYTHON:-python3}
 WHEELHOUSE=""
 START=1
+ACTION=install
+PURGE=0
 
 while [ $# -gt 0 ]; do
   case "$1" in
     --wheelhouse) WHEELHOUSE=$2; shift 2 ;;
+    --prefix) PREFIX=$2; shift 2 ;;
+    --destdir) DESTDIR=$2; shift 2 ;;
+    --python) PYTHON=$2; shift 2 ;;
     --no-start) START=0; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
-    *) echo "unknown option: $1" >&2; exit 2 ;;
+    --uninstall) ACTION=uninstall; shift ;;
+    --purge) PURGE=1; shift ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) echo "unknown option: $1 (try --help)" >&2; exit 2 ;;
   esac
 done
 
-[ "$(id -u)" = 0 ] || { echo "run as root (sudo $0)" >&2; exit 1; }
+ROOT=${DESTDIR%/}
+ETC=$ROOT/etc/liquid-gateway
+VENV=$ROOT$PREFIX/venv
+UNIT=$ROOT/etc/systemd/system/liquid-gateway.service
+SYSUSERS=$ROOT/usr/lib/sysusers.d/liquid-gateway.conf
+LINK=$ROOT/usr/local/bin/liquid-gateway
+BASH_COMP=$ROOT/usr/share/bash-completion/completions/liquid-gateway
+ZSH_COMP=$ROOT/usr/share/zsh/vendor-completions/_liquid-gateway
+FISH_COMP=$ROOT/usr/share/fish/vendor_completions.d/liquid-gateway.fish
 
-if ! id liquid-gateway >/dev/null 2>&1; then
-  useradd --system --home-dir /var/lib/liquid-gateway --no-create-home \
-          --shell /usr/sbin/nologin --groups dialout liquid-gateway
+say() { echo "install.sh: $*"; }
+live() { [ -z "$ROOT" ]; }  # installing into the running system, not staging
+
+if live; then
+  [ "$(id -u)" = 0 ] || { echo "run as root (sudo $0)" >&2; exit 1; }
 fi
-usermod -a -G dialout liquid-gateway
 
-command -v python3 >/dev/null || { echo "python3 is missing: apt-get install python3 python3-venv" >&2; exit 1; }
-[ -x "$PREFIX/venv/bin/python" ] || python3 -m venv "$PREFIX/venv"
+if [ "$ACTION" = uninstall ]; then
+  if live && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now liquid-gateway.service 2>/dev/null || true
+  fi
+  rm -f "$UNIT" "$LINK" "$BASH_COMP" "$ZSH_COMP" "$FISH_COMP"
+  rm -rf "$VENV" "$ROOT$PREFIX/README.md"
+  rmdir "$ROOT$PREFIX" 2>/dev/null || true
+  if [ "$PURGE" = 1 ]; then
+    rm -rf "$ETC" "$ROOT/var/lib/liquid-gateway" "$SYSUSERS"
+    if live && id liquid-gateway >/dev/null 2>&1; then userdel liquid-gateway || true; fi
+    say "removed everything, config, secrets and data included"
+  else
+    say "removed; kept $ETC and /var/lib/liquid-gateway (--purge removes them)"
+  fi
+  if live && command -v systemctl >/dev/null 2>&1; then systemctl daemon-reload; fi
+  exit 0
+fi
+
+# --- the system user -------------------------------------------------------------------
+install -d -m 0755 "$(dirname "$SYSUSERS")"
+install -m 0644 "$SRC/systemd/liquid-gateway.sysusers" "$SYSUSERS"
+if live; then
+  if command -v systemd-sysusers >/dev/null 2>&1; then
+    systemd-sysusers "$SYSUSERS"
+  elif ! id liquid-gateway >/dev/null 2>&1; then
+    useradd --system --home-dir /var/lib/liquid-gateway --no-create-home \
+            --shell /usr/sbin/nologin --groups dialout liquid-gateway
+  fi
+  usermod -a -G dialout liquid-gateway
+fi
+
+# --- code: a venv of its own -----------------------------------------------------------
+command -v "$PYTHON" >/dev/null || { echo "$PYTHON is missing: apt-get install python3 python3-venv" >&2; exit 1; }
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 if [ -n "$WHEELHOUSE" ]; then
-  "$PREFIX/venv/bin/pip" install --no-index --find-links "$WHEELHOUSE" --upgrade "$SRC"
+  # Offline: everything, the gateway included, comes from the wheelhouse.
+  "$VENV/bin/python" -m pip install --quiet --no-index --find-links "$WHEELHOUSE" --upgrade liquid-gateway
 else
-  "$PREFIX/venv/bin/pip" install --upgrade "$SRC"
+  "$VENV/bin/python" -m pip install --quiet --upgrade "$SRC"
 fi
-install -m 0644 "$SRC/README.md" "$PREFIX/README.md"
+install -m 0644 "$SRC/README.md" "$ROOT$PREFIX/README.md"
+install -d -m 0755 "$(dirname "$LINK")"
+ln -sf "$PREFIX/venv/bin/liquid-gateway" "$LINK"
+for pair in "liquid-gateway.bash:$BASH_COMP" "_liquid-gateway:$ZSH_COMP" "liquid-gateway.fish:$FISH_COMP"; do
+  install -d -m 0755 "$(dirname "${pair#*:}")"
+  install -m 0644 "$SRC/systemd/completions/${pair%%:*}" "${pair#*:}"
+done
 
-install -d -m 0750 -o root -g liquid-gateway "$ETC"
-install -d -m 0700 -o root -g root "$ETC/secrets"
+# --- config and secrets ----------------------------------------------------------------
+GROUP_OPT=""
+if live; then GROUP_OPT="-o root -g liquid-gateway"; fi
+# shellcheck disable=SC2086  # GROUP_OPT is two options or none
+install -d -m 0750 $GROUP_OPT "$ETC"
+if live; then install -d -m 0700 -o root -g root "$ETC/secrets"; else install -d -m 0700 "$ETC/secrets"; fi
+NEW_CONFIG=0
 if [ ! -e "$ETC/liquid-gateway.yaml" ]; then
-  install -m 0640 -o root -g liquid-gateway "$SRC/config/production.example.yaml" "$ETC/liquid-gateway.yaml"
-  echo "installed an example config at $ETC/liquid-gateway.yaml: edit it, then run this again"
-  START=0
+  # shellcheck disable=SC2086
+  install -m 0640 $GROUP_OPT "$SRC/config/production.example.yaml" "$ETC/liquid-gateway.yaml"
+  say "installed an example config at $ETC/liquid-gateway.yaml: edit it, then run this again"
+  NEW_CONFIG=1
 fi
-[ -e "$ETC/secrets/mqtt-upstream" ] || install -m 0600 /dev/null "$ETC/secrets/mqtt-upstream"
+chmod 0640 "$ETC/liquid-gateway.yaml"
+for secret in mqtt-upstream mqtt-local; do  # the unit loads both as credentials
+  [ -e "$ETC/secrets/$secret" ] || install -m 0600 /dev/null "$ETC/secrets/$secret"
+done
 
-install -m 0644 "$SRC/systemd/liquid-gateway.service" "$UNIT_DIR/liquid-gateway.service"
+# --- the unit --------------------------------------------------------------------------
+install -d -m 0755 "$(dirname "$UNIT")"
+sed "s|/opt/liquid-gateway|$PREFIX|g" "$SRC/systemd/liquid-gateway.service" > "$UNIT.tmp"
+chmod 0644 "$UNIT.tmp"
+mv "$UNIT.tmp" "$UNIT"
+
+# --- validate, then enable -------------------------------------------------------------
+if [ "$NEW_CONFIG" = 1 ]; then
+  say "not enabling the service until the config is edited"
+  exit 0
+fi
+# As the service will see it: relative password_file names resolve in the secrets folder.
+if ! CREDENTIALS_DIRECTORY="$ETC/secrets" "$VENV/bin/liquid-gateway" config validate "$ETC/liquid-gateway.yaml"; then
+  echo "install.sh: $ETC/liquid-gateway.yaml is invalid: not enabling the service" >&2
+  exit 78
+fi
+if ! live; then
+  say "staged under $ROOT (no user created, systemctl not run)"
+  exit 0
+fi
 systemctl daemon-reload
-
 if [ "$START" = 1 ]; then
-  # Validate as the service will (credentials are only there under systemd, so point at them).
-  CREDENTIALS_DIRECTORY="$ETC/secrets" "$PREFIX/venv/bin/liquid-gateway" config validate "$ETC/liquid-gateway.yaml"
-  systemctl enable --now liquid-gateway.service
+  systemctl enable liquid-gateway.service
+  systemctl restart liquid-gateway.service
   systemctl --no-pager status liquid-gateway.service || true
+else
+  say "installed; start with: systemctl enable --now liquid-gateway"
 fi

@@ -31,7 +31,13 @@ def test_every_shipped_config_validates(
 
 def test_config_dir_has_the_documented_examples() -> None:
     names = {p.name for p in CONFIG_DIR.glob("*.yaml")}
-    assert {"demo.yaml", "serial.yaml", "mqtt.yaml", "production.example.yaml"} <= names
+    assert {
+        "demo.yaml",
+        "serial.yaml",
+        "mqtt.yaml",
+        "modbus.yaml",
+        "production.example.yaml",
+    } <= names
 
 
 BAD = """\
@@ -151,3 +157,42 @@ def test_frozen_and_topic_safe_names() -> None:
     for bad in ("a/b", "a+b", "#", "with space"):
         with pytest.raises(ConfigError):
             parse_config(f"gateway: {{id: '{bad}'}}\n")
+
+
+SOURCE_OPTIONS_BAD = """\
+sources:
+  - type: serial
+    name: a
+    port: loop://
+    format: regex
+    pattern: "(unclosed"
+  - type: serial
+    name: b
+    port: loop://
+    fields: [x]
+    reconnect_min: 5s
+    reconnect_max: 1s
+  - type: modbus
+    name: c
+    port: /dev/ttyUSB0
+    slaves:
+      - {id: 300, registers: [{stream: v, address: 0, word_order: middle}]}
+ingest:
+  queue_size: 10
+  overflow: block
+  stale_factor: 0.5
+"""
+
+
+def test_source_and_ingest_options_are_validated_and_located(tmp_path: Path) -> None:
+    file = tmp_path / "gw.yaml"
+    file.write_text(SOURCE_OPTIONS_BAD)
+    with pytest.raises(ConfigError) as info:
+        load_config(file)
+    text = "\n".join(str(i) for i in info.value.issues)
+    assert f"{file}:2: sources[0]: pattern does not compile" in text, text
+    assert f"{file}:7: sources[1]: reconnect_max must not be below reconnect_min" in text, text
+    assert f"{file}:17: sources[2].slaves[0].id:" in text, text
+    assert f"{file}:17: sources[2].slaves[0].registers[0].word_order:" in text, text
+    for key, line in (("queue_size", 19), ("overflow", 20), ("stale_factor", 21)):
+        assert f"{file}:{line}: ingest.{key}:" in text, text

@@ -1,0 +1,1 @@
+complete --command liquid-gateway --no-files --arguments "(env _LIQUID_GATEWAY_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) liquid-gateway)" --condition "env _LIQUID_GATEWAY_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) liquid-gateway"
