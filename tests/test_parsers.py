@@ -288,6 +288,8 @@ all_parsers = [
     parser("json"),
     parser("json", fields=["a", "b.c"], timestamp_field="ts"),
     parser("number"),
+    parser("regex", pattern=r"T=(?P<t>\S+)(?: P=(?P<p>\S+))?", units={"t": FieldSpec(scale=2)}),
+    parser("regex", pattern=r"^(?P<ts>\d+);(?P<a>[^;]*)$", timestamp_field="ts"),
 ]
 json_like = st.recursive(
     st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=10),
@@ -385,3 +387,46 @@ def test_framer_line_of_exactly_max_line_is_kept() -> None:
     framer = LineFramer(max_line=4)
     assert framer.feed(b"abcd\r") == []
     assert framer.feed(b"\nabcde\n") == [b"abcd", Oversize(b"abcde", 4)]
+
+
+# --- regex ---------------------------------------------------------------------------------
+
+
+def test_regex_named_groups_are_fields_with_units_and_device_time() -> None:
+    p = parser(
+        "regex",
+        pattern=r"(?P<ts>\S+) T=(?P<temperature>\S+)C P=(?P<pressure>\S+)mbar",
+        timestamp_field="ts",
+        units={"pressure": FieldSpec(scale=0.001, unit="bar")},
+    )
+    parsed = p.parse("2023-11-14T22:13:20Z T=21.5C P=1013mbar", NOW, lambda f: "x." + f)
+    assert [(r.stream, r.value, r.unit, r.ts) for r in parsed.readings] == [
+        ("x.temperature", 21.5, None, 1_700_000_000.0),
+        ("x.pressure", pytest.approx(1.013), "bar", 1_700_000_000.0),
+    ]
+
+
+def test_regex_bad_lines() -> None:
+    pattern = r"T=(?P<t>\S+)(?: P=(?P<p>\S+))?"
+    assert reason_of("regex", "hello", pattern=pattern) == "no_match"
+    assert reason_of("regex", "T=hot", pattern=pattern) == "not_a_number"
+    assert reason_of("regex", "T=nan", pattern=pattern) == "non_finite"
+    only_t = parser("regex", pattern=pattern).parse("T=1", NOW, same)  # optional group absent
+    assert [(r.stream, r.value) for r in only_t.readings] == [("t", 1.0)]
+
+
+def test_regex_patterns_are_checked() -> None:
+    with pytest.raises(ValueError, match="compile"):
+        parser("regex", pattern="(?P<a>")
+    with pytest.raises(ValueError, match="named group"):
+        parser("regex", pattern=r"(\d+)")
+    with pytest.raises(ValueError, match="named group"):
+        parser("regex", pattern=r"(?P<ts>\d+)", timestamp_field="ts")
+
+
+@given(st.dictionaries(names, finite, min_size=1, max_size=6))
+def test_regex_round_trip(values: dict[str, float]) -> None:
+    pattern = " ".join(f"{k}:(?P<{k}>\\S+)" for k in values)
+    line = " ".join(f"{k}:{v!r}" for k, v in values.items())
+    parsed = parser("regex", pattern=pattern).parse(line, NOW, same)
+    assert {r.stream: r.value for r in parsed.readings} == values

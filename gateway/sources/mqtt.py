@@ -3,7 +3,7 @@
 paho-mqtt runs every callback on its network thread, so the callbacks here only parse
 and put records into the ingest queue (which never blocks) and return. Subscriptions are
 (re)made in ``on_connect`` so they survive reconnects; paho reconnects by itself with a
-0.5 s..10 s backoff, and the connection is made asynchronously so an absent broker never
+0.5 s..2 s backoff, and the connection is made asynchronously so an absent broker never
 blocks the daemon's start. A lost broker is reported once as ``broker_lost`` and its return
 as ``broker_recovered``.
 
@@ -38,7 +38,7 @@ from gateway.sources.parsers import (
 log = logging.getLogger(__name__)
 
 RECONNECT_MIN = 0.5
-RECONNECT_MAX = 10
+RECONNECT_MAX = 2  # a local broker: back within about 2 s of its return, like the ports
 
 
 def default_template(subscription: Subscription) -> str:

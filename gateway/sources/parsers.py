@@ -19,8 +19,10 @@ Reason codes (stable, counted in ``status``): ``empty``, ``bad_utf8``,
 ``payload_too_large``, ``bad_json``, ``json_too_deep``, ``not_an_object``,
 ``field_count``, ``header``, ``too_many_fields``, ``bad_pair``, ``duplicate_field``,
 ``missing_value``, ``not_a_number``, ``non_finite``, ``no_numeric_fields``,
-``bad_timestamp``, ``bad_stream_name`` (and, from the serial framing,
-``line_too_long`` and ``partial_line``).
+``bad_timestamp``, ``bad_stream_name``, ``no_match`` (a regex line that does not match),
+and, from the sources, ``line_too_long``, ``partial_line``, ``no_route`` (an MQTT topic
+that matches no subscription: an unknown stream), ``modbus_exception``, ``bad_response``.
+Keys left out of a ``fields`` list are a deliberate selection, not bad input: skipped.
 """
 
 from __future__ import annotations
@@ -33,11 +35,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gateway.config import NAME_PATTERN, FieldSpec
+from gateway.config import NAME_PATTERN, FieldSpec, check_regex
 from gateway.errors import ParseError
 from gateway.records import Reading
 
-Format = Literal["csv", "kv", "json", "number"]
+Format = Literal["csv", "kv", "json", "regex", "number"]
 StreamNamer = Callable[[str], str]
 
 JSON_MAX_DEPTH = 8  # nesting of objects/arrays, checked before json.loads
@@ -199,6 +201,14 @@ def split_kv(text: str) -> tuple[list[tuple[str, str]], list[FieldReject]]:
     return pairs, rejects
 
 
+def split_regex(text: str, pattern: re.Pattern[str]) -> list[tuple[str, str]]:
+    """The named groups of the first match; groups that did not take part are left out."""
+    match = pattern.search(text)
+    if match is None:
+        raise ParseError("no_match", "the line does not match the pattern")
+    return [(name, value) for name, value in match.groupdict().items() if value is not None]
+
+
 def check_json_depth(text: str, limit: int = JSON_MAX_DEPTH) -> None:
     """Reject nesting deeper than ``limit`` without parsing (json.loads recurses)."""
     brackets = _NOT_BRACKET_RE.sub("", _JSON_STRING_RE.sub("", text))
@@ -289,9 +299,11 @@ class RecordParser:
         timestamp_field: str | None = None,
         units: Mapping[str, FieldSpec] | None = None,
         max_depth: int = JSON_MAX_DEPTH,
+        pattern: str | None = None,
     ) -> None:
         if format == "csv" and not fields:
             raise ValueError("csv needs the list of fields")
+        self.pattern = check_regex(pattern, timestamp_field) if format == "regex" else None
         self.source = source
         self.format = format
         self.fields = tuple(fields)
@@ -313,6 +325,8 @@ class RecordParser:
             pairs = list(kv_pairs)
         elif self.format == "json":
             pairs = flatten_json(text, self.max_depth)
+        elif self.pattern is not None:
+            pairs = list(split_regex(text, self.pattern))
         else:
             pairs = [(NUMBER_FIELD, parse_number(text))]
         if len(pairs) > MAX_FIELDS:

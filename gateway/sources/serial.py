@@ -5,8 +5,9 @@ The port is opened with ``serial.serial_for_url``, so ``/dev/ttyUSB0``,
 all work. One reader thread owns the port. Bytes are framed into lines (``framing.py``),
 decoded as UTF-8 with undecodable bytes replaced (and counted), then parsed
 (``parsers.py``). A port that cannot be opened, or fails while open (a USB adapter
-unplugged), is reported once as ``port_lost`` and reopened with capped backoff; when it
-opens again ``port_recovered`` is reported.
+unplugged), is reported once as ``port_lost`` and reopened with capped backoff
+(``reconnect_min`` doubling up to ``reconnect_max``, 2 s by default, so a device that comes
+back is read again within about 2 s); when it opens again ``port_recovered`` is reported.
 """
 
 from __future__ import annotations
@@ -26,9 +27,6 @@ from gateway.sources.framing import LineFramer, Oversize
 from gateway.sources.parsers import RecordParser
 
 log = logging.getLogger(__name__)
-
-BACKOFF_MIN = 0.5
-BACKOFF_MAX = 5.0
 
 PortOpener = Callable[[SerialSource], Any]
 
@@ -62,8 +60,9 @@ class SerialReader(Source):
             delimiter=section.delimiter,
             timestamp_field=section.timestamp_field,
             units=section.units,
+            pattern=section.pattern,
         )
-        self._backoff = BACKOFF_MIN
+        self._backoff = section.reconnect_min
         self._lost = False
         self._lines = 0
         self._blank_lines = 0
@@ -101,7 +100,7 @@ class SerialReader(Source):
                 self._lose(exc)
             return
         if data:
-            self._backoff = BACKOFF_MIN
+            self._backoff = self.section.reconnect_min
             with self._lock:
                 self._bytes += len(data)
             self._feed(data, time.time())
@@ -141,7 +140,7 @@ class SerialReader(Source):
 
     def _wait_backoff(self) -> None:
         self._stop.wait(self._backoff)
-        self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+        self._backoff = min(self._backoff * 2, self.section.reconnect_max)
 
     def _close_port(self) -> None:
         with self._port_lock:
