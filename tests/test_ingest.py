@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +16,11 @@ from gateway.ingest import IngestQueue
 from gateway.model.runtime import load_model
 from gateway.pipeline import Pipeline
 from gateway.records import DeadLetter, Event, Reading
+from tests.helpers import wait_for
 
 
 def reading(i: int, source: str = "s") -> Reading:
     return Reading(stream=f"{source}.x", ts=1_700_000_000.0 + i, value=float(i), source=source)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.01)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def test_drop_oldest_keeps_the_newest_readings_and_counts_per_source() -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,40 +16,9 @@ from modbus_sim import RtuBus, SimSlave, crc16
 
 from gateway.config import ModbusSource, parse_config
 from gateway.errors import ConfigError
-from gateway.records import DeadLetter, Event, Reading, Record
 from gateway.sources import build_source
 from gateway.sources.modbus import ModbusPoller, decode_registers
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.records: list[Record] = []
-
-    def put(self, record: Record) -> None:
-        self.records.append(record)
-
-    def readings(self, stream: str | None = None) -> list[Reading]:
-        return [
-            r
-            for r in self.records
-            if isinstance(r, Reading) and (stream is None or r.stream == stream)
-        ]
-
-    def dead(self) -> list[DeadLetter]:
-        return [r for r in self.records if isinstance(r, DeadLetter)]
-
-    def events(self, kind: str) -> list[Event]:
-        return [r for r in self.records if isinstance(r, Event) and r.kind == kind]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.01)
-    raise AssertionError(f"condition not met within {timeout}s")
+from tests.helpers import ListSink, wait_for
 
 
 def float_words(value: float) -> list[int]:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,36 +14,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import MqttSource
 from gateway.errors import SourceError
-from gateway.records import DeadLetter, Event, Reading, Record
 from gateway.sources import build_source
 from gateway.sources.mqtt import MqttSubscriber
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.records: list[Record] = []
-
-    def put(self, record: Record) -> None:
-        self.records.append(record)
-
-    def readings(self) -> list[Reading]:
-        return [r for r in self.records if isinstance(r, Reading)]
-
-    def dead(self) -> list[DeadLetter]:
-        return [r for r in self.records if isinstance(r, DeadLetter)]
-
-    def events(self, kind: str) -> list[Event]:
-        return [r for r in self.records if isinstance(r, Event) and r.kind == kind]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.01)
-    raise AssertionError(f"condition not met within {timeout}s")
+from tests.helpers import ListSink, wait_for
 
 
 class Publisher:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,37 +18,10 @@ import pytest
 import serial
 
 from gateway.config import SerialSource
-from gateway.records import DeadLetter, Event, Reading, Record
 from gateway.sources.serial import SerialReader, open_port
+from tests.helpers import ListSink, wait_for
 
 CYCLES = 100
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.records: list[Record] = []
-
-    def put(self, record: Record) -> None:
-        self.records.append(record)
-
-    def readings(self) -> list[Reading]:
-        return [r for r in self.records if isinstance(r, Reading)]
-
-    def dead(self) -> list[DeadLetter]:
-        return [r for r in self.records if isinstance(r, DeadLetter)]
-
-    def count(self, kind: str) -> int:
-        return sum(1 for r in self.records if isinstance(r, Event) and r.kind == kind)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.002)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def open_fds() -> dict[str, str]:

@@ -4,41 +4,16 @@ from __future__ import annotations
 
 import math
 import re
-import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 
 from gateway.config import NAME_PATTERN, SimulateSource
-from gateway.records import Event, Reading, Record
+from gateway.records import Event, Reading
 from gateway.sources import build_source
 from gateway.sources.simulate import FAULT_KINDS, SignalModel, Simulator, simulate
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.records: list[Record] = []
-
-    def put(self, record: Record) -> None:
-        self.records.append(record)
-
-    def readings(self) -> list[Reading]:
-        return [r for r in self.records if isinstance(r, Reading)]
-
-    def events(self) -> list[Event]:
-        return [r for r in self.records if isinstance(r, Event)]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.01)
-    raise AssertionError(f"condition not met within {timeout}s")
+from tests.helpers import ListSink, wait_for
 
 
 def config(**kwargs: Any) -> SimulateSource:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ from gateway.model.runtime import load_model
 from gateway.pipeline import Pipeline
 from gateway.records import Event, Reading
 from gateway.staleness import StalenessTracker
+from tests.helpers import wait_for
 
 T0 = 1_700_000_000.0
 
@@ -112,16 +111,6 @@ def test_disabled() -> None:
     feed(t, clock, "a", 10, 1.0)
     clock.now += 1e6
     assert t.check() == [] and not t.enabled
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.01)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def test_pipeline_reports_stale_and_recovered_and_the_detector_resets_after_max_gap(
