@@ -158,8 +158,9 @@ def test_scores_stay_in_unit_interval_on_wild_input(model) -> None:
 
 
 def test_a_sustained_new_level_is_accepted_after_accept_after(model) -> None:
-    cfg = DetectorSection(warmup=300, baseline_halflife=300, cooldown=60, max_gap=600,
-                          accept_after=600)
+    cfg = DetectorSection(
+        warmup=300, baseline_halflife=300, cooldown=60, max_gap=600, accept_after=600
+    )
     values = noise(3000)
     values[1000:] += 6 * 0.5
     _, alerts, events, active = run(Detector(cfg, model), "temp", values)
@@ -171,8 +172,9 @@ def test_a_sustained_new_level_is_accepted_after_accept_after(model) -> None:
 
 
 def test_without_accept_after_the_alert_stays_open(model) -> None:
-    cfg = DetectorSection(warmup=300, baseline_halflife=300, cooldown=60, max_gap=600,
-                          accept_after=None)
+    cfg = DetectorSection(
+        warmup=300, baseline_halflife=300, cooldown=60, max_gap=600, accept_after=None
+    )
     values = noise(3000)
     values[1000:] += 6 * 0.5
     _, alerts, events, active = run(Detector(cfg, model), "temp", values)
