@@ -66,21 +66,73 @@ class DetectorOutput:
     events: list[Event] = field(default_factory=list)
 
 
+class _Channel:
+    """One stream's state. Plain floats: per reading this is a few dozen arithmetic steps,
+    which Python does faster on scalars than numpy does on arrays of a handful of streams;
+    only the liquid state ``h`` lives in one matrix, for the batched model step."""
+
+    __slots__ = (
+        "name", "slot", "asset", "mean", "var", "n", "last_ts", "interval", "pred",
+        "logvar", "calib", "slow", "drifting", "q", "reason", "run", "run_max",
+        "last_value", "last_expected", "band_low", "band_high",
+    )  # fmt: skip
+
+    def __init__(self, name: str, slot: int, asset: _Asset) -> None:
+        self.name, self.slot, self.asset = name, slot, asset
+        self.last_ts = math.nan
+        self.last_value = 0.0
+        self.slow = 0.0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget what was learned (a gap longer than max_gap); the last timestamp stays."""
+        self.mean = self.var = 0.0
+        self.n = 0
+        self.interval = math.nan
+        self.pred = math.nan
+        self.logvar = 0.0
+        self.calib = 1.0
+        self.drifting = False
+        self.q = 0.0
+        self.reason = 0
+        self.run = 0
+        self.run_max = 0.0
+        self.last_expected = self.band_low = self.band_high = math.nan
+
+
 @dataclass
 class _Asset:
     name: str
-    channels: list[int]
     latch: AlertLatch
+    channels: list[_Channel] = field(default_factory=list)
     short: float = 0.0
     tail: TailModel = field(default_factory=TailModel)
     n: int = 0
     score: float = 0.0
-    recent: np.ndarray = field(default_factory=lambda: np.zeros(_BURST_WINDOW))  # a ring
+    recent: list[float] = field(default_factory=lambda: [0.0] * _BURST_WINDOW)  # a ring
     n_raw: int = 0
     alert_id: str | None = None
     raised_ts: float = 0.0
     accepted: bool = False  # the open alert outlived accept_after: adapting to the new level
     max_score: float = 0.0
+
+
+@dataclass(slots=True)
+class _Step:
+    """What one reading's tick needs between the scoring and the update halves."""
+
+    channel: _Channel
+    reading: Reading
+    first: bool
+    mean: float
+    var: float
+    scale: float
+    z: float
+    dt: float  # seconds since the previous reading; nan for the first or after a reset
+    dt_model: float
+    has_pred: bool
+    err2: float
+    expected: float
 
 
 class Detector:
@@ -96,78 +148,35 @@ class Detector:
         self.config = config
         self.model = model
         self._asset_of_stream = {s: a for a, streams in (assets or {}).items() for s in streams}
-        self._asset_members = {a: list(streams) for a, streams in (assets or {}).items()}
         self._units: dict[str, str | None] = dict(units or {})
-        self._slot: dict[str, int] = {}
-        self._names: list[str] = []
+        self._channels: dict[str, _Channel] = {}
         self._assets: dict[str, _Asset] = {}
-        self._asset_of_slot: list[_Asset] = []
-        hidden = model.hidden_size
-        cap = 16
-        self._h = np.zeros((cap, hidden), np.float32)
-        self._mean = np.zeros(cap)
-        self._var = np.zeros(cap)
-        self._n = np.zeros(cap, np.int64)
-        self._last_ts = np.full(cap, np.nan)
-        self._interval = np.full(cap, np.nan)
-        self._pred = np.full(cap, np.nan)
-        self._logvar = np.zeros(cap)
-        self._calib = np.ones(cap)
-        self._slow = np.zeros(cap)
-        self._drifting = np.zeros(cap, bool)
-        self._q = np.zeros(cap)
-        self._reason = np.zeros(cap, np.int8)
-        self._run = np.zeros(cap, np.int64)
-        self._run_max = np.zeros(cap)
-        self._last_value = np.zeros(cap)
-        self._last_expected = np.full(cap, np.nan)
-        self._last_band = np.full((cap, 2), np.nan)
+        self._h = np.zeros((16, model.hidden_size), np.float32)
 
     # --- streams and assets -------------------------------------------------------------
 
     @property
     def streams(self) -> list[str]:
-        return list(self._names)
+        return list(self._channels)
 
-    def _grow(self, cap: int) -> None:
-        def grow(a: np.ndarray, fill: float) -> np.ndarray:
-            shape = (cap,) + a.shape[1:]
-            out = np.full(shape, fill, dtype=a.dtype)
-            out[: len(a)] = a
-            return out
-
-        self._h = grow(self._h, 0.0)
-        self._mean, self._var = grow(self._mean, 0.0), grow(self._var, 0.0)
-        self._n = grow(self._n, 0)
-        self._last_ts, self._interval = grow(self._last_ts, np.nan), grow(self._interval, np.nan)
-        self._pred, self._logvar = grow(self._pred, np.nan), grow(self._logvar, 0.0)
-        self._calib, self._slow = grow(self._calib, 1.0), grow(self._slow, 0.0)
-        self._drifting, self._q = grow(self._drifting, False), grow(self._q, 0.0)
-        self._reason, self._run = grow(self._reason, 0), grow(self._run, 0)
-        self._run_max = grow(self._run_max, 0.0)
-        self._last_value = grow(self._last_value, 0.0)
-        self._last_expected = grow(self._last_expected, np.nan)
-        self._last_band = grow(self._last_band, np.nan)
-
-    def _slot_for(self, stream: str) -> int:
-        slot = self._slot.get(stream)
-        if slot is not None:
-            return slot
-        slot = len(self._names)
-        if slot >= len(self._mean):
-            self._grow(2 * len(self._mean))
-        self._slot[stream] = slot
-        self._names.append(stream)
+    def _channel(self, stream: str) -> _Channel:
+        channel = self._channels.get(stream)
+        if channel is not None:
+            return channel
+        slot = len(self._channels)
+        if slot >= len(self._h):
+            grown = np.zeros((2 * len(self._h), self._h.shape[1]), np.float32)
+            grown[: len(self._h)] = self._h
+            self._h = grown
         asset_name = self._asset_of_stream.get(stream, stream)
         asset = self._assets.get(asset_name)
         if asset is None:
             cfg = self.config
             latch = AlertLatch(cfg.threshold, cfg.clear_threshold, cfg.min_duration, cfg.cooldown)
-            asset = _Asset(asset_name, [], latch)
-            self._assets[asset_name] = asset
-        asset.channels.append(slot)
-        self._asset_of_slot.append(asset)
-        return slot
+            asset = self._assets[asset_name] = _Asset(asset_name, latch)
+        channel = self._channels[stream] = _Channel(stream, slot, asset)
+        asset.channels.append(channel)
+        return channel
 
     def set_unit(self, stream: str, unit: str | None) -> None:
         if unit is not None:
@@ -202,160 +211,179 @@ class Detector:
         return out
 
     def _tick(self, tick: list[Reading], out: DetectorOutput) -> None:
-        cfg = self.config
-        idx = np.fromiter((self._slot_for(r.stream) for r in tick), np.int64, len(tick))
-        values = np.fromiter((r.value for r in tick), float, len(tick))
-        ts = np.fromiter((r.ts for r in tick), float, len(tick))
-
-        # Gaps: a long silence resets the channel entirely.
-        dt_raw = ts - self._last_ts[idx]
-        gap = dt_raw > cfg.max_gap
-        for j in np.flatnonzero(gap):
-            self._reset_slot(int(idx[j]))
-            out.events.append(
-                Event("gap_reset", tick[j].stream, float(ts[j]), {"gap_s": float(dt_raw[j])})
-            )
-        dt_raw = np.where(np.isnan(dt_raw) | gap, np.nan, np.maximum(dt_raw, 0.0))
-        dt0 = np.where(np.isnan(dt_raw), 0.0, dt_raw)
-
-        n = self._n[idx]
-        first = n == 0
-        interval = self._interval[idx]
-        have_dt = ~np.isnan(dt_raw)
-        new_interval = np.where(
-            np.isnan(interval),
-            dt_raw,
-            interval
-            + _INTERVAL_ALPHA * (np.clip(dt_raw, 0.1 * interval, 10 * interval) - interval),
-        )
-        new_interval = np.where(have_dt & (new_interval > 0), new_interval, interval)
-        self._interval[idx] = new_interval
-        dt_model = np.where(
-            have_dt & (new_interval > 0), np.clip(dt_raw / new_interval, 0.0, _DT_CLIP), 1.0
-        )
-
-        # Baseline before this reading's update: what "normal" meant up to now.
-        mean = np.where(first, values, self._mean[idx])
-        var = self._var[idx]
-        scale = np.maximum(np.sqrt(var), _SCALE_FLOOR_REL * np.abs(mean) + _SCALE_FLOOR_ABS)
-        z = np.clip((values - mean) / scale, -_Z_SCORE_CLIP, _Z_SCORE_CLIP)
-        z = np.where(first, 0.0, z)
-
-        # Surprise against the prediction made at the previous step.
-        pred = self._pred[idx]
-        pred_var = np.exp(self._logvar[idx]) * self._calib[idx]
-        has_pred = ~np.isnan(pred) & (n >= _SCORE_FROM)
-        pred0 = np.where(np.isnan(pred), 0.0, pred)
-        err2 = np.where(has_pred, (z - pred0) ** 2 / pred_var, 0.0)
-        judged = n >= _SCORE_FROM
-        stuck = self._stuck(idx, values, n, var, mean)
-        tests = np.stack([z * z, err2, np.where(stuck, _STUCK_Q, 0.0)])
-        q = np.where(judged, tests.max(axis=0), 0.0)
-        self._q[idx] = q
-        self._reason[idx] = tests.argmax(axis=0)
-        expected = np.where(np.isnan(pred), np.nan, mean + pred0 * scale)
-        half_band = _BAND_SIGMAS * np.sqrt(pred_var) * scale
-        self._last_value[idx] = values
-        # The explanation follows whichever test the reading failed: far from the baseline
-        # (expected = baseline, band = +-3 scales) or far from the model's prediction.
-        by_level = (z * z >= err2) | np.isnan(expected)
-        self._last_expected[idx] = np.where(by_level, mean, expected)
-        half = np.where(by_level, _BAND_SIGMAS * scale, half_band)
-        self._last_band[idx, 0] = self._last_expected[idx] - half
-        self._last_band[idx, 1] = self._last_expected[idx] + half
+        steps = [self._judge(self._channel(r.stream), r, out) for r in tick]
 
         # Asset scores and alert latches, then the adaptation gate they imply.
-        touched: dict[str, _Asset] = {}
-        for slot in idx:
-            asset = self._asset_of_slot[slot]
-            touched[asset.name] = asset
-        open_assets: set[str] = set()
-        now = float(ts.max())
+        now = max(r.ts for r in tick)
+        touched = {step.channel.asset.name: step.channel.asset for step in steps}
+        frozen_assets = set()
         for asset in touched.values():
             self._score_asset(asset, now, out)
             if self._elevated(asset) and not self._accepted(asset, now, out):
-                open_assets.add(asset.name)
-        frozen = np.fromiter(
-            (self._asset_of_slot[s].name in open_assets for s in idx), bool, len(idx)
-        )
+                frozen_assets.add(asset.name)
 
-        # Baseline update (time-based half-life; cumulative during warm-up; Huber-clipped).
-        n1 = n + 1
-        alpha_time = np.where(have_dt, 1.0 - np.exp2(-dt0 / cfg.baseline_halflife), 0.0)
-        alpha = np.where(n1 <= max(cfg.warmup, 1), np.maximum(alpha_time, 1.0 / n1), alpha_time)
-        alpha = np.where(frozen & ~first, 0.0, alpha)
-        # Huber-clipped once warm, so one outlier cannot drag the baseline; not during warm-up,
-        # where the spread must grow to its true size from a near-zero start.
-        warming = n1 <= cfg.warmup
-        dev = np.where(
-            warming, values - mean, np.clip(values - mean, -_HUBER * scale, _HUBER * scale)
-        )
-        dev = np.where(first, 0.0, dev)
-        new_mean = mean + alpha * dev
-        new_var = np.where(first, 0.0, (1.0 - alpha) * (var + alpha * dev * dev))
-        self._mean[idx] = new_mean
-        self._var[idx] = new_var
-        self._n[idx] = n1
-        self._last_ts[idx] = ts
-
-        # Recalibrate the model's variance to what it actually achieves on this channel.
-        ratio = np.where(has_pred, np.minimum(err2 * self._calib[idx], 1e4), np.nan)
-        calib_alpha = np.where(frozen, 0.0, np.maximum(1.0 / n1, 1.0 / _LONG_READINGS))
-        self._calib[idx] = np.where(
-            has_pred,
-            np.maximum(self._calib[idx] + calib_alpha * (ratio - self._calib[idx]), 1e-3),
-            self._calib[idx],
-        )
-
-        # Drift: the baseline leaving its slow reference is news, but not an alarm.
-        self._check_drift(idx, new_mean, scale, dt_raw, first, frozen, tick, ts, out)
+        for step in steps:
+            self._adapt(step, step.channel.asset.name in frozen_assets, out)
 
         # One batched model step for every channel in this tick.
-        x = np.clip(z, -_Z_INPUT_CLIP, _Z_INPUT_CLIP).astype(np.float32).reshape(-1, 1)
-        dt_in = dt_model.astype(np.float32).reshape(-1, 1)
-        pred_next, logvar_next, h_new = self.model.step(x, self._h[idx], dt_in)
-        self._h[idx] = h_new
+        slots = [step.channel.slot for step in steps]
+        x = np.array(
+            [[min(max(step.z, -_Z_INPUT_CLIP), _Z_INPUT_CLIP)] for step in steps], np.float32
+        )
+        dt_in = np.array([[step.dt_model] for step in steps], np.float32)
+        pred_next, logvar_next, h_new = self.model.step(x, self._h[slots], dt_in)
+        self._h[slots] = h_new
         # Trained like this: input normalised with the baseline before this reading, target
         # (the next reading) with the baseline after it, which is what the next tick uses.
-        self._pred[idx] = pred_next[:, 0].astype(float)
-        self._logvar[idx] = logvar_next[:, 0].astype(float)
-
-        for j, reading in enumerate(tick):
-            asset = self._asset_of_slot[int(idx[j])]
-            exp = float(expected[j])
+        for step, pred, logvar in zip(
+            steps, pred_next[:, 0].tolist(), logvar_next[:, 0].tolist(), strict=True
+        ):
+            step.channel.pred = pred
+            step.channel.logvar = logvar
+            asset = step.channel.asset
+            reading = step.reading
             out.scored.append(
                 ScoredReading(
                     reading.stream,
                     reading.ts,
                     reading.value,
-                    None if math.isnan(exp) else exp,
+                    None if math.isnan(step.expected) else step.expected,
                     asset.score,
                     asset.latch.active,
                 )
             )
 
-    def _stuck(
-        self, idx: np.ndarray, values: np.ndarray, n: np.ndarray, var: np.ndarray, mean: np.ndarray
-    ) -> np.ndarray:
+    def _judge(self, c: _Channel, reading: Reading, out: DetectorOutput) -> _Step:
+        """The first half of a tick for one reading: how surprising is it?"""
+        cfg = self.config
+        value, ts = reading.value, reading.ts
+        dt = ts - c.last_ts  # nan for a first reading
+        if dt > cfg.max_gap:  # a long silence resets the channel entirely
+            c.reset()
+            self._h[c.slot] = 0.0
+            out.events.append(Event("gap_reset", c.name, ts, {"gap_s": dt}))
+            dt = math.nan
+        elif dt < 0.0:
+            dt = 0.0
+        have_dt = not math.isnan(dt)
+        n = c.n
+        first = n == 0
+
+        interval = c.interval
+        if math.isnan(interval):
+            new_interval = dt
+        else:
+            new_interval = interval + _INTERVAL_ALPHA * (
+                min(max(dt, 0.1 * interval), 10 * interval) - interval
+            )
+        if have_dt and new_interval > 0:
+            c.interval = new_interval
+            dt_model = min(max(dt / new_interval, 0.0), _DT_CLIP)
+        else:
+            dt_model = 1.0
+
+        # Baseline before this reading's update: what "normal" meant up to now.
+        mean = value if first else c.mean
+        var = c.var
+        scale = max(math.sqrt(var), _SCALE_FLOOR_REL * abs(mean) + _SCALE_FLOOR_ABS)
+        z = 0.0 if first else min(max((value - mean) / scale, -_Z_SCORE_CLIP), _Z_SCORE_CLIP)
+
+        # Surprise against the prediction made at the previous step.
+        pred = c.pred
+        pred_var = math.exp(c.logvar) * c.calib
+        no_pred = math.isnan(pred)
+        has_pred = not no_pred and n >= _SCORE_FROM
+        pred0 = 0.0 if no_pred else pred
+        err2 = (z - pred0) ** 2 / pred_var if has_pred else 0.0
+        stuck = _STUCK_Q if self._stuck(c, value, n, var, mean) else 0.0
+        level2 = z * z
+        if level2 >= err2 and level2 >= stuck:
+            c.q, c.reason = level2, 0
+        elif err2 >= stuck:
+            c.q, c.reason = err2, 1
+        else:
+            c.q, c.reason = stuck, 2
+        if n < _SCORE_FROM:
+            c.q = 0.0
+        expected = math.nan if no_pred else mean + pred0 * scale
+        c.last_value = value
+        # The explanation follows whichever test the reading failed: far from the baseline
+        # (expected = baseline, band = +-3 scales) or far from the model's prediction.
+        if level2 >= err2 or math.isnan(expected):
+            c.last_expected, half = mean, _BAND_SIGMAS * scale
+        else:
+            c.last_expected, half = expected, _BAND_SIGMAS * math.sqrt(pred_var) * scale
+        c.band_low, c.band_high = c.last_expected - half, c.last_expected + half
+        return _Step(c, reading, first, mean, var, scale, z, dt, dt_model, has_pred, err2, expected)
+
+    def _adapt(self, step: _Step, frozen: bool, out: DetectorOutput) -> None:
+        """The second half: learn from the reading, unless its asset is frozen."""
+        cfg = self.config
+        c, first, mean, scale = step.channel, step.first, step.mean, step.scale
+        value = step.reading.value
+        dt0 = 0.0 if math.isnan(step.dt) else step.dt
+        n1 = c.n + 1
+
+        # Baseline update (time-based half-life; cumulative during warm-up).
+        alpha = 0.0 if math.isnan(step.dt) else 1.0 - 2.0 ** (-dt0 / cfg.baseline_halflife)
+        if n1 <= max(cfg.warmup, 1):
+            alpha = max(alpha, 1.0 / n1)
+        if frozen and not first:
+            alpha = 0.0
+        # Huber-clipped once warm, so one outlier cannot drag the baseline; not during warm-up,
+        # where the spread must grow to its true size from a near-zero start.
+        dev = value - mean
+        if n1 > cfg.warmup:
+            dev = min(max(dev, -_HUBER * scale), _HUBER * scale)
+        if first:
+            dev = 0.0
+        new_mean = mean + alpha * dev
+        c.var = 0.0 if first else (1.0 - alpha) * (step.var + alpha * dev * dev)
+        c.mean = new_mean
+        c.n = n1
+        c.last_ts = step.reading.ts
+
+        # Recalibrate the model's variance to what it actually achieves on this channel.
+        if step.has_pred:
+            ratio = min(step.err2 * c.calib, 1e4)
+            rate = 0.0 if frozen else max(1.0 / n1, 1.0 / _LONG_READINGS)
+            c.calib = max(c.calib + rate * (ratio - c.calib), 1e-3)
+
+        # Drift: the baseline leaving its slow reference is news, but not an alarm.
+        warm = n1 > cfg.warmup
+        slow = new_mean if (first or not warm) else c.slow
+        if warm and not frozen:
+            slow += (1.0 - 2.0 ** (-dt0 / cfg.drift_halflife)) * (new_mean - slow)
+        c.slow = slow
+        distance = abs(new_mean - slow) / scale
+        was = c.drifting
+        limit = 0.5 * cfg.drift_threshold if was else cfg.drift_threshold
+        c.drifting = warm and distance > limit
+        if c.drifting and not was:
+            out.events.append(
+                Event(
+                    "drift",
+                    c.name,
+                    step.reading.ts,
+                    {"baseline": new_mean, "reference": slow, "scales": round(distance, 3)},
+                )
+            )
+
+    def _stuck(self, c: _Channel, value: float, n: int, var: float, mean: float) -> bool:
         """Exact repeats, far longer than the longest run this channel had while healthy.
         A channel that never varied (a constant, a coarse quantiser at rest) is exempt."""
-        run = self._run[idx]
-        repeat = (n >= 1) & (values == self._last_value[idx])
-        healthy = np.fromiter(
-            (not self._elevated(self._asset_of_slot[s]) for s in idx), bool, len(idx)
-        )
+        run = c.run
+        repeat = n >= 1 and value == c.last_value
         warming = n <= self.config.warmup
-        ended = ~repeat & (run > 0) & healthy
-        run_max = self._run_max[idx]
-        run_max = np.where(ended, np.maximum(run_max, run), run_max)
-        new_run = np.where(repeat, run + 1, 0)
-        # During warm-up an ongoing run counts too: a sensor at rest all along is normal.
-        run_max = np.where(warming, np.maximum(run_max, new_run), run_max)
-        self._run[idx] = new_run
-        self._run_max[idx] = run_max
-        varied = var > (_SCALE_FLOOR_REL * np.abs(mean) + _SCALE_FLOOR_ABS) ** 2
-        limit = np.maximum(_STUCK_MIN_RUN, _STUCK_FACTOR * run_max)
-        return varied & ~warming & (new_run > limit)
+        if not repeat and run > 0 and not self._elevated(c.asset):
+            c.run_max = max(c.run_max, run)
+        c.run = run + 1 if repeat else 0
+        if warming:
+            # During warm-up an ongoing run counts too: a sensor at rest all along is normal.
+            c.run_max = max(c.run_max, c.run)
+        varied = var > (_SCALE_FLOOR_REL * abs(mean) + _SCALE_FLOOR_ABS) ** 2
+        limit = max(_STUCK_MIN_RUN, _STUCK_FACTOR * c.run_max)
+        return varied and not warming and c.run > limit
 
     def _accepted(self, asset: _Asset, ts: float, out: DetectorOutput) -> bool:
         """An alert open longer than ``accept_after`` is a new normal: adapt to it."""
@@ -379,25 +407,25 @@ class Detector:
 
     def _score_asset(self, asset: _Asset, ts: float, out: DetectorOutput) -> None:
         cfg = self.config
-        slots = asset.channels
-        judged = [s for s in slots if self._n[s] >= _SCORE_FROM]
+        judged = [c.q for c in asset.channels if c.n >= _SCORE_FROM]
         if not judged:
             asset.score = 0.0
             return
-        raw = float(np.max(self._q[judged]))
+        raw = max(judged)
         asset.short = raw if asset.n == 0 else asset.short + _SHORT_ALPHA * (raw - asset.short)
         asset.recent[asset.n_raw % _BURST_WINDOW] = raw
         asset.n_raw += 1
-        burst = float(np.partition(asset.recent, -2)[-2])
+        burst = sorted(asset.recent)[-2]
         level = max(asset.short, burst)
         asset.score = asset.tail.score(level)
         # The first half of the warm-up is the baseline settling: not what healthy looks like.
-        settled = all(self._n[s] > max(_SCORE_FROM, cfg.warmup // 2) for s in slots)
+        settle = max(_SCORE_FROM, cfg.warmup // 2)
+        settled = all(c.n > settle for c in asset.channels)
         if settled and not self._elevated(asset):
             # Learn what the statistic looks like while healthy; never from a fault.
             asset.n += 1
             asset.tail.update(level)
-        warm = all(self._n[s] > cfg.warmup for s in slots)
+        warm = all(c.n > cfg.warmup for c in asset.channels)
         change = asset.latch.update(asset.score, ts, armed=warm)
         if asset.latch.active:
             asset.max_score = max(asset.max_score, asset.score)
@@ -412,24 +440,19 @@ class Detector:
                 asset.alert_id = None
 
     def _alert(self, asset: _Asset, state: str, ts: float) -> AlertChange:
-        slots = asset.channels
-        q = self._q[slots]
+        q = np.array([c.q for c in asset.channels])
         total = float(q.sum()) or 1.0
-        order = np.argsort(-q)
         contributors = tuple(
             Contribution(
-                stream=self._names[slots[i]],
-                observed=float(self._last_value[slots[i]]),
-                expected=_finite(self._last_expected[slots[i]]),
-                band=(
-                    _finite(self._last_band[slots[i], 0]),
-                    _finite(self._last_band[slots[i], 1]),
-                ),
-                share=float(q[i]) / total,
-                unit=self._units.get(self._names[slots[i]]),
-                reason=_REASONS[int(self._reason[slots[i]])],
+                stream=c.name,
+                observed=c.last_value,
+                expected=_finite(c.last_expected),
+                band=(_finite(c.band_low), _finite(c.band_high)),
+                share=c.q / total,
+                unit=self._units.get(c.name),
+                reason=_REASONS[c.reason],
             )
-            for i in order
+            for c in (asset.channels[i] for i in np.argsort(-q))
         )
         top = contributors[0]
         return AlertChange(
@@ -446,102 +469,47 @@ class Detector:
             contributors=contributors,
         )
 
-    def _check_drift(
-        self,
-        idx: np.ndarray,
-        new_mean: np.ndarray,
-        scale: np.ndarray,
-        dt_raw: np.ndarray,
-        first: np.ndarray,
-        frozen: np.ndarray,
-        tick: list[Reading],
-        ts: np.ndarray,
-        out: DetectorOutput,
-    ) -> None:
-        cfg = self.config
-        warm = self._n[idx] > cfg.warmup
-        slow = np.where(first | ~warm, new_mean, self._slow[idx])
-        a = np.where(
-            warm & ~frozen,
-            1.0 - np.exp2(-np.where(np.isnan(dt_raw), 0.0, dt_raw) / cfg.drift_halflife),
-            0.0,
-        )
-        slow = slow + a * (new_mean - slow)
-        self._slow[idx] = slow
-        distance = np.abs(new_mean - slow) / scale
-        was = self._drifting[idx]
-        now = np.where(was, distance > 0.5 * cfg.drift_threshold, distance > cfg.drift_threshold)
-        now &= warm
-        self._drifting[idx] = now
-        for j in np.flatnonzero(now & ~was):
-            out.events.append(
-                Event(
-                    "drift",
-                    tick[j].stream,
-                    float(ts[j]),
-                    {
-                        "baseline": float(new_mean[j]),
-                        "reference": float(slow[j]),
-                        "scales": round(float(distance[j]), 3),
-                    },
-                )
-            )
-
-    def _reset_slot(self, slot: int) -> None:
-        self._h[slot] = 0.0
-        self._mean[slot] = self._var[slot] = 0.0
-        self._n[slot] = 0
-        self._interval[slot] = np.nan
-        self._pred[slot] = np.nan
-        self._logvar[slot] = 0.0
-        self._calib[slot] = 1.0
-        self._drifting[slot] = False
-        self._q[slot] = 0.0
-        self._run[slot] = 0
-        self._run_max[slot] = 0.0
-
     # --- inspection and persistence -----------------------------------------------------
 
     def channel_view(self, stream: str) -> dict[str, Any] | None:
         """What `streams` shows: baseline, scale, last expected value, readings seen."""
-        slot = self._slot.get(stream)
-        if slot is None:
+        c = self._channels.get(stream)
+        if c is None:
             return None
-        asset = self._asset_of_slot[slot]
         return {
             "stream": stream,
-            "asset": asset.name,
-            "baseline": float(self._mean[slot]),
-            "scale": float(math.sqrt(self._var[slot])),
-            "expected": _finite(self._last_expected[slot]),
-            "score": asset.score,
-            "alert": asset.latch.active,
-            "readings": int(self._n[slot]),
-            "warming_up": bool(self._n[slot] <= self.config.warmup),
+            "asset": c.asset.name,
+            "baseline": c.mean,
+            "scale": math.sqrt(c.var),
+            "expected": _finite(c.last_expected),
+            "score": c.asset.score,
+            "alert": c.asset.latch.active,
+            "readings": c.n,
+            "warming_up": c.n <= self.config.warmup,
         }
 
     def snapshot(self) -> dict[str, str]:
         """JSON text per stream (and per asset, under ``asset/NAME``) for stream_state."""
         states: dict[str, str] = {}
-        for stream, slot in self._slot.items():
+        for stream, c in self._channels.items():
             states[stream] = json.dumps(
                 {
-                    "h": self._h[slot].tolist(),
-                    "mean": float(self._mean[slot]),
-                    "var": float(self._var[slot]),
-                    "n": int(self._n[slot]),
-                    "last_ts": _json_float(self._last_ts[slot]),
-                    "interval": _json_float(self._interval[slot]),
-                    "pred": _json_float(self._pred[slot]),
-                    "logvar": float(self._logvar[slot]),
-                    "calib": float(self._calib[slot]),
-                    "slow": float(self._slow[slot]),
-                    "drifting": bool(self._drifting[slot]),
-                    "q": float(self._q[slot]),
-                    "reason": int(self._reason[slot]),
-                    "run": int(self._run[slot]),
-                    "run_max": float(self._run_max[slot]),
-                    "last_value": float(self._last_value[slot]),
+                    "h": self._h[c.slot].tolist(),
+                    "mean": c.mean,
+                    "var": c.var,
+                    "n": c.n,
+                    "last_ts": _json_float(c.last_ts),
+                    "interval": _json_float(c.interval),
+                    "pred": _json_float(c.pred),
+                    "logvar": c.logvar,
+                    "calib": c.calib,
+                    "slow": c.slow,
+                    "drifting": c.drifting,
+                    "q": c.q,
+                    "reason": c.reason,
+                    "run": c.run,
+                    "run_max": c.run_max,
+                    "last_value": c.last_value,
                 }
             )
         for name, asset in self._assets.items():
@@ -551,7 +519,7 @@ class Detector:
                     "tail": asset.tail.state(),
                     "n": asset.n,
                     "score": asset.score,
-                    "recent": asset.recent.tolist(),
+                    "recent": asset.recent,
                     "n_raw": asset.n_raw,
                     "alert_id": asset.alert_id,
                     "raised_ts": asset.raised_ts,
@@ -574,25 +542,30 @@ class Detector:
                 h = np.asarray(data["h"], np.float32)
                 if h.shape != (self.model.hidden_size,) or not np.all(np.isfinite(h)):
                     continue
-                slot = self._slot_for(key)
-                self._h[slot] = h
-                self._mean[slot], self._var[slot] = float(data["mean"]), float(data["var"])
-                self._n[slot] = int(data["n"])
-                self._last_ts[slot] = _from_json_float(data["last_ts"])
-                self._interval[slot] = _from_json_float(data["interval"])
-                self._pred[slot] = _from_json_float(data["pred"])
-                self._logvar[slot] = float(data["logvar"])
-                self._calib[slot] = float(data["calib"])
-                self._slow[slot] = float(data["slow"])
-                self._drifting[slot] = bool(data["drifting"])
-                self._q[slot] = float(data["q"])
-                self._reason[slot] = int(data["reason"])
-                self._run[slot] = int(data["run"])
-                self._run_max[slot] = float(data["run_max"])
-                self._last_value[slot] = float(data["last_value"])
-                restored += 1
+                fields = {
+                    "mean": float(data["mean"]),
+                    "var": float(data["var"]),
+                    "n": int(data["n"]),
+                    "last_ts": _from_json_float(data["last_ts"]),
+                    "interval": _from_json_float(data["interval"]),
+                    "pred": _from_json_float(data["pred"]),
+                    "logvar": float(data["logvar"]),
+                    "calib": float(data["calib"]),
+                    "slow": float(data["slow"]),
+                    "drifting": bool(data["drifting"]),
+                    "q": float(data["q"]),
+                    "reason": int(data["reason"]) % len(_REASONS),
+                    "run": int(data["run"]),
+                    "run_max": float(data["run_max"]),
+                    "last_value": float(data["last_value"]),
+                }
             except (KeyError, TypeError, ValueError):
                 continue
+            c = self._channel(key)
+            self._h[c.slot] = h
+            for name, value in fields.items():
+                setattr(c, name, value)
+            restored += 1
         for key, text in states.items():
             if not key.startswith("asset/"):
                 continue
@@ -604,8 +577,8 @@ class Detector:
                 asset.short, asset.n = float(data["short"]), int(data["n"])
                 asset.tail.restore(data["tail"])
                 asset.score = float(data["score"])
-                recent = np.asarray(data["recent"], float)
-                if recent.shape == (_BURST_WINDOW,):
+                recent = [float(v) for v in data["recent"]]
+                if len(recent) == _BURST_WINDOW:
                     asset.recent = recent
                     asset.n_raw = int(data.get("n_raw", 0))
                 asset.alert_id = data.get("alert_id")

@@ -1,25 +1,34 @@
 """How unusual is this value of a statistic, judged against its own recent history?
 
-The anomaly statistic (a short average of log surprise, or the second-largest of the last
-few) is skewed, and differently so on every stream: a Gaussian fit puts its 0.999 point
-far too low on heavy-tailed streams and far too high on quantised ones. Instead we keep the
-last ``size`` values seen while the stream was healthy, read off its 50th, 90th and 99th
+The anomaly statistic (a short average of surprise, or the second-largest of the last few)
+is skewed, and differently so on every stream: a Gaussian fit puts its extreme quantiles far
+too low on heavy-tailed streams and far too high on quantised ones. Instead we keep the last
+``size`` values seen while the stream was healthy, read off its 50th, 90th and 99th
 percentiles, and model the tail beyond the 90th as exponential (peaks over a threshold):
 
     P(X > x) = 0.1 * exp(-(x - q90) / beta),   beta = (q99 - q90) / ln 10
 
 Below the 90th percentile the tail probability is interpolated from the quantiles. The score
 is the probability that a healthy stream stays below the value for ``horizon`` readings.
+
+The history is kept twice: as a ring (what to forget next) and sorted (bisect), so a
+quantile is an index, not a sort: this runs once per reading on every stream.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
+import struct
 from typing import Any
 
-import numpy as np
-
 _REFRESH = 25  # recompute the quantiles every this many updates once the buffer is full
+_F32 = struct.Struct("f")
+
+
+def _float32(value: float) -> float:
+    """Values are kept at float32 precision (they are persisted, and that is plenty)."""
+    return _F32.unpack(_F32.pack(value))[0]
 
 
 class TailModel:
@@ -27,7 +36,9 @@ class TailModel:
         self, size: int = 1000, min_count: int = 30, beta_floor: float = 0.1, horizon: int = 100
     ) -> None:
         self._horizon = horizon
-        self._values = np.zeros(size, np.float32)
+        self._size = size
+        self._ring: list[float] = []
+        self._sorted: list[float] = []
         self._pos = 0
         self.count = 0
         self._since_refresh = 0
@@ -40,17 +51,32 @@ class TailModel:
         return self.count >= self._min_count
 
     def update(self, value: float) -> None:
-        self._values[self._pos] = value
-        self._pos = (self._pos + 1) % len(self._values)
+        value = _float32(value)
+        if len(self._ring) < self._size:
+            self._ring.append(value)
+        else:
+            old = self._ring[self._pos]
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
+            self._ring[self._pos] = value
+        bisect.insort(self._sorted, value)
+        self._pos = (self._pos + 1) % self._size
         self.count += 1
         self._since_refresh += 1
-        if self.count <= len(self._values) or self._since_refresh >= _REFRESH:
+        if self.count <= self._size or self._since_refresh >= _REFRESH:
             self._refresh()
 
+    def _quantile(self, q: float) -> float:
+        """Linear interpolation between order statistics (numpy's default percentile)."""
+        values = self._sorted
+        pos = (len(values) - 1) * q
+        lo = int(pos)
+        hi = min(lo + 1, len(values) - 1)
+        t = pos - lo
+        a, b = values[lo], values[hi]
+        return b - (b - a) * (1.0 - t) if t >= 0.5 else a + (b - a) * t
+
     def _refresh(self) -> None:
-        n = min(self.count, len(self._values))
-        q50, q90, q99 = np.percentile(self._values[:n], (50.0, 90.0, 99.0))
-        self._q = (float(q50), float(q90), float(q99))
+        self._q = (self._quantile(0.5), self._quantile(0.9), self._quantile(0.99))
         self._since_refresh = 0
 
     def exceedance(self, value: float) -> float:
@@ -74,14 +100,18 @@ class TailModel:
         return math.exp(-self._horizon * self.exceedance(value))
 
     def state(self) -> dict[str, Any]:
-        return {"values": self._values.tolist(), "pos": self._pos, "count": self.count}
+        values = self._ring + [0.0] * (self._size - len(self._ring))
+        return {"values": values, "pos": self._pos, "count": self.count}
 
     def restore(self, data: dict[str, Any]) -> None:
-        values = np.asarray(data["values"], np.float32)
-        if values.shape != self._values.shape or not np.all(np.isfinite(values)):
+        values = [float(v) for v in data["values"]]
+        count = int(data["count"])
+        if len(values) != self._size or not all(math.isfinite(v) for v in values) or count < 0:
             raise ValueError("tail model state does not fit")
-        self._values = values
-        self._pos = int(data["pos"]) % len(values)
-        self.count = int(data["count"])
+        kept = values if count >= self._size else values[:count]
+        self._ring = [_float32(v) for v in kept]
+        self._sorted = sorted(self._ring)
+        self._pos = int(data["pos"]) % self._size
+        self.count = count
         if self.count:
             self._refresh()
