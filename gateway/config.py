@@ -191,7 +191,7 @@ class SerialSource(Section):
     baudrate: int = Field(9600, ge=50, le=4_000_000)
     bytesize: Literal[5, 6, 7, 8] = 8
     parity: Literal["N", "E", "O", "M", "S"] = "N"
-    stopbits: Literal[1, 1.5, 2] = 1
+    stopbits: float = 1  # 1, 1.5 or 2 (a Literal of floats is not a valid type for mypy)
     format: Literal["csv", "kv", "json", "regex"] = "csv"
     fields: list[Name] = Field(default_factory=list)
     delimiter: str = Field(",", min_length=1, max_length=1)
@@ -217,6 +217,13 @@ class SerialSource(Section):
         if self.reconnect_max < self.reconnect_min:
             raise ValueError("reconnect_max must not be below reconnect_min")
         return self
+
+    @field_validator("stopbits")
+    @classmethod
+    def _standard_stopbits(cls, value: float) -> float:
+        if value not in (1, 1.5, 2):
+            raise ValueError("stopbits must be 1, 1.5 or 2")
+        return value
 
 
 class Subscription(Section):
