@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from gateway.config import parse_config
 from gateway.detector import Detector
@@ -30,10 +31,12 @@ def readings() -> list[Reading]:
     ]
 
 
-def run_pipeline(data_dir: Path, batch: list[Reading], model: StepModel | None = None) -> Pipeline:
+def run_pipeline(
+    data_dir: Path, batch: list[Reading], model: StepModel | None = None, assets: str = ""
+) -> Pipeline:
     config = parse_config(
         f"gateway: {{id: gw, data_dir: {data_dir}}}\n"
-        "detector: {warmup: 100, baseline_halflife: 10m}\n"
+        "detector: {warmup: 100, baseline_halflife: 10m}\n" + assets
     )
     model = model or load_model(config.model.path, config.model.runtime)
     queue = IngestQueue()
@@ -51,11 +54,12 @@ def scores(data_dir: Path) -> list[tuple[str, float, float]]:
     return [(s, t, x) for s, t, x in rows]
 
 
-def test_restart_mid_stream_gives_the_same_scores(tmp_path: Path) -> None:
+@pytest.mark.parametrize("assets", ["", "assets: {pump: [a, b]}\n"], ids=["streams", "asset"])
+def test_restart_mid_stream_gives_the_same_scores(tmp_path: Path, assets: str) -> None:
     data = readings()
-    run_pipeline(tmp_path / "whole", data)
-    run_pipeline(tmp_path / "split", data[: 2 * STOP_AT])
-    run_pipeline(tmp_path / "split", data[2 * STOP_AT :])
+    run_pipeline(tmp_path / "whole", data, assets=assets)
+    run_pipeline(tmp_path / "split", data[: 2 * STOP_AT], assets=assets)
+    run_pipeline(tmp_path / "split", data[2 * STOP_AT :], assets=assets)
     whole, split = scores(tmp_path / "whole"), scores(tmp_path / "split")
     assert len(whole) == len(split) == 2 * N
     assert [r[:2] for r in whole] == [r[:2] for r in split]

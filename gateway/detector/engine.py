@@ -57,6 +57,7 @@ _STUCK_MIN_RUN = 20
 _STUCK_FACTOR = 3.0
 _STUCK_Q = 36.0  # as surprising as a 6-sigma reading
 _REASONS = ("level", "prediction", "stuck")
+_HORIZON = 100  # readings: see TailModel.score
 
 
 @dataclass
@@ -75,6 +76,7 @@ class _Channel:
         "name", "slot", "asset", "mean", "var", "n", "last_ts", "interval", "pred",
         "logvar", "calib", "slow", "drifting", "q", "reason", "run", "run_max",
         "last_value", "last_expected", "band_low", "band_high",
+        "fresh", "short", "recent", "n_raw", "tail", "level", "surprise",
     )  # fmt: skip
 
     def __init__(self, name: str, slot: int, asset: _Asset) -> None:
@@ -82,6 +84,14 @@ class _Channel:
         self.last_ts = math.nan
         self.last_value = 0.0
         self.slow = 0.0
+        # In a multi-channel asset each channel's surprise is first judged in its own terms.
+        self.fresh = False
+        self.short = 0.0
+        self.recent = [0.0] * _BURST_WINDOW
+        self.n_raw = 0
+        self.tail = TailModel()
+        self.level = 0.0
+        self.surprise = 0.0
         self.reset()
 
     def reset(self) -> None:
@@ -305,6 +315,7 @@ class Detector:
             c.q, c.reason = stuck, 2
         if n < _SCORE_FROM:
             c.q = 0.0
+        c.fresh = True
         expected = math.nan if no_pred else mean + pred0 * scale
         c.last_value = value
         # The explanation follows whichever test the reading failed: far from the baseline
@@ -407,24 +418,22 @@ class Detector:
 
     def _score_asset(self, asset: _Asset, ts: float, out: DetectorOutput) -> None:
         cfg = self.config
-        judged = [c.q for c in asset.channels if c.n >= _SCORE_FROM]
+        judged = [c for c in asset.channels if c.n >= _SCORE_FROM]
         if not judged:
             asset.score = 0.0
             return
-        raw = max(judged)
-        asset.short = raw if asset.n == 0 else asset.short + _SHORT_ALPHA * (raw - asset.short)
-        asset.recent[asset.n_raw % _BURST_WINDOW] = raw
-        asset.n_raw += 1
-        burst = sorted(asset.recent)[-2]
-        level = max(asset.short, burst)
-        asset.score = asset.tail.score(level)
         # The first half of the warm-up is the baseline settling: not what healthy looks like.
         settle = max(_SCORE_FROM, cfg.warmup // 2)
         settled = all(c.n > settle for c in asset.channels)
-        if settled and not self._elevated(asset):
-            # Learn what the statistic looks like while healthy; never from a fault.
-            asset.n += 1
-            asset.tail.update(level)
+        if len(asset.channels) == 1:
+            level = _window_level(asset, judged[0].q, restart=asset.n == 0)
+            asset.score = asset.tail.score(level)
+            if settled and not self._elevated(asset):
+                # Learn what the statistic looks like while healthy; never from a fault.
+                asset.n += 1
+                asset.tail.update(level)
+        else:
+            self._score_channels(asset, judged, settled)
         warm = all(c.n > cfg.warmup for c in asset.channels)
         change = asset.latch.update(asset.score, ts, armed=warm)
         if asset.latch.active:
@@ -439,8 +448,34 @@ class Detector:
             if change == "cleared":
                 asset.alert_id = None
 
+    def _score_channels(self, asset: _Asset, judged: list[_Channel], settled: bool) -> None:
+        """Several channels: each is judged against its own healthy history first, so one
+        channel that is always a little surprising (a temperature the baseline lags behind)
+        cannot hide a clear change in a quiet one. The asset takes the most surprising
+        channel, with a Bonferroni factor for having looked at several."""
+        levels = []
+        smallest = 1.0
+        for c in judged:
+            if c.fresh:
+                c.fresh = False
+                c.level = _window_level(c, c.q, restart=c.tail.count == 0)
+                levels.append(c)
+            p = c.tail.exceedance(c.level) if c.tail.ready else 1.0
+            c.surprise = -math.log(max(p, 1e-300))
+            smallest = min(smallest, p)
+        ready = all(c.tail.ready for c in judged)
+        p_asset = min(1.0, len(asset.channels) * smallest)
+        asset.score = math.exp(-_HORIZON * p_asset) if ready else 0.0
+        if settled and not self._elevated(asset):
+            asset.n += 1
+            for c in levels:
+                c.tail.update(c.level)
+
     def _alert(self, asset: _Asset, state: str, ts: float) -> AlertChange:
-        q = np.array([c.q for c in asset.channels])
+        if len(asset.channels) > 1:
+            q = np.array([c.surprise for c in asset.channels])
+        else:
+            q = np.array([c.q for c in asset.channels])
         total = float(q.sum()) or 1.0
         contributors = tuple(
             Contribution(
@@ -448,11 +483,11 @@ class Detector:
                 observed=c.last_value,
                 expected=_finite(c.last_expected),
                 band=(_finite(c.band_low), _finite(c.band_high)),
-                share=c.q / total,
+                share=float(q[i]) / total,
                 unit=self._units.get(c.name),
                 reason=_REASONS[c.reason],
             )
-            for c in (asset.channels[i] for i in np.argsort(-q))
+            for i, c in ((i, asset.channels[i]) for i in np.argsort(-q))
         )
         top = contributors[0]
         return AlertChange(
@@ -510,6 +545,12 @@ class Detector:
                     "run": c.run,
                     "run_max": c.run_max,
                     "last_value": c.last_value,
+                    "short": c.short,
+                    "recent": c.recent,
+                    "n_raw": c.n_raw,
+                    "level": c.level,
+                    # Only channels of multi-channel assets keep a tail of their own.
+                    "tail": c.tail.state() if c.tail.count else None,
                 }
             )
         for name, asset in self._assets.items():
@@ -558,13 +599,23 @@ class Detector:
                     "run": int(data["run"]),
                     "run_max": float(data["run_max"]),
                     "last_value": float(data["last_value"]),
+                    "short": float(data["short"]),
+                    "n_raw": int(data["n_raw"]),
+                    "level": float(data["level"]),
                 }
+                recent = [float(v) for v in data["recent"]]
+                if len(recent) != _BURST_WINDOW:
+                    continue
+                tail = TailModel()
+                if data["tail"] is not None:
+                    tail.restore(data["tail"])
             except (KeyError, TypeError, ValueError):
                 continue
             c = self._channel(key)
             self._h[c.slot] = h
             for name, value in fields.items():
                 setattr(c, name, value)
+            c.recent, c.tail = recent, tail
             restored += 1
         for key, text in states.items():
             if not key.startswith("asset/"):
@@ -589,6 +640,15 @@ class Detector:
             except (KeyError, TypeError, ValueError):
                 continue
         return restored
+
+
+def _window_level(holder: _Asset | _Channel, raw: float, restart: bool) -> float:
+    """The statistic that is judged: a short average of the raw surprise, or for a burst of
+    isolated spikes the second-largest of the last few."""
+    holder.short = raw if restart else holder.short + _SHORT_ALPHA * (raw - holder.short)
+    holder.recent[holder.n_raw % _BURST_WINDOW] = raw
+    holder.n_raw += 1
+    return max(holder.short, sorted(holder.recent)[-2])
 
 
 def _finite(value: float) -> float:
