@@ -402,7 +402,7 @@ class StorageSection(Section):
     readings_retention: Duration = 7 * 86400.0
     max_db_size: Size = 512_000_000
     durability: Literal["normal", "full"] = "normal"
-    checkpoint_every: Duration = 60.0
+    checkpoint_every: Duration = 300.0  # a crash loses at most this much adaptation, no data
     # At start, check the database (quick: structure, O(N); full: also every index entry,
     # slower); a damaged one is moved aside, never deleted, and a fresh one is made.
     check_on_start: Literal["off", "quick", "full"] = "quick"

@@ -387,7 +387,8 @@ def gateway_step(gw: Gateway, port: int, streams: int, rate: int, profile: Profi
     dropped = after.get("dropped_readings", 0) - before.get("dropped_readings", 0)
     scored_rate = window_rate(samples, load.started, load.started + load.elapsed)
     pub_rate = load.sent / load.elapsed if load.elapsed else 0.0
-    kept_up = scored_rate is None or scored_rate >= SUSTAIN_FRACTION * pub_rate
+    # No measured rate (too few status snapshots inside the step) is not evidence of keeping up.
+    kept_up = scored_rate is not None and scored_rate >= SUSTAIN_FRACTION * pub_rate
     return {
         "consumer": "gateway",
         "streams": streams,

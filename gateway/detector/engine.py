@@ -23,6 +23,7 @@ from its slow reference is reported as a ``drift`` event, not an alert. A gap lo
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import uuid
@@ -529,7 +530,7 @@ class Detector:
         for stream, c in self._channels.items():
             states[stream] = json.dumps(
                 {
-                    "h": self._h[c.slot].tolist(),
+                    "h": base64.b64encode(self._h[c.slot].tobytes()).decode("ascii"),
                     "mean": c.mean,
                     "var": c.var,
                     "n": c.n,
@@ -580,7 +581,7 @@ class Detector:
                 continue
             try:
                 data = json.loads(text)
-                h = np.asarray(data["h"], np.float32)
+                h = np.frombuffer(base64.b64decode(data["h"], validate=True), np.float32)
                 if h.shape != (self.model.hidden_size,) or not np.all(np.isfinite(h)):
                     continue
                 fields = {

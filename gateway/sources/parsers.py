@@ -28,6 +28,7 @@ Keys left out of a ``fields`` list are a deliberate selection, not bad input: sk
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 import re
@@ -262,9 +263,12 @@ def check_template(template: str) -> None:
         raise ValueError("unbalanced '{' or '}'")
 
 
+@functools.lru_cache(maxsize=65_536)
 def render_stream(template: str, topic: str, field_name: str) -> str:
     """Fill a stream template from an MQTT topic and a JSON key (no str.format: no attribute
-    access from config text). A topic segment that does not exist is ``bad_stream_name``."""
+    access from config text). A topic segment that does not exist is ``bad_stream_name``.
+    Cached: a gateway sees the same few thousand topics and keys over and over (bounded, and
+    a name that fails is not cached, so junk topics cannot crowd it)."""
     segments = topic.split("/")
 
     def fill(match: re.Match[str]) -> str:
