@@ -39,6 +39,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.config import UpstreamSection, check_name
 from gateway.errors import StorageError
+from gateway.mqttsecurity import TlsSetupError, secure
 from gateway.store import Durability, OutboxRow, Store
 
 log = logging.getLogger(__name__)
@@ -226,23 +227,12 @@ class Forwarder(threading.Thread):
         client.max_inflight_messages_set(self._upstream.max_inflight + 1)
         client.max_queued_messages_set(self._upstream.max_inflight + 2)
         client.will_set(self._status_topic, "offline", qos=1, retain=True)
-        if broker.username is not None:
-            password = broker.password.get_secret_value() if broker.password else None
-            client.username_pw_set(broker.username, password)
-        if broker.tls is not None:
-            tls = broker.tls
-            try:
-                client.tls_set(
-                    ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                    certfile=str(tls.cert_file) if tls.cert_file else None,
-                    keyfile=str(tls.key_file) if tls.key_file else None,
-                    cert_reqs=ssl.CERT_REQUIRED,
-                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
-                )
-            except (OSError, ValueError, ssl.SSLError) as exc:
-                # Never fall back to plaintext: without TLS we do not connect at all.
-                self._error(f"TLS setup failed, not connecting: {exc}")
-                return None
+        try:
+            secure(client, broker)
+        except TlsSetupError as exc:
+            # Never fall back to plaintext: without TLS we do not connect at all.
+            self._error(f"TLS setup failed, not connecting: {exc}")
+            return None
         log.info(
             "forwarding the outbox to %s:%d%s as %s",
             broker.host,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import ssl
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -28,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway import __version__
 from gateway.config import HomeAssistantSection, UpstreamSection
+from gateway.mqttsecurity import TlsSetupError, secure
 
 log = logging.getLogger(__name__)
 
@@ -93,22 +93,11 @@ class Announcer:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
-        if broker.username is not None:
-            password = broker.password.get_secret_value() if broker.password else None
-            client.username_pw_set(broker.username, password)
-        if broker.tls is not None:
-            tls = broker.tls
-            try:
-                client.tls_set(
-                    ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                    certfile=str(tls.cert_file) if tls.cert_file else None,
-                    keyfile=str(tls.key_file) if tls.key_file else None,
-                    cert_reqs=ssl.CERT_REQUIRED,
-                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
-                )
-            except (OSError, ValueError, ssl.SSLError) as exc:
-                log.error("Home Assistant discovery off: TLS setup failed: %s", exc)
-                return
+        try:
+            secure(client, broker)
+        except TlsSetupError as exc:
+            log.error("Home Assistant discovery off: TLS setup failed: %s", exc)
+            return
         client.reconnect_delay_set(1, 30)
         client.connect_async(broker.host, broker.port, broker.keepalive)
         client.loop_start()

@@ -14,7 +14,6 @@ turned into '.'), ``{0}``, ``{1}``, ... (topic levels) and ``{field}`` (the JSON
 from __future__ import annotations
 
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import MqttSource, Subscription
 from gateway.errors import ParseError, SourceError
+from gateway.mqttsecurity import TlsSetupError, secure
 from gateway.sources.base import Sink, Source
 from gateway.sources.parsers import (
     RecordParser,
@@ -123,17 +123,10 @@ class MqttSubscriber(Source):
             client_id=broker.client_id or "",
             protocol=protocol,
         )
-        if broker.username is not None:
-            password = broker.password.get_secret_value() if broker.password else None
-            client.username_pw_set(broker.username, password)
-        if broker.tls is not None:
-            tls = broker.tls
-            client.tls_set(
-                ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                certfile=str(tls.cert_file) if tls.cert_file else None,
-                keyfile=str(tls.key_file) if tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
+        try:
+            secure(client, broker)
+        except TlsSetupError as exc:
+            raise SourceError(f"source {self.name}: TLS setup failed: {exc}") from exc
         client.reconnect_delay_set(RECONNECT_MIN, RECONNECT_MAX)  # type: ignore[arg-type]
         client.on_connect = self._guard(self._on_connect)
         client.on_connect_fail = self._guard(self._on_connect_fail)
