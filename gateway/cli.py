@@ -460,8 +460,10 @@ def status(
     snapshot.pop("stream_views", None)  # that is what `streams` shows
     running = _running(snapshot)
     degraded = list(snapshot.get("degraded") or [])
-    if not running and snapshot:
-        degraded.insert(0, "not running")
+    if not running and snapshot.get("stopped_at"):
+        degraded = []  # a clean stop: sources closed on purpose, nothing is wrong
+    elif not running and snapshot:
+        degraded.insert(0, "not running (no clean stop recorded: crashed or killed?)")
     snapshot = {
         **snapshot,
         "running": running,
@@ -536,7 +538,10 @@ def _status_table(s: dict[str, Any], backlog: int, oldest: float | None) -> str:
             + ("ok" if r.get("ok") else f"REJECTED ({r.get('errors')} errors, old config kept)")
         )
     flags = s["degraded"]
-    lines.append("health    " + ("ok" if not flags else "DEGRADED: " + "; ".join(flags)))
+    if not s["running"] and s.get("stopped_at") and not flags:
+        lines.append(f"health    stopped cleanly at {_when(s['stopped_at'])} UTC")
+    else:
+        lines.append("health    " + ("ok" if not flags else "DEGRADED: " + "; ".join(flags)))
     return "\n".join(lines)
 
 

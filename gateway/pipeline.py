@@ -130,6 +130,8 @@ class Pipeline:
                     last_checkpoint = now
                 if checkpoint or now - last_status >= STATUS_EVERY_S:
                     batch.status = self.status()
+                    if stopping:  # so `status` can tell a clean stop from a crash
+                        batch.status["stopped_at"] = time.time()
                     last_status = now
                 if self._has_content(batch):
                     self._write(store, batch)

@@ -136,6 +136,8 @@ def test_mqtt_fault_is_forwarded_upstream_and_kept_locally(broker, tmp_path: Pat
     assert listed.exit_code == 0, listed.output
     rows = json.loads(listed.output)
     assert [r["id"] for r in rows] == [alert["alert_id"]]
+    table = runner.invoke(app, ["status", "-c", str(config)]).output
+    assert "health    stopped cleanly at" in table, table  # SIGTERM is a clean stop
     status = runner.invoke(app, ["status", "-c", str(config), "--format", "json"])
     snapshot = json.loads(status.output)[0]
     assert snapshot["outbox_backlog"] == 0  # everything was acknowledged by the broker
