@@ -363,17 +363,24 @@ def alerts_ack(
     note: Annotated[
         str | None, typer.Option(help="A note stored with the acknowledgement.")
     ] = None,
+    new_normal: Annotated[
+        bool,
+        typer.Option(
+            "--new-normal",
+            help="Not a fault: the new level is normal now; the running daemon adapts to it.",
+        ),
+    ] = False,
 ) -> None:
-    """Acknowledge an alert."""
+    """Acknowledge an alert (optionally as a new normal)."""
     cfg, _ = _load(config, demo)
     store = _open_store(cfg, write=True)
     try:
-        done = store.ack_alert(alert_id, note)
+        done = store.ack_alert(alert_id, note, new_normal=new_normal)
     finally:
         store.close()
     if not done:
         raise _fail(f"no unacknowledged alert {alert_id!r}", EXIT_RUNTIME)
-    typer.echo(f"acknowledged {alert_id}")
+    typer.echo(f"acknowledged {alert_id}" + (" as a new normal" if new_normal else ""))
 
 
 @events_app.command("list")

@@ -129,6 +129,7 @@ class Pipeline:
                     batch.state_model_hash = self.detector.model.sha256
                     last_checkpoint = now
                 if checkpoint or now - last_status >= STATUS_EVERY_S:
+                    batch.events.extend(self._new_normals(store))
                     batch.status = self.status()
                     if stopping:  # so `status` can tell a clean stop from a crash
                         batch.status["stopped_at"] = time.time()
@@ -174,6 +175,28 @@ class Pipeline:
             self.events[event.kind] += 1
             log.info("event %s %s %s", event.kind, event.subject, event.detail)
         return batch
+
+    def _new_normals(self, store: Store) -> list[Event]:
+        """Apply `alerts ack --new-normal` from the CLI: the detector adapts to the level."""
+        try:
+            pending = store.pending_new_normals()
+            events = []
+            for alert_id, stream in pending:
+                applied = self.detector.accept_new_normal(stream, alert_id)
+                detail = {"alert_id": alert_id, "by": "operator", "applied": applied}
+                events.append(Event("new_normal", stream, time.time(), detail))
+                self.events["new_normal"] += 1
+                log.info(
+                    "alert %s on %s acknowledged as a new normal (applied: %s)",
+                    alert_id,
+                    stream,
+                    applied,
+                )
+            store.mark_new_normals_applied([alert_id for alert_id, _ in pending])
+        except StorageError as exc:
+            log.error("could not read new-normal acknowledgements: %s", exc)
+            return []
+        return events
 
     @staticmethod
     def _has_content(batch: Batch) -> bool:

@@ -84,7 +84,14 @@ def _v1(db: Database) -> None:
 
 
 # Append only: migration N (1-based) turns schema version N-1 into N.
-MIGRATIONS: tuple[Migration, ...] = (_v1,)
+def _v2(db: Database) -> None:
+    """An operator can acknowledge an alert as a "new normal": the daemon then lets the
+    detector adapt to the new level (and records when it did)."""
+    db.execute("ALTER TABLE alerts ADD COLUMN new_normal INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE alerts ADD COLUMN new_normal_applied_ts REAL")
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2)
 
 
 class AlertRow(TypedDict):
@@ -106,6 +113,7 @@ class AlertRow(TypedDict):
     contributors: list[dict[str, Any]]
     acked_ts: float | None
     ack_note: str | None
+    new_normal: bool
 
 
 class EventRow(TypedDict):
@@ -568,18 +576,38 @@ class Store:
         return _alert(rows[0]) if rows else None
 
     @_converts_errors
-    def ack_alert(self, alert_id: str, note: str | None = None) -> bool:
+    def ack_alert(self, alert_id: str, note: str | None = None, new_normal: bool = False) -> bool:
         """Acknowledge an alert (full id or unique prefix). False if there is no such alert
-        or it was already acknowledged (the first acknowledgement is kept)."""
+        or it was already acknowledged (the first acknowledgement is kept). ``new_normal``:
+        the operator says the new level is not a fault; the daemon adapts to it."""
         alert = self.get_alert(alert_id)
         if alert is None:
             return False
         with self._write():
             cursor = self._conn.execute(
-                "UPDATE alerts SET acked_ts = ?, ack_note = ? WHERE id = ? AND acked_ts IS NULL",
-                (time.time(), note, alert["id"]),
+                "UPDATE alerts SET acked_ts = ?, ack_note = ?, new_normal = ? "
+                "WHERE id = ? AND acked_ts IS NULL",
+                (time.time(), note, int(new_normal), alert["id"]),
             )
         return cursor.rowcount == 1
+
+    @_converts_errors
+    def pending_new_normals(self) -> list[tuple[str, str]]:
+        """(alert id, stream) of "new normal" acknowledgements the daemon has not applied."""
+        rows = self._conn.execute(
+            "SELECT id, stream FROM alerts WHERE new_normal = 1 AND new_normal_applied_ts IS NULL"
+        ).fetchall()
+        return [(row[0], row[1]) for row in rows]
+
+    @_converts_errors
+    def mark_new_normals_applied(self, alert_ids: Sequence[str]) -> None:
+        if not alert_ids:
+            return
+        with self._write():
+            self._conn.executemany(
+                "UPDATE alerts SET new_normal_applied_ts = ? WHERE id = ?",
+                [(time.time(), alert_id) for alert_id in alert_ids],
+            )
 
     @_converts_errors
     def list_events(self, since_ts: float | None = None, limit: int = 1000) -> list[EventRow]:
@@ -824,4 +852,5 @@ def _alert(row: dict[str, Any]) -> AlertRow:
         contributors=json.loads(row["contributors"]),
         acked_ts=row["acked_ts"],
         ack_note=row["ack_note"],
+        new_normal=bool(row["new_normal"]),
     )

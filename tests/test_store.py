@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlite_utils import Database
 
 from gateway.errors import StorageError
 from gateway.records import (
@@ -106,9 +107,9 @@ def test_later_migrations_apply_in_order_in_one_transaction(store: Store) -> Non
         applied.append(3)
         db.execute("ALTER TABLE extra ADD COLUMN y TEXT")
 
-    assert migrate(store.db, (*MIGRATIONS, v2, v3)) == 3
+    assert migrate(store.db, (*MIGRATIONS, v2, v3)) == len(MIGRATIONS) + 2
     assert applied == [2, 3]
-    assert schema_version(store.db) == 3
+    assert schema_version(store.db) == len(MIGRATIONS) + 2
     assert store.db["extra"].columns_dict == {"x": int, "y": str}
 
 
@@ -375,3 +376,22 @@ def test_arbitrary_text_is_data_never_sql(stream: str, text: str, value: float) 
         assert json.loads(store.pending(1)[0].payload)["stream"] == stream
         assert store.ack_alert(alert_id, note=text)
         assert store.get_alert(alert_id)["ack_note"] == text  # type: ignore[index]
+
+
+def test_a_version_1_database_is_migrated_on_open_and_keeps_its_alerts(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    migrate(Database(conn), MIGRATIONS[:1])  # what the first release created
+    conn.execute("INSERT INTO alerts (id, stream, raised_ts, active) VALUES ('a1', 'pump', 1.0, 1)")
+    conn.commit()
+    conn.close()
+    store = Store.open(path)
+    try:
+        assert schema_version(store.db) == len(MIGRATIONS)
+        assert store.ack_alert("a1", new_normal=True)
+        assert store.pending_new_normals() == [("a1", "pump")]
+        store.mark_new_normals_applied(["a1"])
+        assert store.pending_new_normals() == []
+        assert store.get_alert("a1")["new_normal"] is True  # type: ignore[index]
+    finally:
+        store.close()

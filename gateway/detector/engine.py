@@ -397,8 +397,21 @@ class Detector:
         limit = max(_STUCK_MIN_RUN, _STUCK_FACTOR * c.run_max)
         return varied and not warming and c.run > limit
 
+    def accept_new_normal(self, asset_name: str, alert_id: str) -> bool:
+        """An operator acknowledged this alert as a new normal (``alerts ack --new-normal``):
+        adapt to the new level from the next reading. False when that alert is no longer open
+        (already cleared, or the asset is unknown after a restart with another model)."""
+        asset = self._assets.get(asset_name)
+        if asset is None or not asset.latch.active or asset.alert_id != alert_id:
+            return False
+        asset.accepted = True
+        return True
+
     def _accepted(self, asset: _Asset, ts: float, out: DetectorOutput) -> bool:
-        """An alert open longer than ``accept_after`` is a new normal: adapt to it."""
+        """An alert open longer than ``accept_after``, or acknowledged by an operator as a
+        new normal, is a new normal: adapt to it."""
+        if asset.accepted and asset.latch.active:
+            return True
         limit = self.config.accept_after
         if limit is None or not asset.latch.active or ts - asset.raised_ts < limit:
             return False
