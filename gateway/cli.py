@@ -138,6 +138,8 @@ def _num(value: Any, digits: int = 4) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.{digits}g}"
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(", ", ": "), default=str)
     return str(value)
 
 
