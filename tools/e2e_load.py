@@ -31,6 +31,12 @@ def stream_name(i: int) -> str:
     return f"s{i:05d}"
 
 
+def topic_of(i: int, groups: int = 1) -> str:
+    if groups > 1:
+        return f"{TOPIC_PREFIX}/g{i % groups}/{stream_name(i)}"
+    return f"{TOPIC_PREFIX}/{stream_name(i)}"
+
+
 @dataclass(frozen=True)
 class LoadPlan:
     port: int
@@ -46,6 +52,7 @@ class LoadPlan:
     seed: int = 0
     first_stream: int = 0  # for several publisher processes sharing one plan
     stride: int = 1
+    groups: int = 1  # > 1: topics load/g<i % groups>/sNNNNN, one group per gateway of a fleet
 
 
 @dataclass
@@ -77,7 +84,7 @@ def publish(plan: LoadPlan, results: Any) -> None:
     mine = list(range(plan.first_stream, plan.streams, plan.stride))
     probes = [i for i in mine if i < plan.probes]
     background = [i for i in mine if i >= plan.probes] or probes
-    topics = {i: f"{TOPIC_PREFIX}/{stream_name(i)}" for i in mine}
+    topics = {i: topic_of(i, plan.groups) for i in mine}
     share = len(mine) / plan.streams
     probe_rate = plan.probe_hz * len(probes) if background is not probes else 0.0
     bg_rate = max(plan.rate * share - probe_rate, 0.0)
