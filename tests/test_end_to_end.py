@@ -69,8 +69,9 @@ def start_gateway(config: Path, tmp_path: Path) -> subprocess.Popen:
         )
 
 
-def stop_gateway(proc: subprocess.Popen, tmp_path: Path) -> None:
-    proc.send_signal(signal.SIGTERM)
+def stop_gateway(proc: subprocess.Popen, tmp_path: Path, sig: int = signal.SIGTERM) -> None:
+    """SIGTERM (systemd) or SIGINT (Ctrl-C): either drains and exits 0."""
+    proc.send_signal(sig)
     try:
         code = proc.wait(30)
     except subprocess.TimeoutExpired:
@@ -172,7 +173,7 @@ def test_serial_fault_over_a_pty_is_forwarded(broker, tmp_path: Path) -> None:
         assert got[-1][0] == "test/site/gw-serial/alerts/line-a.flow"
         assert_alert(got[-1][1], "line-a.flow")
     finally:
-        stop_gateway(proc, tmp_path)
+        stop_gateway(proc, tmp_path, signal.SIGINT)
         client.loop_stop()
         os.close(master)
         os.close(slave)
