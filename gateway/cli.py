@@ -246,6 +246,13 @@ def run(
 
 # --- alerts ----------------------------------------------------------------------------
 
+# The detector's tests (records.Contribution.reason), in an operator's words.
+_REASON_WORDS = {
+    "level": "far from its usual level",
+    "prediction": "not what the model expected next",
+    "stuck": "the same value far longer than usual",
+}
+
 ALERT_COLUMNS = [
     "id",
     "stream",
@@ -346,9 +353,11 @@ def alerts_show(
         lines.append("  channels (largest contribution first):")
         for c in contributors:
             cu = f" {c['unit']}" if c.get("unit") else ""
+            why = _REASON_WORDS.get(c.get("reason") or "", "")
             lines.append(
                 f"    {c['stream']}: {100 * (c.get('share') or 0):.0f}% of the score, observed "
                 f"{_num(c.get('observed'), 6)}{cu}, expected {_num(c.get('expected'), 6)}{cu}"
+                + (f" ({why})" if why else "")
             )
     if alert.get("ack_note"):
         lines.append(f"  note     {alert['ack_note']}")

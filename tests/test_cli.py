@@ -59,7 +59,7 @@ def gateway_db(tmp_path: Path) -> tuple[Path, str]:
     now = time.time()
     contributors = (
         Contribution("pump.flow", 14.0, 10.0, (9.0, 11.0), 0.8, "l/min"),
-        Contribution("pump.temp", 50.0, 49.0, (47.0, 51.0), 0.2, "degC"),
+        Contribution("pump.temp", 50.0, 49.0, (47.0, 51.0), 0.2, "degC", "prediction"),
     )
     raised = AlertChange(
         alert_id,
@@ -108,6 +108,8 @@ def test_alerts_list_show_ack(gateway_db: tuple[Path, str]) -> None:
         r"observed 14 l/min, expected 10 l/min \(normal band 9 \.\. 11 l/min\)", shown.output
     )
     assert "pump.flow: 80% of the score" in shown.output
+    assert "(far from its usual level)" in shown.output
+    assert "(not what the model expected next)" in shown.output
     acked = runner.invoke(app, ["alerts", "ack", alert_id, "-c", str(config), "--note", "valve"])
     assert acked.exit_code == 0, acked.output
     assert runner.invoke(app, ["alerts", "ack", alert_id, "-c", str(config)]).exit_code == 1
