@@ -120,6 +120,8 @@ class Gateway:
         if upstream is not None:
             if not upstream.get("connected"):
                 flags.append("upstream disconnected")
+            if upstream.get("parked"):
+                flags.append(f"{upstream['parked']} outbox rows refused by the broker (retried)")
             oldest = upstream.get("oldest_pending_ts")
             if oldest is not None and now - oldest > STALE_OUTBOX_S:
                 flags.append(

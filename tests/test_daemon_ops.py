@@ -219,6 +219,9 @@ def test_reload_keeps_queue_detector_and_unchanged_components(tmp_path: Path) ->
         assert gateway._last_reload and not gateway._last_reload["ok"]
         status = json.loads(json.dumps(pipeline.status()))
         assert "last config reload rejected" in status["degraded"]
+        # Rows the broker refused are parked and retried: the operator must see that too.
+        flags = gateway._degraded({}, {"connected": True, "parked": 2})
+        assert "2 outbox rows refused by the broker (retried)" in flags
     finally:
         gateway.shutdown()
         gateway.metrics.stop()
