@@ -46,7 +46,7 @@ class ReplaySummary:
     seconds: float = 0.0
 
 
-def _parse_time(text: str) -> float:
+def parse_time(text: str) -> float:
     text = text.strip()
     try:
         value = float(text)
@@ -160,7 +160,7 @@ def replay(
                 ts = float(number)
             else:
                 try:
-                    ts = _parse_time(stamp)
+                    ts = parse_time(stamp)
                 except (ValueError, OverflowError):
                     summary.bad_timestamps += 1
                     ts = last_ts  # keep the row: same time as the previous one

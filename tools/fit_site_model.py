@@ -32,13 +32,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import logging
 import math
 import os
 import platform
-import re
 import shlex
 import sqlite3
 import sys
@@ -55,15 +53,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
+from gateway.config import parse_duration  # noqa: E402
 from gateway.model.card import load_card, verify_file  # noqa: E402
 from gateway.model.cell import NumpyCfc  # noqa: E402
+from gateway.replay import (  # noqa: E402
+    ReplayError,
+    open_table,
+    parse_time,  # noqa: E402
+)
 from tools import signals  # noqa: E402
 from tools.train_cfc import (  # noqa: E402
-    VARIABLE_OPS,
     Adam,
     CfcCell,
+    export_tflite,
     gaussian_nll,
-    op_list,
     parity_check,
     sha256,
     tensor_specs,
@@ -71,12 +74,7 @@ from tools.train_cfc import (  # noqa: E402
 
 log = logging.getLogger("fit_site_model")
 
-# As ``gateway.replay`` picks the time column and the channels of a CSV file.
-TIME_COLUMN_NAMES = ("timestamp", "datetime", "time", "date", "ts")
-SNIFF_ROWS = 200
-NUMERIC_SHARE = 0.8
 MIN_SAMPLES = 500
-_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _LOG_2PI = math.log(2.0 * math.pi)
 # One constant, fully parameterised query: (since_ts, since_ts, n_streams, streams as JSON).
 _READINGS_SQL = (
@@ -113,29 +111,6 @@ class Prepared:
 # --- input ----------------------------------------------------------------------------------
 
 
-def parse_time(text: str) -> float:
-    """Seconds since the epoch from ISO 8601 (naive = UTC) or epoch seconds/milliseconds."""
-    text = text.strip()
-    try:
-        value = float(text)
-    except ValueError:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return moment.timestamp()
-    if not math.isfinite(value):
-        raise ValueError("non-finite timestamp")
-    return value / 1000.0 if value > 1e11 else value
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def read_csv(
     path: Path, sep: str, time_column: str | None, ignore: tuple[str, ...]
 ) -> list[Series]:
@@ -145,27 +120,12 @@ def read_csv(
     except OSError as exc:
         raise SystemExit(f"cannot open {path}: {exc.strerror}") from exc
     with handle:
-        rows = list(csv.reader(handle, delimiter=sep))
-    if not rows:
-        raise SystemExit(f"{path} is empty")
-    header, body = [h.strip() for h in rows[0]], rows[1:]
-    if time_column is not None:
-        if time_column not in header:
-            raise SystemExit(f"{path}: time column {time_column!r} is not in {header}")
-        time_index: int | None = header.index(time_column)
-    else:
-        lowered = [h.lower() for h in header]
-        time_index = next((lowered.index(n) for n in TIME_COLUMN_NAMES if n in lowered), None)
-    sample = body[:SNIFF_ROWS]
-    numeric = []
-    for i, name in enumerate(header):
-        if i == time_index or name in ignore:
-            continue
-        cells = [r[i].strip() for r in sample if i < len(r) and r[i].strip()]
-        if cells and sum(_is_number(c) for c in cells) >= NUMERIC_SHARE * len(cells):
-            numeric.append(i)
-    if not numeric:
-        raise SystemExit(f"{path}: no numeric columns found")
+        # The same choice of time column and channels as `liquid-gateway replay` makes.
+        try:
+            header, time_index, numeric, row_iter = open_table(handle, sep, time_column, ignore)
+        except ReplayError as exc:
+            raise SystemExit(f"{path}: {exc}") from exc
+        body = list(row_iter)
 
     ts = np.empty(len(body))
     last, bad_ts = 0.0, 0
@@ -174,7 +134,7 @@ def read_csv(
             ts[k] = float(k)
             continue
         try:
-            last = parse_time(row[time_index] if time_index < len(row) else "")
+            last = parse_time(row[time_index] if time_index < len(row) else "")  # as replay
         except (ValueError, OverflowError):
             bad_ts += 1  # as replay: the row keeps the previous row's time
         ts[k] = last
@@ -193,15 +153,12 @@ def read_csv(
     return out
 
 
-def parse_duration(text: str) -> float:
-    """Seconds from ``3600``, ``90s``, ``12h``, ``30d``, ``2w``, ``1d12h``."""
-    text = text.strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    parts = re.findall(r"(\d+(?:\.\d+)?)([smhdw])", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 12h, 30d)")
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+def since_duration(text: str) -> float:
+    """``--since``: the gateway's own duration syntax (``90s``, ``12h``, ``30d``, ``1d12h``)."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def read_db(path: Path, streams: list[str], since_s: float | None) -> list[Series]:
@@ -398,31 +355,6 @@ class Windows:
         return z[..., None], dt[..., None], y[..., None], pos
 
 
-def export(cell: CfcCell, f: int, hs: int) -> tuple[bytes, list[str]]:
-    """One step, explicit state, dynamic batch, builtin ops only (as train_cfc.py)."""
-
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, f], tf.float32, name="x"),
-            tf.TensorSpec([None, hs], tf.float32, name="h"),
-            tf.TensorSpec([None, 1], tf.float32, name="dt"),
-        ]
-    )
-    def serve(x, h, dt):
-        pred, log_var, h_new = cell(x, h, dt)
-        return {"pred": pred, "log_var": log_var, "h_new": h_new}
-
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [serve.get_concrete_function()], cell
-    )
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    tflite = converter.convert()
-    ops = op_list(tflite)
-    if VARIABLE_OPS & set(ops):
-        raise SystemExit(f"export check failed: variable ops in the model: {sorted(ops)}")
-    return tflite, ops
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     src = p.add_mutually_exclusive_group(required=True)
@@ -434,7 +366,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--ignore-column", action="append", default=[], help="numeric CSV column to skip"
     )
     p.add_argument("--stream", action="append", default=[], help="database stream (repeatable)")
-    p.add_argument("--since", type=parse_duration, default=None, help="database window, e.g. 30d")
+    p.add_argument("--since", type=since_duration, default=None, help="database window, e.g. 30d")
     p.add_argument("--base", type=Path, default=Path("models/cfc-default.tflite"))
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--name", default="cfc-site")
@@ -626,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     rejected: list[dict[str, Any]] = []
     for best in ranked:
         assign(cell, best["weights"])
-        tflite, ops = export(cell, f, hs)
+        tflite, ops = export_tflite(cell, f, hs)
         model_path.write_bytes(tflite)
         np.savez(weights_path, **cell.weights())
         try:

@@ -253,6 +253,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def export_tflite(cell: CfcCell, f: int, hs: int) -> tuple[bytes, list[str]]:
+    """One step, explicit state, dynamic batch, builtin ops only; fails on variable ops
+    (Keras variables a tf.Module does not track convert silently into them)."""
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, f], tf.float32, name="x"),
+            tf.TensorSpec([None, hs], tf.float32, name="h"),
+            tf.TensorSpec([None, 1], tf.float32, name="dt"),
+        ]
+    )
+    def serve(x, h, dt):
+        pred, log_var, h_new = cell(x, h, dt)
+        return {"pred": pred, "log_var": log_var, "h_new": h_new}
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [serve.get_concrete_function()], cell
+    )
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    tflite = converter.convert()
+    ops = op_list(tflite)
+    if VARIABLE_OPS & set(ops):
+        raise SystemExit(f"export check failed: variable ops in the model: {sorted(ops)}")
+    return tflite, ops
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args = parse_args(argv)
@@ -318,26 +344,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
     train_seconds = time.monotonic() - started
 
-    # Export: one step, explicit state, dynamic batch.
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, f], tf.float32, name="x"),
-            tf.TensorSpec([None, hs], tf.float32, name="h"),
-            tf.TensorSpec([None, 1], tf.float32, name="dt"),
-        ]
-    )
-    def serve(x, h, dt):
-        pred, log_var, h_new = cell(x, h, dt)
-        return {"pred": pred, "log_var": log_var, "h_new": h_new}
-
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [serve.get_concrete_function()], cell
-    )
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    tflite = converter.convert()
-    ops = op_list(tflite)
-    if VARIABLE_OPS & set(ops):
-        raise SystemExit(f"export check failed: variable ops in the model: {sorted(ops)}")
+    tflite, ops = export_tflite(cell, f, hs)
 
     args.out.mkdir(parents=True, exist_ok=True)
     model_path = args.out / f"{args.name}.tflite"
