@@ -294,11 +294,8 @@ def alerts_list(
     """List alerts, newest first."""
     cfg, _ = _load(config, demo)
     since_ts = _since(since)
-    store = _open_store(cfg)
-    try:
+    with _open_store(cfg) as store:
         alerts = store.list_alerts(since_ts=since_ts, stream=stream, state=state.value)
-    finally:
-        store.close()
     rows = [_alert_row(a) for a in alerts]
     columns = ALERT_COLUMNS
     if fmt is not OutputFormat.table:
@@ -326,11 +323,8 @@ def alerts_show(
 ) -> None:
     """Show one alert and why it was raised, in plain words."""
     cfg, _ = _load(config, demo)
-    store = _open_store(cfg)
-    try:
+    with _open_store(cfg) as store:
         alert = store.get_alert(alert_id)
-    finally:
-        store.close()
     if alert is None:
         raise _fail(f"no alert {alert_id!r}", EXIT_RUNTIME)
     if fmt is not OutputFormat.table:
@@ -384,11 +378,8 @@ def alerts_ack(
 ) -> None:
     """Acknowledge an alert (optionally as a new normal)."""
     cfg, _ = _load(config, demo)
-    store = _open_store(cfg, write=True)
-    try:
+    with _open_store(cfg, write=True) as store:
         done = store.ack_alert(alert_id, note, new_normal=new_normal)
-    finally:
-        store.close()
     if not done:
         raise _fail(f"no unacknowledged alert {alert_id!r}", EXIT_RUNTIME)
     typer.echo(f"acknowledged {alert_id}" + (" as a new normal" if new_normal else ""))
@@ -404,11 +395,8 @@ def events_list(
     """List recorded events, newest first."""
     cfg, _ = _load(config, demo)
     since_ts = _since(since)
-    store = _open_store(cfg)
-    try:
+    with _open_store(cfg) as store:
         events = store.list_events(since_ts=since_ts)
-    finally:
-        store.close()
     rows = [{**e, "time": _when(e.get("ts"))} for e in events]
     columns = ["time", "kind", "subject", "detail"]
     if fmt is not OutputFormat.table:
@@ -466,15 +454,11 @@ def status(
 ) -> None:
     """Is it running: uptime, per-source health, last reading, backlog, upstream, degraded flags."""
     cfg, _ = _load(config, demo)
-    store = _open_store(cfg)
-    try:
-        with store.snapshot():
-            snapshot = store.status() or {}
-            backlog, oldest = store.outbox_backlog()
-            dead = store.dead_letter_counts()
-            open_alerts = len(store.list_alerts(state="open"))
-    finally:
-        store.close()
+    with _open_store(cfg) as store, store.snapshot():
+        snapshot = store.status() or {}
+        backlog, oldest = store.outbox_backlog()
+        dead = store.dead_letter_counts()
+        open_alerts = len(store.list_alerts(state="open"))
     snapshot.pop("stream_views", None)  # that is what `streams` shows
     running = _running(snapshot)
     degraded = list(snapshot.get("degraded") or [])
@@ -569,16 +553,12 @@ def streams(
 ) -> None:
     """Every stream: last value, expected value, baseline, score, alert state."""
     cfg, _ = _load(config, demo)
-    store = _open_store(cfg)
-    try:
-        with store.snapshot():
-            # stream_state also holds per-asset state under "asset/NAME": not a stream.
-            rows: list[dict[str, Any]] = [
-                dict(r) for r in store.streams() if not r["stream"].startswith("asset/")
-            ]
-            views = (store.status() or {}).get("stream_views") or {}
-    finally:
-        store.close()
+    with _open_store(cfg) as store, store.snapshot():
+        # stream_state also holds per-asset state under "asset/NAME": not a stream.
+        rows: list[dict[str, Any]] = [
+            dict(r) for r in store.streams() if not r["stream"].startswith("asset/")
+        ]
+        views = (store.status() or {}).get("stream_views") or {}
     for row in rows:
         view = views.get(row["stream"]) or {}
         row["last"] = _ago(row.get("last_ts"))
@@ -619,13 +599,10 @@ def alerts_export(
     """Every field of every matching alert, for a spreadsheet or a ticket system."""
     cfg, _ = _load(config, demo)
     since_ts = _since(since)
-    store = _open_store(cfg)
-    try:
+    with _open_store(cfg) as store:
         alerts = store.list_alerts(
             since_ts=since_ts, stream=stream, state=state.value, limit=1_000_000
         )
-    finally:
-        store.close()
     rows = [_alert_row(a) for a in alerts]
     if fmt is OutputFormat.json:
         text = json.dumps(rows, indent=2, default=str) + "\n"
@@ -840,21 +817,17 @@ def plot(
     cfg, _ = _load(config, demo)
     since_ts = _since(since)
     pixels = _size(size)
-    store = _open_store(cfg)
-    try:
-        with store.snapshot():
-            rows = [
-                (r["ts"], r["value"], r["expected"], r["score"], r["alert"])
-                for r in store.db.query(
-                    "SELECT ts, value, expected, score, alert FROM readings "
-                    "WHERE stream = ? AND ts >= ? ORDER BY ts, id",
-                    [stream, since_ts],
-                )
-            ]
-            alerts = store.list_alerts(since_ts=since_ts, state="all", limit=100_000)
-            known = [s["stream"] for s in store.streams()] if not rows else []
-    finally:
-        store.close()
+    with _open_store(cfg) as store, store.snapshot():
+        rows = [
+            (r["ts"], r["value"], r["expected"], r["score"], r["alert"])
+            for r in store.db.query(
+                "SELECT ts, value, expected, score, alert FROM readings "
+                "WHERE stream = ? AND ts >= ? ORDER BY ts, id",
+                [stream, since_ts],
+            )
+        ]
+        alerts = store.list_alerts(since_ts=since_ts, state="all", limit=100_000)
+        known = [s["stream"] for s in store.streams()] if not rows else []
     if not rows:
         hint = f" (streams: {', '.join(known[:20])})" if known and stream not in known else ""
         raise _fail(f"no readings of {stream!r} in the last {since}{hint}", EXIT_RUNTIME)
