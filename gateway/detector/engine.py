@@ -15,6 +15,14 @@ Adaptation happens in layers (see DESIGN.md):
    Numenta's anomaly likelihood) and lands in [0, 1].
 4. An ``AlertLatch`` per asset adds hysteresis, minimum duration and cool-down.
 
+Two cores run this arithmetic: this module (the reference, always available) and the
+compiled one (``_kernel.c``, a C mirror of ``_judge``, ``_score_asset``, ``_adapt`` and the
+rest, built at install time when a C compiler and Python headers exist), about five times
+faster. Results are the same (``tests/test_kernel.py`` runs both side by side). The compiled
+core is used when built unless ``LIQUID_GATEWAY_PURE=1``; ``Detector.core`` says which runs.
+With it, this class keeps names, slots, alert ids and units and does the rare work (creating
+streams, alerts, events, snapshots); the kernel keeps the numbers and runs each tick.
+
 While a score is elevated or an alert is open, adaptation is frozen, so a fault is not
 learned as the new normal. A baseline that moves more than ``drift_threshold`` scales away
 from its slow reference is reported as a ``drift`` event, not an alert. A gap longer than
@@ -26,6 +34,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +47,14 @@ from gateway.detector.latch import AlertLatch
 from gateway.detector.tail import TailModel
 from gateway.model.runtime import StepModel
 from gateway.records import AlertChange, Contribution, Event, Reading, ScoredReading
+
+try:
+    from gateway.detector import _kernel  # type: ignore[attr-defined]
+except ImportError:  # not built (no compiler or Python headers at install): the Python core
+    _kernel = None
+
+CORES = ("python", "compiled")
+PURE_ENV = "LIQUID_GATEWAY_PURE"
 
 _Z_INPUT_CLIP = 8.0  # the model was trained on z in [-8, 8]
 _Z_SCORE_CLIP = 1e6
@@ -59,6 +76,25 @@ _STUCK_FACTOR = 3.0
 _STUCK_Q = 36.0  # as surprising as a 6-sigma reading
 _REASONS = ("level", "prediction", "stuck")
 _HORIZON = 100  # readings: see TailModel.score
+# What the compiled core trades per channel and asset (then ``recent`` and the tail's raw).
+_CHANNEL_FIELDS = (
+    "mean", "var", "n", "last_ts", "interval", "pred", "logvar", "calib", "slow", "drifting",
+    "q", "reason", "run", "run_max", "last_value", "last_expected", "band_low", "band_high",
+    "fresh", "short", "n_raw", "level", "surprise",
+)  # fmt: skip
+_ASSET_FIELDS = ("short", "n", "score", "n_raw", "raised_ts", "accepted", "max_score")
+_LATCH_FIELDS = ("active", "above", "below", "cooldown_until")
+
+
+def compiled_core_available() -> bool:
+    return _kernel is not None
+
+
+def default_core() -> str:
+    """``compiled`` when the extension is built and ``LIQUID_GATEWAY_PURE`` is not set."""
+    if os.environ.get(PURE_ENV, "").strip() not in ("", "0") or _kernel is None:
+        return "python"
+    return "compiled"
 
 
 @dataclass
@@ -126,6 +162,7 @@ class _Asset:
     raised_ts: float = 0.0
     accepted: bool = False  # the open alert outlived accept_after: adapting to the new level
     max_score: float = 0.0
+    index: int = -1  # in the compiled core
 
 
 @dataclass(slots=True)
@@ -146,7 +183,118 @@ class _Step:
     expected: float
 
 
-class Detector:
+class _CompiledCore:
+    """Detector methods of the compiled core: the per-tick glue around ``_kernel.Kernel`` and
+    the state trade between the kernel and the Python objects (which, with the compiled core,
+    are current only right after a pull)."""
+
+    _kernel: Any
+    _slot_of: dict[str, int]
+    _asset_list: list[_Asset]
+    _channels: dict[str, _Channel]
+    _assets: dict[str, _Asset]
+    _h: np.ndarray
+    model: StepModel
+
+    def _grow_batch(self, n: int) -> None:
+        cap = 1 << max(n - 1, 0).bit_length()
+        self._x = np.zeros((cap, 1), np.float32)
+        self._dt = np.ones((cap, 1), np.float32)
+        self._hbuf = np.zeros((cap, self.model.hidden_size), np.float32)
+        self._views: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def _tick_compiled(self, tick: Sequence[Reading], out: DetectorOutput) -> None:
+        if len(tick) > len(self._x):
+            self._grow_batch(len(tick))
+        kernel = self._kernel
+        result = kernel.tick(tick, self._slot_of, self._x, self._dt, self._hbuf, self._h)
+        if result is False:  # new streams: create them (as _judge would), then run the tick
+            for r in tick:
+                if math.isfinite(r.value) and math.isfinite(r.ts) and r.stream not in self._slot_of:
+                    self._channel(r.stream)  # type: ignore[attr-defined]
+            result = kernel.tick(tick, self._slot_of, self._x, self._dt, self._hbuf, self._h)
+        if result is None:
+            return
+        b, scored, notes = result
+        if notes is not None:
+            self._notes(tick, notes, out)
+        views = self._views.get(b)
+        if views is None:
+            views = self._views[b] = (self._x[:b], self._hbuf[:b], self._dt[:b])
+        pred, logvar, h_new = self.model.step(*views)
+        kernel.store(pred, logvar, h_new, self._h)
+        out.scored += scored
+
+    def _notes(self, tick: Sequence[Reading], notes: list[tuple], out: DetectorOutput) -> None:
+        """Events and alert changes the kernel reported, in the order they happened."""
+        for note in notes:
+            kind = note[0]
+            if kind == 0:  # _judge: a gap reset
+                r = tick[note[1]]
+                out.events.append(Event("gap_reset", r.stream, r.ts, {"gap_s": note[2]}))
+            elif kind == 1:  # _score_asset: a latch transition
+                asset, state, ts = self._asset_list[note[1]], _CHANGES[note[2]], note[3]
+                if state == "raised":
+                    asset.alert_id = uuid.uuid4().hex
+                if asset.alert_id is not None:
+                    for c in asset.channels:
+                        self._pull_channel(c, tail=False)
+                    self._pull_asset(asset, tail=False)
+                    out.alerts.append(self._alert(asset, state, ts))  # type: ignore[attr-defined]
+                    if state == "cleared":
+                        asset.alert_id = None
+            elif kind == 2:  # _accepted: a new normal
+                asset, ts, open_s = self._asset_list[note[1]], note[2], note[3]
+                detail = {"alert_id": asset.alert_id, "open_s": round(open_s, 1)}
+                out.events.append(Event("new_normal", asset.name, ts, detail))
+            else:  # _adapt: drift
+                _, i, ts, baseline, reference, distance = note
+                detail = {"baseline": baseline, "reference": reference, "scales": round(distance, 3)}
+                out.events.append(Event("drift", tick[i].stream, tick[i].ts, detail))
+
+    def _pull_channel(self, c: _Channel, tail: bool = True) -> None:
+        state = self._kernel.get_channel(c.slot)
+        for name, value in zip(_CHANNEL_FIELDS, state, strict=False):
+            setattr(c, name, value)
+        c.recent = list(state[-2])
+        if tail:
+            c.tail.load_raw(state[-1])
+
+    def _push_channel(self, c: _Channel, tail: bool = True) -> None:
+        fields = tuple(getattr(c, name) for name in _CHANNEL_FIELDS)
+        self._kernel.set_channel(c.slot, (*fields, c.recent, c.tail.raw() if tail else None))
+
+    def _pull_asset(self, asset: _Asset, tail: bool = True) -> None:
+        state = self._kernel.get_asset(asset.index)
+        for name, value in zip(_ASSET_FIELDS + _LATCH_FIELDS, state, strict=False):
+            setattr(asset.latch if name in _LATCH_FIELDS else asset, name, value)
+        asset.recent = list(state[-2])
+        if tail:
+            asset.tail.load_raw(state[-1])
+
+    def _push_asset(self, asset: _Asset, tail: bool = True) -> None:
+        fields = [getattr(asset, name) for name in _ASSET_FIELDS]
+        fields += [getattr(asset.latch, name) for name in _LATCH_FIELDS]
+        raw = asset.tail.raw() if tail else None
+        self._kernel.set_asset(asset.index, (*fields, asset.recent, raw))
+
+    def _pull_all(self) -> None:
+        for c in self._channels.values():
+            self._pull_channel(c)
+        for asset in self._assets.values():
+            self._pull_asset(asset)
+
+    def _push_all(self) -> None:
+        for c in self._channels.values():
+            self._push_channel(c)
+        for asset in self._assets.values():
+            self._push_asset(asset)
+
+
+_CHANGES = (None, "raised", "cleared")
+
+
+class Detector(_CompiledCore):
     """Scores readings of many streams. Owned by one thread (the pipeline, or replay)."""
 
     def __init__(
@@ -155,14 +303,42 @@ class Detector:
         model: StepModel,
         assets: Mapping[str, Sequence[str]] | None = None,
         units: Mapping[str, str | None] | None = None,
+        core: str | None = None,
     ) -> None:
+        """``core``: "python" or "compiled"; None = ``default_core()``."""
+        core = default_core() if core is None else core
+        if core not in CORES:
+            raise ValueError(f"unknown detector core {core!r}; choose one of {', '.join(CORES)}")
+        if core == "compiled" and _kernel is None:
+            raise ValueError(
+                "the compiled detector core is not built here (python -m gateway.detector.build)"
+            )
         self.config = config
         self.model = model
+        self.core = core
         self._asset_of_stream = {s: a for a, streams in (assets or {}).items() for s in streams}
         self._units: dict[str, str | None] = dict(units or {})
         self._channels: dict[str, _Channel] = {}
         self._assets: dict[str, _Asset] = {}
         self._h = np.zeros((16, model.hidden_size), np.float32)
+        self._kernel: Any = None
+        if core == "compiled":
+            self._kernel = _kernel.Kernel(
+                max_gap=config.max_gap,
+                warmup=config.warmup,
+                baseline_halflife=config.baseline_halflife,
+                drift_halflife=config.drift_halflife,
+                drift_threshold=config.drift_threshold,
+                threshold=config.threshold,
+                clear_threshold=config.clear_threshold,
+                min_duration=config.min_duration,
+                cooldown=config.cooldown,
+                accept_after=config.accept_after,
+                scored=ScoredReading,
+            )
+            self._slot_of: dict[str, int] = {}
+            self._asset_list: list[_Asset] = []
+            self._grow_batch(16)
 
     # --- streams and assets -------------------------------------------------------------
 
@@ -185,8 +361,14 @@ class Detector:
             cfg = self.config
             latch = AlertLatch(cfg.threshold, cfg.clear_threshold, cfg.min_duration, cfg.cooldown)
             asset = self._assets[asset_name] = _Asset(asset_name, latch)
+            if self._kernel is not None:
+                asset.index = self._kernel.add_asset()
+                self._asset_list.append(asset)
         channel = self._channels[stream] = _Channel(stream, slot, asset)
         asset.channels.append(channel)
+        if self._kernel is not None:
+            self._kernel.add_channel(asset.index)
+            self._slot_of[stream] = slot
         return channel
 
     def set_unit(self, stream: str, unit: str | None) -> None:
@@ -214,6 +396,10 @@ class Detector:
         """Score ticks in order; each tick holds at most one reading per stream (replay
         passes one CSV row per tick)."""
         out = DetectorOutput()
+        if self._kernel is not None:
+            for tick in ticks:
+                self._tick_compiled(tick, out)
+            return out
         for tick in ticks:
             # Sources never send non-finite values; the guard keeps the state finite anyway.
             usable = [r for r in tick if math.isfinite(r.value) and math.isfinite(r.ts)]
@@ -402,9 +588,13 @@ class Detector:
         adapt to the new level from the next reading. False when that alert is no longer open
         (already cleared, or the asset is unknown after a restart with another model)."""
         asset = self._assets.get(asset_name)
+        if asset is not None and self._kernel is not None:
+            self._pull_asset(asset, tail=False)
         if asset is None or not asset.latch.active or asset.alert_id != alert_id:
             return False
         asset.accepted = True
+        if self._kernel is not None:
+            self._push_asset(asset, tail=False)
         return True
 
     def _accepted(self, asset: _Asset, ts: float, out: DetectorOutput) -> bool:
@@ -525,6 +715,9 @@ class Detector:
         c = self._channels.get(stream)
         if c is None:
             return None
+        if self._kernel is not None:
+            self._pull_channel(c, tail=False)
+            self._pull_asset(c.asset, tail=False)
         return {
             "stream": stream,
             "asset": c.asset.name,
@@ -539,6 +732,8 @@ class Detector:
 
     def snapshot(self) -> dict[str, str]:
         """JSON text per stream (and per asset, under ``asset/NAME``) for stream_state."""
+        if self._kernel is not None:
+            self._pull_all()
         states: dict[str, str] = {}
         for stream, c in self._channels.items():
             states[stream] = json.dumps(
@@ -588,6 +783,16 @@ class Detector:
     def restore(self, states: Mapping[str, str]) -> int:
         """Load a snapshot taken with the same model. Returns how many streams were restored;
         entries that do not parse are skipped (the stream starts fresh)."""
+        if self._kernel is None:
+            return self._restore(states)
+        # The compiled core: the same code on the Python objects, then back into the kernel.
+        self._pull_all()
+        try:
+            return self._restore(states)
+        finally:
+            self._push_all()
+
+    def _restore(self, states: Mapping[str, str]) -> int:
         restored = 0
         for key, text in states.items():
             if key.startswith("asset/"):

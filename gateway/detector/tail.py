@@ -112,6 +112,20 @@ class TailModel:
             "count": self.count,
         }
 
+    def raw(self) -> tuple[bytes, int, int, int, float, float, float]:
+        """Everything, exactly (the compiled detector core keeps tails in C and trades them
+        with this): the ring as float32 bytes, position, counters and current quantiles."""
+        ring = np.asarray(self._ring, np.float32).tobytes()
+        return (ring, self._pos, self.count, self._since_refresh, *self._q)
+
+    def load_raw(self, raw: tuple[bytes, int, int, int, float, float, float]) -> None:
+        """The inverse of ``raw``: no checks, the values come from a live TailModel."""
+        ring, pos, count, since, q50, q90, q99 = raw
+        self._ring = np.frombuffer(ring, np.float32).tolist()
+        self._sorted = sorted(self._ring)
+        self._pos, self.count, self._since_refresh = pos, count, since
+        self._q = (q50, q90, q99)
+
     def restore(self, data: dict[str, Any]) -> None:
         ring = np.frombuffer(base64.b64decode(data["ring"], validate=True), np.float32)
         count, pos = int(data["count"]), int(data["pos"])
