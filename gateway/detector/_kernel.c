@@ -59,11 +59,12 @@
 enum { NOTE_GAP = 0, NOTE_ALERT = 1, NOTE_NEW_NORMAL = 2, NOTE_DRIFT = 3 };
 enum { CHANGE_NONE = 0, CHANGE_RAISED = 1, CHANGE_CLEARED = 2 };
 
-/* Python's float ** float is libm's pow(); the volatile keeps the compiler from rewriting
- * pow(x, 2.0) as x * x or pow(2.0, x) as exp2(x), which may round differently. */
+/* Python's float ** float is libm's pow(); the volatiles keep the compiler from rewriting
+ * pow(x, 2.0) as x * x or pow(2.0, x) as exp2(x). It matters: glibc's pow(x, 2.0) and x * x
+ * differ in the last bit for some x (found by tests/test_kernel.py on the "stuck" signal). */
 static double py_pow(double base, double exponent) {
-    volatile double b = base;
-    return pow(b, exponent);
+    volatile double b = base, e = exponent;
+    return pow(b, e);
 }
 
 /* --- tail.py: TailModel ------------------------------------------------------------------ */
