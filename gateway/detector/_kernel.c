@@ -21,6 +21,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -619,6 +620,114 @@ static double elem(const Py_buffer *v, Py_ssize_t i, Py_ssize_t j) {
     return (double)f;
 }
 
+/* --- Record: fast construction of the frozen slots dataclasses that carry readings ------- */
+
+/* A frozen dataclass with slots (Reading, ScoredReading) is built by a generated __init__
+ * that calls object.__setattr__ once per field: ~2 us per object, more than the arithmetic of
+ * a reading. Record(cls, descriptors, defaults) builds the same object by allocating it and
+ * setting the same slot descriptors, in field order, with the trailing defaults: what
+ * __init__ does, minus the interpreter. engine.record_constructor() only uses it for
+ * dataclasses without __post_init__ or default factories. */
+typedef struct {
+    PyObject_HEAD
+    PyTypeObject *cls;
+    PyObject *descrs;   /* tuple of member descriptors, field order */
+    PyObject *defaults; /* tuple: defaults of the trailing fields */
+    vectorcallfunc vectorcall;
+} Record;
+
+static PyObject *record_build(Record *r, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t nf = PyTuple_GET_SIZE(r->descrs), nd = PyTuple_GET_SIZE(r->defaults);
+    if (nargs < nf - nd || nargs > nf) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %zd to %zd arguments (%zd given)",
+                     r->cls->tp_name, nf - nd, nf, nargs);
+        return NULL;
+    }
+    PyObject *obj = r->cls->tp_alloc(r->cls, 0);
+    if (obj == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < nf; i++) {
+        PyObject *d = PyTuple_GET_ITEM(r->descrs, i);
+        PyObject *v = i < nargs ? args[i] : PyTuple_GET_ITEM(r->defaults, i - (nf - nd));
+        if (Py_TYPE(d)->tp_descr_set(d, obj, v) < 0) {
+            Py_DECREF(obj);
+            return NULL;
+        }
+    }
+    return obj;
+}
+
+static PyObject *record_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+                                   PyObject *kwnames) {
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0) {
+        PyErr_SetString(PyExc_TypeError, "Record takes positional arguments only");
+        return NULL;
+    }
+    return record_build((Record *)self, args, PyVectorcall_NARGS(nargsf));
+}
+
+static int record_init(Record *r, PyObject *args, PyObject *kwds) {
+    PyObject *cls, *descrs, *defaults;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds) > 0) {
+        PyErr_SetString(PyExc_TypeError, "Record(cls, descriptors, defaults)");
+        return -1;
+    }
+    if (!PyArg_ParseTuple(args, "O!O!O!", &PyType_Type, &cls, &PyTuple_Type, &descrs,
+                          &PyTuple_Type, &defaults))
+        return -1;
+    if (PyTuple_GET_SIZE(defaults) > PyTuple_GET_SIZE(descrs)) {
+        PyErr_SetString(PyExc_ValueError, "more defaults than fields");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(descrs); i++) {
+        PyObject *d = PyTuple_GET_ITEM(descrs, i);
+        if (Py_TYPE(d)->tp_descr_set == NULL) {
+            PyErr_SetString(PyExc_TypeError, "descriptors must be settable (slots)");
+            return -1;
+        }
+    }
+    Py_INCREF(cls);
+    Py_INCREF(descrs);
+    Py_INCREF(defaults);
+    Py_XSETREF(r->cls, (PyTypeObject *)cls);
+    Py_XSETREF(r->descrs, descrs);
+    Py_XSETREF(r->defaults, defaults);
+    r->vectorcall = record_vectorcall;
+    return 0;
+}
+
+static PyObject *record_call(PyObject *self, PyObject *args, PyObject *kwds) {
+    Record *r = (Record *)self;
+    if (r->cls == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Record not initialised");
+        return NULL;
+    }
+    if (kwds != NULL && PyDict_GET_SIZE(kwds) > 0) {
+        PyErr_SetString(PyExc_TypeError, "Record takes positional arguments only");
+        return NULL;
+    }
+    return record_build(r, &PyTuple_GET_ITEM(args, 0), PyTuple_GET_SIZE(args));
+}
+
+static void record_dealloc(Record *r) {
+    Py_XDECREF(r->cls);
+    Py_XDECREF(r->descrs);
+    Py_XDECREF(r->defaults);
+    Py_TYPE(r)->tp_free((PyObject *)r);
+}
+
+static PyTypeObject RecordType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "gateway.detector._kernel.Record",
+    .tp_basicsize = sizeof(Record),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "Record(cls, descriptors, defaults): builds a frozen slots dataclass quickly.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)record_init,
+    .tp_dealloc = (destructor)record_dealloc,
+    .tp_call = record_call,
+    .tp_vectorcall_offset = offsetof(Record, vectorcall),
+};
+
 /* --- the Kernel type ---------------------------------------------------------------------- */
 
 static void release_steps(Kernel *k, Py_ssize_t b) {
@@ -887,7 +996,9 @@ static PyObject *kernel_tick(Kernel *k, PyObject *args) {
         }
         PyObject *argv[6] = {s->stream, s->ts_obj, s->value_obj, expected, score,
                              a->latch.active ? Py_True : Py_False};
-        PyObject *item = PyObject_Vectorcall(k->scored_cls, argv, 6, NULL);
+        PyObject *item = Py_TYPE(k->scored_cls) == &RecordType && ((Record *)k->scored_cls)->cls
+                             ? record_build((Record *)k->scored_cls, argv, 6)
+                             : PyObject_Vectorcall(k->scored_cls, argv, 6, NULL);
         Py_DECREF(expected);
         Py_DECREF(score);
         if (item == NULL) goto fail;
@@ -1194,12 +1305,18 @@ static struct PyModuleDef kernel_module = {
 };
 
 PyMODINIT_FUNC PyInit__kernel(void) {
-    if (PyType_Ready(&KernelType) < 0) return NULL;
+    if (PyType_Ready(&KernelType) < 0 || PyType_Ready(&RecordType) < 0) return NULL;
     PyObject *m = PyModule_Create(&kernel_module);
     if (m == NULL) return NULL;
     Py_INCREF(&KernelType);
     if (PyModule_AddObject(m, "Kernel", (PyObject *)&KernelType) < 0) {
         Py_DECREF(&KernelType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&RecordType);
+    if (PyModule_AddObject(m, "Record", (PyObject *)&RecordType) < 0) {
+        Py_DECREF(&RecordType);
         Py_DECREF(m);
         return NULL;
     }

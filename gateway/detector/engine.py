@@ -32,6 +32,7 @@ from its slow reference is reported as a ``drift`` event, not an alert. A gap lo
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import math
 import os
@@ -88,6 +89,29 @@ _LATCH_FIELDS = ("active", "above", "below", "cooldown_until")
 
 def compiled_core_available() -> bool:
     return _kernel is not None
+
+
+def record_constructor(cls: Any) -> Any:
+    """A faster stand-in for ``cls(...)`` (positional arguments) when ``cls`` is a frozen slots
+    dataclass like Reading: its generated ``__init__`` sets each slot with
+    ``object.__setattr__``, which costs more than scoring the reading; ``_kernel.Record`` sets
+    the same slots in C. ``cls`` itself where that would not be the same thing, or when the
+    compiled core is off."""
+    if default_core() != "compiled" or not dataclasses.is_dataclass(cls):
+        return cls
+    fields = dataclasses.fields(cls)
+    generated = getattr(cls.__init__, "__qualname__", "") == f"{cls.__qualname__}.__init__"
+    if (
+        not generated
+        or hasattr(cls, "__post_init__")
+        or "__slots__" not in cls.__dict__
+        or any(not f.init or f.default_factory is not dataclasses.MISSING for f in fields)
+    ):
+        return cls
+    defaults = tuple(f.default for f in fields if f.default is not dataclasses.MISSING)
+    if any(f.default is dataclasses.MISSING for f in fields[len(fields) - len(defaults) :]):
+        return cls
+    return _kernel.Record(cls, tuple(cls.__dict__[f.name] for f in fields), defaults)
 
 
 def default_core() -> str:
@@ -334,7 +358,7 @@ class Detector(_CompiledCore):
                 min_duration=config.min_duration,
                 cooldown=config.cooldown,
                 accept_after=config.accept_after,
-                scored=ScoredReading,
+                scored=record_constructor(ScoredReading),
             )
             self._slot_of: dict[str, int] = {}
             self._asset_list: list[_Asset] = []
