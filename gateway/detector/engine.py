@@ -273,7 +273,11 @@ class _CompiledCore:
                 out.events.append(Event("new_normal", asset.name, ts, detail))
             else:  # _adapt: drift
                 _, i, ts, baseline, reference, distance = note
-                detail = {"baseline": baseline, "reference": reference, "scales": round(distance, 3)}
+                detail = {
+                    "baseline": baseline,
+                    "reference": reference,
+                    "scales": round(distance, 3),
+                }
                 out.events.append(Event("drift", tick[i].stream, tick[i].ts, detail))
 
     def _pull_channel(self, c: _Channel, tail: bool = True) -> None:
