@@ -508,7 +508,8 @@ def _status_table(s: dict[str, Any], backlog: int, oldest: float | None) -> str:
     lines = [
         f"gateway   {s.get('gateway')}  {state}",
         f"started   {_when(s.get('started_at'))} UTC",
-        f"model     {s.get('model')} on {s.get('runtime')}",
+        f"model     {s.get('model')} on {s.get('runtime')}"
+        + (f", {s['detector_core']} detector core" if s.get("detector_core") else ""),
         f"readings  {s.get('readings', 0)} scored, {s.get('streams', 0)} streams, "
         f"{s.get('dropped_readings', 0)} dropped, queue {s.get('queue_depth', 0)}",
         f"alerts    {s['open_alerts']} not acknowledged; since start raised "
@@ -907,6 +908,7 @@ def model_info(
     card = getattr(model, "card", None)
     typer.echo(f"model     {model.model_id}")
     typer.echo(f"runtime   {model.runtime}")
+    typer.echo(f"detector  {_detector_core()}")
     typer.echo(f"sha256    {model.sha256}")
     typer.echo(f"tensors   hidden {model.hidden_size}, features {model.features}")
     if card is not None:
@@ -916,6 +918,20 @@ def model_info(
                 typer.echo(f"{key:<9} {raw[key]}")
         if "metrics" in raw:
             typer.echo(f"metrics   {json.dumps(raw['metrics'])}")
+
+
+def _detector_core() -> str:
+    """Which detector core runs here, and why when it is the slower one."""
+    from gateway.detector.engine import PURE_ENV, compiled_core_available, default_core
+
+    core = default_core()
+    if core == "compiled":
+        return "compiled core"
+    if compiled_core_available():
+        return f"python core ({PURE_ENV} is set)"
+    return (
+        "python core (the compiled core is not built: install gcc and python3-dev, then reinstall)"
+    )
 
 
 # --- replay ----------------------------------------------------------------------------
@@ -969,7 +985,8 @@ def replay(
     rate = summary.rows / summary.seconds if summary.seconds else 0.0
     typer.echo(
         f"replayed {summary.rows} rows x {len(summary.channels)} channels in "
-        f"{summary.seconds:.2f}s ({rate:,.0f} rows/s); {summary.alerts_raised} alerts raised"
+        f"{summary.seconds:.2f}s ({rate:,.0f} rows/s, {summary.core} detector core); "
+        f"{summary.alerts_raised} alerts raised"
         + (f"; {summary.bad_cells} bad cells" if summary.bad_cells else "")
         + (f"; {summary.bad_timestamps} bad timestamps" if summary.bad_timestamps else ""),
         err=True,

@@ -332,5 +332,6 @@ class Pipeline:
             "streams": len(self.detector.streams),
             "model": self.detector.model.model_id,
             "runtime": self.detector.model.runtime,
+            "detector_core": getattr(self.detector, "core", None),
             **self._extra_status(),
         }
