@@ -384,3 +384,42 @@ def test_many_streams_grow_the_state(model: StepModel) -> None:
         tick = [Reading(f"s{k}", float(i), float(rng.normal(k, 1)), "t") for k in range(300)]
         assert_same(py.process(tick), cc.process(tick), f"tick {i}")
     assert len(cc.streams) == 300
+
+
+def test_record_constructor_builds_the_same_objects() -> None:
+    import dataclasses
+
+    from gateway.detector.engine import record_constructor
+    from gateway.records import ScoredReading
+
+    make = record_constructor(Reading)
+    assert make is not Reading
+    a, b = make("s", 1.5, 2.0, "replay"), Reading("s", 1.5, 2.0, "replay")
+    assert a == b and hash(a) == hash(b) and repr(a) == repr(b) and a.unit is None
+    assert make("s", 1.5, 2.0, "replay", "bar") == Reading("s", 1.5, 2.0, "replay", "bar")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.value = 3.0  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        make("s", 1.5)
+    with pytest.raises(TypeError):
+        make("s", 1.5, 2.0, "replay", None, "extra")
+    assert record_constructor(ScoredReading)("s", 1.0, 2.0, None, 0.5, True) == ScoredReading(
+        "s", 1.0, 2.0, None, 0.5, True
+    )
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Checked:
+        value: float
+
+        def __post_init__(self) -> None:
+            raise ValueError("checked")
+
+    assert record_constructor(Checked) is Checked  # its __init__ does more: not replaced
+
+
+def test_a_tick_may_be_any_iterable(model: StepModel) -> None:
+    py = Detector(CFG, model, core="python")
+    cc = Detector(CFG, model, core="compiled")
+    for i in range(50):
+        readings = [Reading(f"s{k}", float(i), float(k + i % 7), "t") for k in range(3)]
+        assert_same(py.process_ticks([iter(readings)]), cc.process_ticks([iter(readings)]), "")

@@ -854,9 +854,10 @@ static PyObject *kernel_tick(Kernel *k, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OO!OOOO", &tick, &PyDict_Type, &slot_of, &xo, &dto, &hbo, &ho))
         return NULL;
     if (check_free(k) < 0) return NULL;
-    PyObject *seq = PySequence_Fast(tick, "a tick must be a sequence of readings");
+    /* A tuple of its own: reading attributes may run code, which must not resize it. */
+    PyObject *seq = PySequence_Tuple(tick);
     if (seq == NULL) return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Py_ssize_t n = PyTuple_GET_SIZE(seq);
     if (grow((void **)&k->steps, &k->capsteps, n, sizeof(Step)) < 0 ||
         grow((void **)&k->touched, &k->captouched, n, sizeof(Py_ssize_t)) < 0) {
         Py_DECREF(seq);
@@ -876,10 +877,9 @@ static PyObject *kernel_tick(Kernel *k, PyObject *args) {
     }
     k->busy = 1;
     /* Phase 1: read the readings (process_ticks: only finite values and times are usable). */
-    PyObject **items = PySequence_Fast_ITEMS(seq);
     for (Py_ssize_t i = 0; i < n; i++) {
         Step *s = &k->steps[b];
-        PyObject *r = items[i];
+        PyObject *r = PyTuple_GET_ITEM(seq, i);
         s->value_obj = PyObject_GetAttr(r, s_value);
         if (s->value_obj == NULL) goto fail;
         s->value = PyFloat_AsDouble(s->value_obj);

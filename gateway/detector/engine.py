@@ -97,10 +97,15 @@ def record_constructor(cls: Any) -> Any:
     ``object.__setattr__``, which costs more than scoring the reading; ``_kernel.Record`` sets
     the same slots in C. ``cls`` itself where that would not be the same thing, or when the
     compiled core is off."""
-    if default_core() != "compiled" or not dataclasses.is_dataclass(cls):
+    if (
+        default_core() != "compiled"
+        or not isinstance(cls, type)
+        or not dataclasses.is_dataclass(cls)
+    ):
         return cls
     fields = dataclasses.fields(cls)
-    generated = getattr(cls.__init__, "__qualname__", "") == f"{cls.__qualname__}.__init__"
+    init = cls.__dict__.get("__init__")
+    generated = getattr(init, "__qualname__", "") == f"{cls.__qualname__}.__init__"
     if (
         not generated
         or hasattr(cls, "__post_init__")
@@ -228,6 +233,8 @@ class _CompiledCore:
         self._views: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def _tick_compiled(self, tick: Sequence[Reading], out: DetectorOutput) -> None:
+        if type(tick) is not list and type(tick) is not tuple:
+            tick = list(tick)  # notes index into it
         if len(tick) > len(self._x):
             self._grow_batch(len(tick))
         kernel = self._kernel
