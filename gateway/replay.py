@@ -16,6 +16,7 @@ import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import TextIO
 
@@ -164,7 +165,6 @@ def replay(
         reading = record_constructor(Reading) if detector.core == "compiled" else Reading
         process_ticks, isfinite, nan = detector.process_ticks, math.isfinite, math.nan
         columns = list(enumerate(zip(channels, numeric, strict=True)))
-        width = max(numeric) + 1
         last_ts = 0.0
         expected = [""] * len(channels)
         score, alert = 0.0, False
@@ -179,30 +179,38 @@ def replay(
                     summary.bad_timestamps += 1
                     ts = last_ts  # keep the row: same time as the previous one
             last_ts = ts
-            tick = []
-            slots = []
-            short = len(row) < width
-            for k, (channel, i) in columns:
-                try:
-                    # float() ignores surrounding whitespace itself; a missing cell is nan.
-                    value = nan if short and i >= len(row) else float(row[i])
-                except ValueError:
-                    value = nan
-                if not isfinite(value):
-                    summary.bad_cells += 1
-                    continue
-                tick.append(reading(channel, ts, value, "replay"))
-                slots.append(k)
-            out = process_ticks((tick,))
-            if out.alerts:
-                summary.alerts_raised += sum(1 for a in out.alerts if a.state == "raised")
-            scored = out.scored
-            if scored:
-                score, alert = scored[-1].score, scored[-1].alert
-                # One scored reading per reading of the tick, in order (no reading is
-                # dropped here: non-finite ones were left out above).
+            try:  # the common row: every cell a finite number
+                values = [float(row[i]) for i in numeric]
+            except (ValueError, IndexError):
+                values = None
+            if values is not None and all(map(isfinite, values)):
+                tick = list(map(reading, channels, repeat(ts), values, repeat("replay")))
+                out = process_ticks((tick,))
+                scored = out.scored
+                # One scored reading per reading, in order.
+                expected = ["" if s.expected is None else f"{s.expected:.6g}" for s in scored]
+            else:
+                tick = []
+                slots = []
+                for k, (channel, i) in columns:
+                    try:
+                        # float() ignores surrounding whitespace itself; a missing cell is nan.
+                        value = float(row[i]) if i < len(row) else nan
+                    except ValueError:
+                        value = nan
+                    if not isfinite(value):
+                        summary.bad_cells += 1
+                        continue
+                    tick.append(reading(channel, ts, value, "replay"))
+                    slots.append(k)
+                out = process_ticks((tick,))
+                scored = out.scored
                 for k, s in zip(slots, scored, strict=True):
                     expected[k] = "" if s.expected is None else f"{s.expected:.6g}"
+            if scored:
+                score, alert = scored[-1].score, scored[-1].alert
+            if out.alerts:
+                summary.alerts_raised += sum(1 for a in out.alerts if a.state == "raised")
             writer.writerow(
                 [stamp if time_index is not None else number, f"{score:.6f}", int(alert)] + expected
             )
