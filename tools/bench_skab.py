@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     pooled = {n: (Confusion(), NabResult()) for n in names}
     per_file: dict[str, dict[str, Any]] = {}
     throughput: list[float] = []
+    cores: set[str] = set()
     started = time.perf_counter()
     for path in files:
         data = read_file(path)
@@ -151,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             timings[name] = run.seconds
             if model is cfc:
                 throughput.append(run.rows_per_second)
+                cores.add(run.core)
         t0 = time.perf_counter()
         alerts["rolling z"] = rolling_z_alert(data.values, ROLLING_WINDOW, ROLLING_Z, ROLLING_RUN)
         alerts["static band"] = static_band_alert(data.values, TRAIN_ROWS, STATIC_K)
@@ -183,7 +185,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{_fmt(nab_value, 2):>8s}"
         )
     median_rps = float(np.median(throughput)) if throughput else math.nan
-    print(f"\nreplay throughput, cfc (default) on {cfc.runtime}: {median_rps:,.0f} rows/s (median)")
+    core = "/".join(sorted(cores))
+    print(
+        f"\nreplay throughput, cfc (default) on {cfc.runtime}, {core} detector core: "
+        f"{median_rps:,.0f} rows/s (median)"
+    )
 
     if args.out:
         result = {
@@ -212,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name, v in PUBLISHED.items()
             },
             "throughput_rows_per_s_median": median_rps,
+            "detector_core": core,
             "throughput_rows_per_s": throughput,
             "seconds_total": elapsed,
             "machine": {"python": platform.python_version(), "platform": platform.platform()},

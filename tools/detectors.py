@@ -49,6 +49,7 @@ class ReplayRun:
     channels: list[str]
     seconds: float
     events: list[Event] = field(default_factory=list)
+    core: str = ""  # the detector core that ran ("compiled" or "python")
 
     @property
     def rows_per_second(self) -> float:
@@ -95,6 +96,7 @@ def run_replay(
         list(summary.channels),
         summary.seconds,
         events,
+        summary.core,
     )
 
 
