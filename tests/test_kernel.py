@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway.config import Config, DetectorSection
 from gateway.detector import Detector, DetectorOutput
@@ -423,3 +425,51 @@ def test_a_tick_may_be_any_iterable(model: StepModel) -> None:
     for i in range(50):
         readings = [Reading(f"s{k}", float(i), float(k + i % 7), "t") for k in range(3)]
         assert_same(py.process_ticks([iter(readings)]), cc.process_ticks([iter(readings)]), "")
+
+
+values = st.one_of(
+    st.floats(-5.0, 5.0),
+    st.sampled_from([0.0, 1.0, 1.0, 1.0, 2.5, -0.0]),  # exact repeats: the stuck test
+    # Up to 1e100: beyond ~1e154 a baseline's squared floor overflows and the Python core
+    # raises OverflowError (in _stuck), where the compiled one carries on; see below.
+    st.floats(-1e100, 1e100),
+    st.sampled_from([math.nan, math.inf, -math.inf]),
+)
+readings = st.lists(
+    st.tuples(st.integers(0, 4), st.floats(-2.0, 80.0), values), min_size=1, max_size=400
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(readings, st.integers(0, 60), st.integers(1, 3))
+def test_random_input_matches_and_never_crashes(rows, warmup: int, min_duration: int) -> None:
+    """Any mix of streams, time steps (backwards, gaps) and values, in random batches."""
+    cfg = DetectorSection(
+        warmup=warmup, baseline_halflife=30, cooldown=5, max_gap=40, min_duration=min_duration,
+        accept_after=20, drift_halflife=60, drift_threshold=1.0,
+    )  # fmt: skip
+    names = ["a", "b", "c", "d", "e"]
+
+    def batches() -> Iterator[list[Reading]]:
+        ts, batch = 0.0, []
+        for stream, step, value in rows:
+            ts += step
+            batch.append(Reading(names[stream], ts, value, "t"))
+            if step > 40 or len(batch) > 6:
+                yield batch
+                batch = []
+        yield batch
+
+    run_both(NaiveModel(), batches, cfg=cfg, assets={"ab": ["a", "b"], "cde": ["c", "d", "e"]})
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 2), st.floats(allow_nan=True), st.floats()), max_size=300))
+def test_compiled_core_takes_any_float_without_error(rows) -> None:
+    d = Detector(
+        DetectorSection(warmup=5), NaiveModel(), assets={"ab": ["a", "b"]}, core="compiled"
+    )
+    for stream, ts, value in rows:
+        out = d.process([Reading("abc"[stream], ts, value, "t")])
+        assert all(math.isfinite(s.score) or math.isnan(s.score) for s in out.scored)
+    d.restore(d.snapshot())
