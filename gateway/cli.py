@@ -922,15 +922,16 @@ def model_info(
 
 def _detector_core() -> str:
     """Which detector core runs here, and why when it is the slower one."""
-    from gateway.detector.engine import PURE_ENV, compiled_core_available, default_core
+    from gateway.detector.engine import KERNEL_PROBLEM, PURE_ENV, default_core
 
     core = default_core()
     if core == "compiled":
         return "compiled core"
-    if compiled_core_available():
+    if not KERNEL_PROBLEM:
         return f"python core ({PURE_ENV} is set)"
     return (
-        "python core (the compiled core is not built: install gcc and python3-dev, then reinstall)"
+        f"python core (the compiled core is {KERNEL_PROBLEM}: with gcc and python3-dev, "
+        "reinstall, or in a checkout run python -m gateway.detector.build)"
     )
 
 

@@ -369,13 +369,18 @@ def test_bad_input_gives_clear_errors_not_crashes(model: StepModel) -> None:
     assert len(out.scored) == 3
     bad_h = np.zeros((1, model.hidden_size), np.float64)
     with pytest.raises(ValueError):
-        d._kernel.tick([Reading("s", 10.0, 1.0, "t")], d._slot_of, d._x, d._dt, d._hbuf, bad_h)
+        d._kernel.bind(d._slot_of, d._x, d._dt, d._hbuf, bad_h)
     with pytest.raises(ValueError):
-        d._kernel.store(np.zeros((5, 1), np.float32), d._x, d._hbuf, d._h)
+        d._kernel.bind(d._slot_of, d._x, d._dt, d._hbuf[:, :3].copy(), d._h)
+    with pytest.raises(ValueError):
+        d._kernel.store(np.zeros((5, 1), np.float32), d._x, d._hbuf)
     with pytest.raises(IndexError):
         d._kernel.get_channel(99)
+    d._kernel.bind({"s": 7}, d._x, d._dt, d._hbuf, d._h)
     with pytest.raises(ValueError):
-        d._kernel.tick([Reading("s", 10.0, 1.0, "t")], {"s": 7}, d._x, d._dt, d._hbuf, d._h)
+        d._kernel.tick([Reading("s", 10.0, 1.0, "t")])
+    d._bind()
+    assert len(d.process([Reading("s", 10.0, 1.0, "t")]).scored) == 1
 
 
 def test_many_streams_grow_the_state(model: StepModel) -> None:

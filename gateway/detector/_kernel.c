@@ -281,6 +281,11 @@ typedef struct {
     long long tick_no;
     Py_ssize_t last_b; /* readings of the last tick, awaiting store() */
     int busy;
+    /* bind(): the stream -> slot dict and the model buffers, held between ticks (acquiring
+     * four buffers per tick cost as much as the arithmetic of a reading). */
+    PyObject *slot_of;
+    Py_buffer vx, vdt, vhb, vh;
+    int bound;
 } Kernel;
 
 /* _Channel.reset */
@@ -730,6 +735,8 @@ static PyTypeObject RecordType = {
 
 /* --- the Kernel type ---------------------------------------------------------------------- */
 
+static void unbind(Kernel *k);
+
 static void release_steps(Kernel *k, Py_ssize_t b) {
     for (Py_ssize_t i = 0; i < b; i++) {
         Py_CLEAR(k->steps[i].stream);
@@ -783,6 +790,7 @@ static void kernel_dealloc(Kernel *k) {
     PyMem_Free(k->steps);
     PyMem_Free(k->touched);
     Py_XDECREF(k->scored_cls);
+    unbind(k);
     Py_TYPE(k)->tp_free((PyObject *)k);
 }
 
@@ -846,14 +854,17 @@ static PyObject *kernel_add_channel(Kernel *k, PyObject *arg) {
     return PyLong_FromSsize_t(k->nch++);
 }
 
-/* Detector._tick, up to the model step: tick(readings, slot_of, x, dt, hbuf, h).
+/* Detector._tick, up to the model step: tick(readings), after bind().
  * Returns None when no reading is usable, False when a usable reading's stream has no slot
- * yet (nothing was changed: create it and call again), else (b, scored, notes). */
-static PyObject *kernel_tick(Kernel *k, PyObject *args) {
-    PyObject *tick, *slot_of, *xo, *dto, *hbo, *ho;
-    if (!PyArg_ParseTuple(args, "OO!OOOO", &tick, &PyDict_Type, &slot_of, &xo, &dto, &hbo, &ho))
-        return NULL;
+ * yet (nothing was changed: create it, bind again, call again), an int when the batch
+ * buffers need that many rows (nothing was changed either), else (b, scored, notes). */
+static PyObject *kernel_tick(Kernel *k, PyObject *tick) {
     if (check_free(k) < 0) return NULL;
+    if (!k->bound) {
+        PyErr_SetString(PyExc_RuntimeError, "Kernel.tick before bind()");
+        return NULL;
+    }
+    PyObject *slot_of = k->slot_of;
     /* A tuple of its own: reading attributes may run code, which must not resize it. */
     PyObject *seq = PySequence_Tuple(tick);
     if (seq == NULL) return NULL;
@@ -864,8 +875,6 @@ static PyObject *kernel_tick(Kernel *k, PyObject *args) {
         return NULL;
     }
     PyObject *result = NULL, *notes = NULL, *scored = NULL;
-    Py_buffer vx = {0}, vdt = {0}, vhb = {0}, vh = {0};
-    int have_x = 0, have_dt = 0, have_hb = 0, have_h = 0;
     Py_ssize_t b = 0;
     int unknown = 0;
     static PyObject *s_stream, *s_ts, *s_value;
@@ -925,21 +934,16 @@ static PyObject *kernel_tick(Kernel *k, PyObject *args) {
             goto fail;
         }
     }
-    if (get_matrix(xo, &vx, 1, "x") < 0) goto fail;
-    have_x = 1;
-    if (get_matrix(dto, &vdt, 1, "dt") < 0) goto fail;
-    have_dt = 1;
-    if (get_matrix(hbo, &vhb, 1, "hbuf") < 0) goto fail;
-    have_hb = 1;
-    if (get_matrix(ho, &vh, 1, "h") < 0) goto fail;
-    have_h = 1;
-    Py_ssize_t hidden = vh.shape[1];
-    if (vx.shape[0] < b || vx.shape[1] != 1 || vdt.shape[0] < b || vdt.shape[1] != 1 ||
-        vhb.shape[0] < b || vhb.shape[1] != hidden || vh.shape[0] < k->nch) {
-        PyErr_SetString(PyExc_ValueError, "model buffers are too small for this tick");
+    if (k->vx.shape[0] < b || k->vdt.shape[0] < b || k->vhb.shape[0] < b) {
+        result = PyLong_FromSsize_t(b); /* grow the batch buffers and bind again */
+        goto done;
+    }
+    if (k->vh.shape[0] < k->nch) {
+        PyErr_SetString(PyExc_ValueError, "h has fewer rows than there are streams: bind again");
         goto fail;
     }
-    float *h = (float *)vh.buf;
+    Py_ssize_t hidden = k->vh.shape[1];
+    float *h = (float *)k->vh.buf;
 
     /* Phase 2: the arithmetic. _tick: judge every reading ... */
     k->tick_no++;
@@ -975,9 +979,10 @@ static PyObject *kernel_tick(Kernel *k, PyObject *args) {
     for (Py_ssize_t i = 0; i < b; i++) {
         Step *s = &k->steps[i];
         double z = PYMAX(s->z, -Z_INPUT_CLIP);
-        ((float *)vx.buf)[i] = (float)PYMIN(z, Z_INPUT_CLIP);
-        ((float *)vdt.buf)[i] = (float)s->dt_model;
-        memcpy((float *)vhb.buf + i * hidden, h + s->slot * hidden, (size_t)hidden * sizeof(float));
+        ((float *)k->vx.buf)[i] = (float)PYMIN(z, Z_INPUT_CLIP);
+        ((float *)k->vdt.buf)[i] = (float)s->dt_model;
+        memcpy((float *)k->vhb.buf + i * hidden, h + s->slot * hidden,
+               (size_t)hidden * sizeof(float));
     }
     k->last_b = b;
 
@@ -1011,10 +1016,6 @@ fail:
 done:
     /* b + 1: a reading that failed half-way holds references too */
     release_steps(k, b < k->capsteps ? b + 1 : b);
-    if (have_x) PyBuffer_Release(&vx);
-    if (have_dt) PyBuffer_Release(&vdt);
-    if (have_hb) PyBuffer_Release(&vhb);
-    if (have_h) PyBuffer_Release(&vh);
     Py_XDECREF(scored);
     Py_XDECREF(notes);
     k->busy = 0;
@@ -1023,13 +1024,18 @@ done_seq:
     return result;
 }
 
-/* Detector._tick, after the model step: store(pred, log_var, h_new, h). */
+/* Detector._tick, after the model step: store(pred, log_var, h_new) into the channels and
+ * the bound h. */
 static PyObject *kernel_store(Kernel *k, PyObject *args) {
-    PyObject *po, *lo, *hno, *ho;
-    if (!PyArg_ParseTuple(args, "OOOO", &po, &lo, &hno, &ho)) return NULL;
+    PyObject *po, *lo, *hno;
+    if (!PyArg_ParseTuple(args, "OOO", &po, &lo, &hno)) return NULL;
     if (check_free(k) < 0) return NULL;
+    if (!k->bound) {
+        PyErr_SetString(PyExc_RuntimeError, "Kernel.store before bind()");
+        return NULL;
+    }
     Py_ssize_t b = k->last_b;
-    Py_buffer vp, vl, vhn, vh;
+    Py_buffer vp, vl, vhn;
     if (get_matrix(po, &vp, 0, "pred") < 0) return NULL;
     if (get_matrix(lo, &vl, 0, "log_var") < 0) {
         PyBuffer_Release(&vp);
@@ -1040,26 +1046,20 @@ static PyObject *kernel_store(Kernel *k, PyObject *args) {
         PyBuffer_Release(&vl);
         return NULL;
     }
-    if (get_matrix(ho, &vh, 1, "h") < 0) {
-        PyBuffer_Release(&vp);
-        PyBuffer_Release(&vl);
-        PyBuffer_Release(&vhn);
-        return NULL;
-    }
-    Py_ssize_t hidden = vh.shape[1];
+    Py_ssize_t hidden = k->vh.shape[1];
     PyObject *result = NULL;
     if (vp.shape[0] != b || vp.shape[1] < 1 || vl.shape[0] != b || vl.shape[1] < 1 ||
-        vhn.shape[0] != b || vhn.shape[1] != hidden || vh.shape[0] < k->nch) {
+        vhn.shape[0] != b || vhn.shape[1] != hidden) {
         PyErr_Format(PyExc_ValueError, "model outputs do not fit the last tick (%zd readings)", b);
     } else {
         for (Py_ssize_t i = 0; i < b; i++) {
             Py_ssize_t slot = k->steps[i].slot;
-            if (slot < 0 || slot >= k->nch) continue;
+            if (slot < 0 || slot >= k->nch || slot >= k->vh.shape[0]) continue;
             /* Trained like this: input normalised with the baseline before this reading,
              * target with the baseline after it, which is what the next tick uses. */
             k->ch[slot].pred = elem(&vp, i, 0);
             k->ch[slot].logvar = elem(&vl, i, 0);
-            float *row = (float *)vh.buf + slot * hidden;
+            float *row = (float *)k->vh.buf + slot * hidden;
             for (Py_ssize_t j = 0; j < hidden; j++) row[j] = (float)elem(&vhn, i, j);
         }
         k->last_b = 0;
@@ -1068,8 +1068,62 @@ static PyObject *kernel_store(Kernel *k, PyObject *args) {
     PyBuffer_Release(&vp);
     PyBuffer_Release(&vl);
     PyBuffer_Release(&vhn);
-    PyBuffer_Release(&vh);
     return result;
+}
+
+static void unbind(Kernel *k) {
+    if (!k->bound) return;
+    PyBuffer_Release(&k->vx);
+    PyBuffer_Release(&k->vdt);
+    PyBuffer_Release(&k->vhb);
+    PyBuffer_Release(&k->vh);
+    Py_CLEAR(k->slot_of);
+    k->bound = 0;
+}
+
+/* bind(slot_of, x, dt, hbuf, h): the dict mapping stream names to slots, the model inputs
+ * x[B,1] and dt[B,1], the gathered state hbuf[B,H] and the state matrix h[N,H] (float32,
+ * C-contiguous). Held until the next bind(); arrays are replaced, not resized, to grow. */
+static PyObject *kernel_bind(Kernel *k, PyObject *args) {
+    PyObject *slot_of, *xo, *dto, *hbo, *ho;
+    if (!PyArg_ParseTuple(args, "O!OOOO", &PyDict_Type, &slot_of, &xo, &dto, &hbo, &ho))
+        return NULL;
+    if (check_free(k) < 0) return NULL;
+    Py_buffer vx, vdt, vhb, vh;
+    if (get_matrix(xo, &vx, 1, "x") < 0) return NULL;
+    if (get_matrix(dto, &vdt, 1, "dt") < 0) {
+        PyBuffer_Release(&vx);
+        return NULL;
+    }
+    if (get_matrix(hbo, &vhb, 1, "hbuf") < 0) {
+        PyBuffer_Release(&vx);
+        PyBuffer_Release(&vdt);
+        return NULL;
+    }
+    if (get_matrix(ho, &vh, 1, "h") < 0) {
+        PyBuffer_Release(&vx);
+        PyBuffer_Release(&vdt);
+        PyBuffer_Release(&vhb);
+        return NULL;
+    }
+    if (vx.shape[1] != 1 || vdt.shape[1] != 1 || vhb.shape[1] != vh.shape[1] ||
+        vdt.shape[0] != vx.shape[0] || vhb.shape[0] != vx.shape[0] || vh.shape[1] < 1) {
+        PyBuffer_Release(&vx);
+        PyBuffer_Release(&vdt);
+        PyBuffer_Release(&vhb);
+        PyBuffer_Release(&vh);
+        PyErr_SetString(PyExc_ValueError, "bind wants x[B,1], dt[B,1], hbuf[B,H], h[N,H]");
+        return NULL;
+    }
+    unbind(k);
+    k->vx = vx;
+    k->vdt = vdt;
+    k->vhb = vhb;
+    k->vh = vh;
+    Py_INCREF(slot_of);
+    k->slot_of = slot_of;
+    k->bound = 1;
+    Py_RETURN_NONE;
 }
 
 /* --- state in and out (snapshot/restore, views, alerts) ------------------------------- */
@@ -1276,9 +1330,10 @@ static PyObject *kernel_counts(Kernel *k, PyObject *noargs) {
 static PyMethodDef kernel_methods[] = {
     {"add_asset", (PyCFunction)kernel_add_asset, METH_NOARGS, "add_asset() -> index"},
     {"add_channel", (PyCFunction)kernel_add_channel, METH_O, "add_channel(asset) -> slot"},
-    {"tick", (PyCFunction)kernel_tick, METH_VARARGS,
-     "tick(readings, slot_of, x, dt, hbuf, h) -> None | False | (b, scored, notes)"},
-    {"store", (PyCFunction)kernel_store, METH_VARARGS, "store(pred, log_var, h_new, h)"},
+    {"bind", (PyCFunction)kernel_bind, METH_VARARGS, "bind(slot_of, x, dt, hbuf, h)"},
+    {"tick", (PyCFunction)kernel_tick, METH_O,
+     "tick(readings) -> None | False | int | (b, scored, notes)"},
+    {"store", (PyCFunction)kernel_store, METH_VARARGS, "store(pred, log_var, h_new)"},
     {"get_channel", (PyCFunction)kernel_get_channel, METH_O, "get_channel(slot) -> tuple"},
     {"set_channel", (PyCFunction)kernel_set_channel, METH_VARARGS, "set_channel(slot, tuple)"},
     {"get_asset", (PyCFunction)kernel_get_asset, METH_O, "get_asset(index) -> tuple"},
@@ -1314,6 +1369,13 @@ PyMODINIT_FUNC PyInit__kernel(void) {
         Py_DECREF(m);
         return NULL;
     }
+#ifdef KERNEL_SOURCE_SHA256
+    /* build.py stamps the hash of this file: engine.py ignores a build of another version. */
+    if (PyModule_AddStringConstant(m, "SOURCE_SHA256", KERNEL_SOURCE_SHA256) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+#endif
     Py_INCREF(&RecordType);
     if (PyModule_AddObject(m, "Record", (PyObject *)&RecordType) < 0) {
         Py_DECREF(&RecordType);

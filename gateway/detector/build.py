@@ -14,6 +14,7 @@ to Python's (-O2, no -ffast-math, no fused multiply-add contraction).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shlex
 import shutil
@@ -35,6 +36,11 @@ class BuildError(Exception):
 
 def extension_name() -> str:
     return MODULE + (sysconfig.get_config_var("EXT_SUFFIX") or ".so")
+
+
+def source_sha256() -> str:
+    """Stamped into the module: a build of an older _kernel.c is not used (engine.py)."""
+    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()
 
 
 def compiler() -> list[str]:
@@ -60,7 +66,8 @@ def build(out_dir: Path | None = None) -> Path:
     out_dir = SOURCE.parent if out_dir is None else Path(out_dir)
     target = out_dir / extension_name()
     partial = target.with_name(target.name + ".partial")
-    argv = [*compiler(), *CFLAGS, "-shared", f"-I{include}", str(SOURCE), "-o", str(partial)]
+    stamp = f'-DKERNEL_SOURCE_SHA256="{source_sha256()}"'
+    argv = [*compiler(), *CFLAGS, stamp, "-shared", f"-I{include}", str(SOURCE), "-o", str(partial)]
     if sys.platform == "darwin":
         argv[-2:-2] = ["-undefined", "dynamic_lookup"]
     argv.append("-lm")

@@ -33,12 +33,14 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import json
 import math
 import os
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,10 +51,24 @@ from gateway.detector.tail import TailModel
 from gateway.model.runtime import StepModel
 from gateway.records import AlertChange, Contribution, Event, Reading, ScoredReading
 
-try:
-    from gateway.detector import _kernel  # type: ignore[attr-defined]
-except ImportError:  # not built (no compiler or Python headers at install): the Python core
-    _kernel = None
+
+def _load_kernel() -> tuple[Any, str]:
+    """The compiled core and "", or None and why not: not built (no compiler or Python
+    headers at install), or built from another _kernel.c (a stale build after an edit would
+    not mirror engine.py)."""
+    try:
+        from gateway.detector import _kernel as kernel  # type: ignore[attr-defined]
+    except ImportError:
+        return None, "not built"
+    source = Path(__file__).with_name("_kernel.c")
+    if source.is_file():
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()
+        if getattr(kernel, "SOURCE_SHA256", None) != digest:
+            return None, "built from another version of _kernel.c"
+    return kernel, ""
+
+
+_kernel, KERNEL_PROBLEM = _load_kernel()
 
 CORES = ("python", "compiled")
 PURE_ENV = "LIQUID_GATEWAY_PURE"
@@ -231,19 +247,31 @@ class _CompiledCore:
         self._dt = np.ones((cap, 1), np.float32)
         self._hbuf = np.zeros((cap, self.model.hidden_size), np.float32)
         self._views: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._bind()
+
+    def _bind(self) -> None:
+        """Hand the kernel the buffers it reads and writes (again after one was replaced)."""
+        self._kernel.bind(self._slot_of, self._x, self._dt, self._hbuf, self._h)
 
     def _tick_compiled(self, tick: Sequence[Reading], out: DetectorOutput) -> None:
         if type(tick) is not list and type(tick) is not tuple:
-            tick = list(tick)  # notes index into it
-        if len(tick) > len(self._x):
-            self._grow_batch(len(tick))
+            tick = list(tick)  # read more than once
         kernel = self._kernel
-        result = kernel.tick(tick, self._slot_of, self._x, self._dt, self._hbuf, self._h)
-        if result is False:  # new streams: create them (as _judge would), then run the tick
-            for r in tick:
-                if math.isfinite(r.value) and math.isfinite(r.ts) and r.stream not in self._slot_of:
-                    self._channel(r.stream)  # type: ignore[attr-defined]
-            result = kernel.tick(tick, self._slot_of, self._x, self._dt, self._hbuf, self._h)
+        result = kernel.tick(tick)
+        for _ in range(2):
+            if result is False:  # new streams: create them (as _judge would), then again
+                for r in tick:
+                    if (
+                        math.isfinite(r.value)
+                        and math.isfinite(r.ts)
+                        and r.stream not in self._slot_of
+                    ):
+                        self._channel(r.stream)  # type: ignore[attr-defined]
+            elif type(result) is int:  # more readings than the batch buffers hold
+                self._grow_batch(result)
+            else:
+                break
+            result = kernel.tick(tick)
         if result is None:
             return
         b, scored, notes = result
@@ -253,7 +281,7 @@ class _CompiledCore:
         if views is None:
             views = self._views[b] = (self._x[:b], self._hbuf[:b], self._dt[:b])
         pred, logvar, h_new = self.model.step(*views)
-        kernel.store(pred, logvar, h_new, self._h)
+        kernel.store(pred, logvar, h_new)
         out.scored += scored
 
     def _notes(self, tick: Sequence[Reading], notes: list[tuple], out: DetectorOutput) -> None:
@@ -390,6 +418,8 @@ class Detector(_CompiledCore):
             grown = np.zeros((2 * len(self._h), self._h.shape[1]), np.float32)
             grown[: len(self._h)] = self._h
             self._h = grown
+            if self._kernel is not None:
+                self._bind()
         asset_name = self._asset_of_stream.get(stream, stream)
         asset = self._assets.get(asset_name)
         if asset is None:
