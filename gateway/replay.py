@@ -16,16 +16,16 @@ import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import chain, repeat
 from pathlib import Path
 from typing import TextIO
 
 from gateway.config import Config, check_name
 from gateway.detector import Detector
-from gateway.detector.engine import record_constructor
+from gateway.detector.engine import _kernel, record_constructor
 from gateway.errors import GatewayError
 from gateway.model.runtime import StepModel
-from gateway.records import Reading
+from gateway.records import Reading, ScoredReading
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +51,19 @@ class ReplaySummary:
 
 def parse_time(text: str) -> float:
     text = text.strip()
-    try:
-        if ":" in text:  # float() never takes a colon: skip the failing attempt on ISO times
-            raise ValueError(text)
-        value = float(text)
-    except ValueError:
-        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=dt.UTC)
-        return moment.timestamp()
-    if not math.isfinite(value):
-        raise ValueError("non-finite timestamp")
-    return value / 1000.0 if value > 1e11 else value  # epoch milliseconds
+    if ":" not in text:  # float() never takes a colon: ISO times skip the failing attempt
+        try:
+            value = float(text)
+        except ValueError:
+            pass
+        else:
+            if not math.isfinite(value):
+                raise ValueError("non-finite timestamp")
+            return value / 1000.0 if value > 1e11 else value  # epoch milliseconds
+    moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp()
 
 
 def _is_number(text: str) -> bool:
@@ -121,11 +122,7 @@ def open_table(
     if not numeric:
         raise ReplayError("no numeric columns found: nothing to score")
 
-    def rows() -> Iterator[list[str]]:
-        yield from sample
-        yield from reader
-
-    return header, time_index, numeric, rows()
+    return header, time_index, numeric, chain(sample, reader)
 
 
 def replay(
@@ -163,6 +160,7 @@ def replay(
         # readings are built by record_constructor (same objects, without the frozen
         # dataclass's interpreted __init__).
         reading = record_constructor(Reading) if detector.core == "compiled" else Reading
+        format_expected = _format_expected if detector.core == "python" else _kernel.format_expected
         process_ticks, isfinite, nan = detector.process_ticks, math.isfinite, math.nan
         columns = list(enumerate(zip(channels, numeric, strict=True)))
         last_ts = 0.0
@@ -188,7 +186,7 @@ def replay(
                 out = process_ticks((tick,))
                 scored = out.scored
                 # One scored reading per reading, in order.
-                expected = ["" if s.expected is None else f"{s.expected:.6g}" for s in scored]
+                expected = format_expected(scored)
             else:
                 tick = []
                 slots = []
@@ -217,6 +215,11 @@ def replay(
             summary.rows += 1
     summary.seconds = _time.perf_counter() - started
     return summary
+
+
+def _format_expected(scored: list[ScoredReading]) -> list[str]:
+    """Expected columns, as ``_kernel.format_expected`` writes them with the compiled core."""
+    return ["" if s.expected is None else f"{s.expected:.6g}" for s in scored]
 
 
 def replay_to_string(input_path: Path, config: Config, model: StepModel, **kw: object) -> str:

@@ -478,3 +478,14 @@ def test_compiled_core_takes_any_float_without_error(rows) -> None:
         out = d.process([Reading("abc"[stream], ts, value, "t")])
         assert all(math.isfinite(s.score) or math.isnan(s.score) for s in out.scored)
     d.restore(d.snapshot())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True))))
+def test_replay_expected_columns_format_like_the_f_string(expected) -> None:
+    from gateway.detector.engine import _kernel
+    from gateway.records import ScoredReading
+    from gateway.replay import _format_expected
+
+    scored = [ScoredReading("s", 0.0, 0.0, e, 0.0, False) for e in expected]
+    assert _kernel.format_expected(scored) == _format_expected(scored)

@@ -1354,9 +1354,63 @@ static PyTypeObject KernelType = {
     .tp_methods = kernel_methods,
 };
 
+/* --- replay's output ---------------------------------------------------------------------- */
+
+/* format_expected(scored) -> [f"{s.expected:.6g}" or "" for None]: replay's expected columns.
+ * Here because this is the package's only C and formatting them was an eighth of a replayed
+ * SKAB row. Same text as the f-string: a float goes through PyOS_double_to_string(v, 'g', 6),
+ * which is what float.__format__ does for ".6g"; anything else through format() itself. */
+static PyObject *format_expected(PyObject *module, PyObject *arg) {
+    (void)module;
+    static PyObject *s_expected, *s_spec, *s_empty;
+    if (s_expected == NULL) {
+        s_expected = PyUnicode_InternFromString("expected");
+        s_spec = PyUnicode_InternFromString(".6g");
+        s_empty = PyUnicode_InternFromString("");
+        if (!s_expected || !s_spec || !s_empty) return NULL;
+    }
+    PyObject *seq = PySequence_Tuple(arg);
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(seq);
+    PyObject *out = PyList_New(n);
+    if (out == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *e = PyObject_GetAttr(PyTuple_GET_ITEM(seq, i), s_expected);
+        if (e == NULL) goto fail;
+        PyObject *text;
+        if (e == Py_None) {
+            text = Py_NewRef(s_empty);
+        } else if (PyFloat_CheckExact(e)) {
+            char *buf = PyOS_double_to_string(PyFloat_AS_DOUBLE(e), 'g', 6, 0, NULL);
+            text = buf ? PyUnicode_FromString(buf) : NULL;
+            PyMem_Free(buf);
+        } else {
+            text = PyObject_Format(e, s_spec);
+        }
+        Py_DECREF(e);
+        if (text == NULL) goto fail;
+        PyList_SET_ITEM(out, i, text);
+    }
+    Py_DECREF(seq);
+    return out;
+fail:
+    Py_DECREF(seq);
+    Py_DECREF(out);
+    return NULL;
+}
+
+static PyMethodDef module_methods[] = {
+    {"format_expected", format_expected, METH_O,
+     "format_expected(scored) -> list of f'{s.expected:.6g}', '' for None"},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef kernel_module = {
     PyModuleDef_HEAD_INIT, "_kernel", "The compiled detector core (mirrors engine.py).", -1,
-    NULL, NULL, NULL, NULL, NULL,
+    module_methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__kernel(void) {
