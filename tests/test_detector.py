@@ -180,3 +180,84 @@ def test_without_accept_after_the_alert_stays_open(model) -> None:
     _, alerts, events, active = run(Detector(cfg, model), "temp", values)
     assert [a.state for a in alerts] == ["raised"] and active[1010:].all()
     assert not [e for e in events if e.kind == "new_normal"]
+
+
+def test_a_small_persistent_shift_is_caught_by_the_medium_statistic(model) -> None:
+    # 2.5 standard deviations, held: no single reading is remarkable (the short statistic
+    # sees z of 2-3 every few dozen readings in healthy noise), but twenty in a row are.
+    values = noise(2500, seed=4)
+    values[2000:2400] += 2.5 * 0.5
+    _, alerts, _, active = run(Detector(CFG, model), "temp", values)
+    raised = [a for a in alerts if a.state == "raised"]
+    assert [a.ts for a in raised if a.ts < 2000] == []  # no false alarm on the noise
+    assert len(raised) == 1 and 2000 <= raised[0].ts <= 2030
+    assert active[2030:2400].all()  # and the shift is not learned while it lasts
+
+
+def test_an_alert_clears_when_its_channel_returns_though_another_channel_drifts(model) -> None:
+    # 'temp' ramps steadily all along (a pump warming up); 'flow' drops for 200 readings.
+    # Only the channel that raised the alert stops adapting: temp keeps following its ramp,
+    # so when flow is back the alert clears instead of staying open on temp's frozen baseline.
+    cfg = DetectorSection(warmup=300, baseline_halflife=60, cooldown=60, max_gap=600)
+    detector = Detector(cfg, model, assets={"pump": ["flow", "temp"]})
+    rng = np.random.default_rng(5)
+    alerts = []
+    for i in range(1800):
+        flow = 10 + rng.normal(0, 0.2) - (2.0 if 1000 <= i < 1200 else 0.0)
+        temp = 40 + 0.001 * i + rng.normal(0, 0.1)
+        tick = [Reading("flow", i, flow, "t"), Reading("temp", i, temp, "t")]
+        alerts += detector.process(tick).alerts
+    raised = [a for a in alerts if a.state == "raised"]
+    cleared = [a for a in alerts if a.state == "cleared"]
+    assert len(raised) == 1 and 1000 <= raised[0].ts <= 1010
+    assert raised[0].contributors[0].stream == "flow"
+    assert len(cleared) == 1 and 1200 <= cleared[0].ts <= 1260
+
+
+def test_a_fault_below_the_alert_threshold_is_not_learned_as_healthy() -> None:
+    from gateway.detector.tail import TailModel
+
+    tail = TailModel(size=200, min_count=30)
+    rng = np.random.default_rng(6)
+    for value in rng.chisquare(1, 500):
+        tail.update(float(value))
+    count = tail.count
+    far = 40.0  # a z of about 6.3 squared: far beyond 1 in 3,000 for a chi-square(1)
+    assert tail.exceedance(far) < 3e-4
+    for _ in range(100):
+        assert tail.update(far) is False
+    assert tail.count == count
+    assert tail.exceedance(far) < 3e-4  # unchanged: the tail did not move towards it
+    assert tail.update(2.0) is True  # an ordinary value is still learned
+
+
+def test_a_checkpoint_from_before_the_medium_statistic_restores_a_lone_stream(model) -> None:
+    import json
+
+    values = noise(900)
+    first = Detector(CFG, model)
+    run(first, "temp", values[:700])
+    states = first.snapshot()
+    # Rewrite it in the 0.1 layout: the lone stream's short statistic in its asset entry.
+    channel, asset = json.loads(states["temp"]), json.loads(states["asset/temp"])
+    for key in ("medium", "level_medium", "tail_medium", "held"):
+        del channel[key]
+    asset.update(tail=channel["tail"], short=channel["short"], recent=channel["recent"])
+    asset["n_raw"], channel["tail"] = channel["n_raw"], None
+    legacy = {"temp": json.dumps(channel), "asset/temp": json.dumps(asset)}
+    second = Detector(CFG, model)
+    assert second.restore(legacy) == 1
+    view = second.channel_view("temp")
+    assert view is not None and view["readings"] == 700 and not view["warming_up"]
+    scores, alerts, _, _ = run(second, "temp", values[700:], t0=700.0)
+    assert alerts == [] and scores.max() < CFG.threshold  # warm at once, no false alarm
+
+
+@pytest.mark.parametrize("core", ["python", "compiled"])
+def test_astronomical_readings_do_not_stop_either_core(model, core) -> None:
+    # A broken sender's 1e200: squaring the baseline's scale floor overflows; the Python core
+    # used to raise OverflowError there, which would stop the pipeline thread.
+    detector = Detector(DetectorSection(warmup=10), model, core=core)
+    for i in range(100):
+        out = detector.process([Reading("x", float(i), 1e200 * (1 + i % 3), "t")])
+        assert 0.0 <= out.scored[0].score <= 1.0

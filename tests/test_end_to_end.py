@@ -80,6 +80,20 @@ def stop_gateway(proc: subprocess.Popen, tmp_path: Path, sig: int = signal.SIGTE
     assert code == 0, (tmp_path / "gateway.log").read_text()[-3000:]
 
 
+def wait_until_stored(config: Path, n: int, timeout: float = 30.0) -> None:
+    """Until the running gateway's status (written every second) counts ``n`` readings."""
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        out = CliRunner().invoke(app, ["status", "-c", str(config), "--format", "json"])
+        if out.exit_code == 0:
+            seen = json.loads(out.output)[0].get("readings")
+            if seen == n:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"the gateway stored {seen} of {n} readings within {timeout} s")
+
+
 def upstream_yaml(broker) -> str:
     return (
         f"upstream:\n  broker: {{host: {broker.host}, port: {broker.port}}}\n"
@@ -127,6 +141,9 @@ def test_mqtt_fault_is_forwarded_upstream_and_kept_locally(broker, tmp_path: Pat
         topic, payload, _ = got[-1]
         assert topic == "test/site/gw-e2e/alerts/pump-1.temp"
         alert = assert_alert(payload, "pump-1.temp")
+        # The broker has every reading (PUBACKed) but may still be delivering the last ones to
+        # the gateway; a stop now would leave them for the next session, not lose them.
+        wait_until_stored(config, N_READINGS)
     finally:
         stop_gateway(proc, tmp_path)
         client.loop_stop()

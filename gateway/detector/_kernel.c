@@ -44,7 +44,11 @@
 /* tail.py: TailModel() defaults, as engine.py constructs it */
 #define TAIL_SIZE 1000
 #define TAIL_MIN_COUNT 30
-#define TAIL_BETA_FLOOR 0.1
+#define LEARN_P 3e-4         /* tail.LEARN_P */
+#define SHORT_BETA_FLOOR 0.25 /* engine._SHORT_BETA_FLOOR */
+#define MEDIUM_BETA_FLOOR 0.1 /* engine._MEDIUM_BETA_FLOOR */
+#define MEDIUM_ALPHA 0.1      /* engine._MEDIUM_ALPHA */
+#define MEDIUM_CLIP 25.0      /* engine._MEDIUM_CLIP */
 #define TAIL_HORIZON 100
 #define TAIL_REFRESH 25
 
@@ -78,6 +82,7 @@ typedef struct {
     long long count;
     long long since_refresh;
     double q50, q90, q99;
+    double beta_floor; /* TailModel(beta_floor=...) */
 } Tail;
 
 static void tail_free(Tail *t) {
@@ -140,8 +145,20 @@ static Py_ssize_t bisect_right(const float *a, Py_ssize_t n, double x) {
     return lo;
 }
 
-/* TailModel.update */
+/* TailModel.exceedance */
+static double tail_exceedance(const Tail *t, double value) {
+    double beta = (t->q99 - t->q90) / log(10.0);
+    double b2 = (t->q90 - t->q50) / log(5.0);
+    beta = PYMAX(beta, b2);
+    beta = PYMAX(beta, t->beta_floor);
+    if (value > t->q90) return 0.1 * exp(-(value - t->q90) / beta);
+    if (value > t->q50) return 0.5 - 0.4 * (value - t->q50) / PYMAX(t->q90 - t->q50, 1e-12);
+    return 0.5;
+}
+
+/* TailModel.update: 1 learned, 0 too far out in the tail to learn, -1 error */
 static int tail_update(Tail *t, double value) {
+    if (t->count >= TAIL_MIN_COUNT && tail_exceedance(t, value) < LEARN_P) return 0;
     if (tail_alloc(t) < 0) return -1;
     float v = (float)value; /* _float32 */
     Py_ssize_t sorted_len = t->len;
@@ -162,25 +179,10 @@ static int tail_update(Tail *t, double value) {
     if (t->count < COUNT_LIMIT) t->count++;
     t->since_refresh++;
     if (t->count <= TAIL_SIZE || t->since_refresh >= TAIL_REFRESH) tail_refresh(t);
-    return 0;
+    return 1;
 }
 
-/* TailModel.exceedance */
-static double tail_exceedance(const Tail *t, double value) {
-    double beta = (t->q99 - t->q90) / log(10.0);
-    double b2 = (t->q90 - t->q50) / log(5.0);
-    beta = PYMAX(beta, b2);
-    beta = PYMAX(beta, TAIL_BETA_FLOOR);
-    if (value > t->q90) return 0.1 * exp(-(value - t->q90) / beta);
-    if (value > t->q50) return 0.5 - 0.4 * (value - t->q50) / PYMAX(t->q90 - t->q50, 1e-12);
-    return 0.5;
-}
 
-/* TailModel.score */
-static double tail_score(const Tail *t, double value) {
-    if (!tail_ready(t)) return 0.0;
-    return exp(-(double)TAIL_HORIZON * tail_exceedance(t, value));
-}
 
 /* --- latch.py: AlertLatch ---------------------------------------------------------------- */
 
@@ -231,6 +233,9 @@ typedef struct {
     long long n_raw;
     Tail tail;
     double level, surprise;
+    double medium, level_medium;
+    Tail tail_medium;
+    int held;    /* _Channel.held: it raised the asset's open alert */
     int leveled; /* a new level this tick (_score_channels' levels) */
 } Chan;
 
@@ -238,11 +243,8 @@ typedef struct {
     Latch latch;
     Py_ssize_t *channels; /* slots, in creation order */
     Py_ssize_t nch, capch;
-    double short_;
-    Tail tail;
     long long n;
-    double score, recent[BURST_WINDOW];
-    long long n_raw;
+    double score;
     double raised_ts;
     int accepted;
     double max_score;
@@ -309,12 +311,21 @@ static void chan_init(Chan *c, Py_ssize_t asset) {
     memset(c, 0, sizeof(*c));
     c->asset = asset;
     c->last_ts = NAN;
+    c->tail.beta_floor = SHORT_BETA_FLOOR;
+    c->tail_medium.beta_floor = MEDIUM_BETA_FLOOR;
     chan_reset(c);
 }
 
 /* Detector._elevated */
 static int elevated(const Kernel *k, const Asset *a) {
     return a->latch.active || a->score >= k->cfg.clear_threshold;
+}
+
+/* Detector._held (HOLD_SURPRISE is math.log(100.0), computed once in kernel_init) */
+static double HOLD_SURPRISE;
+static int held(const Kernel *k, const Chan *c) {
+    if (k->as[c->asset].latch.active) return c->held;
+    return c->surprise >= HOLD_SURPRISE;
 }
 
 /* _window_level */
@@ -462,10 +473,16 @@ static void score_channels(Kernel *k, Asset *a) {
         if (c->n < SCORE_FROM) continue; /* not judged */
         if (c->fresh) {
             c->fresh = 0;
-            c->level = window_level(&c->short_, c->recent, &c->n_raw, c->q, c->tail.count == 0);
+            int restart = c->tail.count == 0;
+            c->level = window_level(&c->short_, c->recent, &c->n_raw, c->q, restart);
+            double clipped = PYMIN(c->q, MEDIUM_CLIP);
+            c->medium = restart ? clipped : c->medium + MEDIUM_ALPHA * (clipped - c->medium);
+            c->level_medium = c->medium;
             c->leveled = 1;
         }
         double p = tail_ready(&c->tail) ? tail_exceedance(&c->tail, c->level) : 1.0;
+        if (tail_ready(&c->tail_medium))
+            p = 2.0 * PYMIN(p, tail_exceedance(&c->tail_medium, c->level_medium));
         c->surprise = -log(PYMAX(p, 1e-300));
         smallest = PYMIN(smallest, p);
         ready = ready && tail_ready(&c->tail);
@@ -491,12 +508,9 @@ static int accepted(Kernel *k, Asset *a, Py_ssize_t index, double ts, PyObject *
 static int score_asset(Kernel *k, Py_ssize_t index, double ts, PyObject **notes) {
     const Config *cfg = &k->cfg;
     Asset *a = &k->as[index];
-    Py_ssize_t judged = 0, first_judged = -1;
+    Py_ssize_t judged = 0;
     for (Py_ssize_t i = 0; i < a->nch; i++) {
-        if (k->ch[a->channels[i]].n >= SCORE_FROM) {
-            if (first_judged < 0) first_judged = a->channels[i];
-            judged++;
-        }
+        if (k->ch[a->channels[i]].n >= SCORE_FROM) judged++;
     }
     if (judged == 0) {
         a->score = 0.0;
@@ -509,25 +523,17 @@ static int score_asset(Kernel *k, Py_ssize_t index, double ts, PyObject **notes)
         settled = settled && n > settle;
         warm = warm && n > cfg->warmup;
     }
-    if (a->nch == 1) {
-        double level = window_level(&a->short_, a->recent, &a->n_raw, k->ch[first_judged].q,
-                                    a->n == 0);
-        a->score = tail_score(&a->tail, level);
-        if (settled && !elevated(k, a)) {
-            if (a->n < COUNT_LIMIT) a->n++;
-            if (tail_update(&a->tail, level) < 0) return -1;
+    score_channels(k, a);
+    if (settled && !elevated(k, a)) {
+        if (a->n < COUNT_LIMIT) a->n++;
+        for (Py_ssize_t i = 0; i < a->nch; i++) {
+            Chan *c = &k->ch[a->channels[i]];
+            if (!c->leveled) continue;
+            if (tail_update(&c->tail, c->level) < 0) return -1;
+            if (tail_update(&c->tail_medium, c->level_medium) < 0) return -1;
         }
-    } else {
-        score_channels(k, a);
-        if (settled && !elevated(k, a)) {
-            if (a->n < COUNT_LIMIT) a->n++;
-            for (Py_ssize_t i = 0; i < a->nch; i++) {
-                Chan *c = &k->ch[a->channels[i]];
-                if (c->leveled && tail_update(&c->tail, c->level) < 0) return -1;
-            }
-        }
-        for (Py_ssize_t i = 0; i < a->nch; i++) k->ch[a->channels[i]].leveled = 0;
     }
+    for (Py_ssize_t i = 0; i < a->nch; i++) k->ch[a->channels[i]].leveled = 0;
     int change = latch_update(&a->latch, a->score, ts, warm, cfg->threshold,
                               cfg->clear_threshold, cfg->min_duration, cfg->cooldown);
     if (a->latch.active) a->max_score = PYMAX(a->max_score, a->score);
@@ -535,6 +541,10 @@ static int score_asset(Kernel *k, Py_ssize_t index, double ts, PyObject **notes)
         a->max_score = a->score;
         a->raised_ts = ts;
         a->accepted = 0;
+        for (Py_ssize_t i = 0; i < a->nch; i++) {
+            Chan *c = &k->ch[a->channels[i]];
+            c->held = c->surprise >= HOLD_SURPRISE;
+        }
     }
     if (change != CHANGE_NONE &&
         note(notes, Py_BuildValue("(inid)", NOTE_ALERT, index, change, ts)) < 0)
@@ -780,11 +790,11 @@ static int kernel_init(Kernel *k, PyObject *args, PyObject *kwds) {
 
 static void kernel_dealloc(Kernel *k) {
     if (k->steps) release_steps(k, k->capsteps);
-    for (Py_ssize_t i = 0; i < k->nch; i++) tail_free(&k->ch[i].tail);
-    for (Py_ssize_t i = 0; i < k->nas; i++) {
-        tail_free(&k->as[i].tail);
-        PyMem_Free(k->as[i].channels);
+    for (Py_ssize_t i = 0; i < k->nch; i++) {
+        tail_free(&k->ch[i].tail);
+        tail_free(&k->ch[i].tail_medium);
     }
+    for (Py_ssize_t i = 0; i < k->nas; i++) PyMem_Free(k->as[i].channels);
     PyMem_Free(k->ch);
     PyMem_Free(k->as);
     PyMem_Free(k->steps);
@@ -973,7 +983,8 @@ static PyObject *kernel_tick(Kernel *k, PyObject *tick) {
     }
     for (Py_ssize_t i = 0; i < b; i++) {
         Step *s = &k->steps[i];
-        if (adapt(k, s, k->as[k->ch[s->slot].asset].frozen, &notes) < 0) goto fail;
+        const Chan *c = &k->ch[s->slot];
+        if (adapt(k, s, k->as[c->asset].frozen && held(k, c), &notes) < 0) goto fail;
     }
     /* ... and the model inputs for one batched step. */
     for (Py_ssize_t i = 0; i < b; i++) {
@@ -1236,7 +1247,7 @@ static Py_ssize_t index_arg(PyObject *arg, Py_ssize_t limit, const char *what) {
     return i;
 }
 
-/* The _Channel fields, in engine.py's CHANNEL_FIELDS order, then recent and the tail. */
+/* The _Channel fields, in engine.py's _CHANNEL_FIELDS order, then recent and both tails. */
 static PyObject *kernel_get_channel(Kernel *k, PyObject *arg) {
     Py_ssize_t i = index_arg(arg, k->nch, "channel");
     if (i < 0) return NULL;
@@ -1248,12 +1259,19 @@ static PyObject *kernel_get_channel(Kernel *k, PyObject *arg) {
         Py_DECREF(recent);
         return NULL;
     }
-    return Py_BuildValue("(ddLdddddd" "NdLLddddd" "NdLddNN)", c->mean, c->var, c->n, c->last_ts,
-                         c->interval, c->pred, c->logvar, c->calib, c->slow,
+    PyObject *tail_medium = tail_get(&c->tail_medium);
+    if (tail_medium == NULL) {
+        Py_DECREF(recent);
+        Py_DECREF(tail);
+        return NULL;
+    }
+    return Py_BuildValue("(ddLdddddd" "NdLLddddd" "NdLdd" "ddN" "NNN)", c->mean, c->var, c->n,
+                         c->last_ts, c->interval, c->pred, c->logvar, c->calib, c->slow,
                          PyBool_FromLong(c->drifting), c->q, c->reason, c->run, c->run_max,
                          c->last_value, c->last_expected, c->band_low, c->band_high,
                          PyBool_FromLong(c->fresh), c->short_, c->n_raw, c->level, c->surprise,
-                         recent, tail);
+                         c->medium, c->level_medium, PyBool_FromLong(c->held), recent, tail,
+                         tail_medium);
 }
 
 static PyObject *kernel_set_channel(Kernel *k, PyObject *args) {
@@ -1263,40 +1281,38 @@ static PyObject *kernel_set_channel(Kernel *k, PyObject *args) {
     Py_ssize_t i = index_arg(idx, k->nch, "channel");
     if (i < 0) return NULL;
     Chan c = k->ch[i];
-    PyObject *recent, *tail;
-    int drifting, fresh;
-    if (!PyArg_ParseTuple(state, "ddO&dddddd" "pdO&O&ddddd" "pdO&ddOO", &c.mean, &c.var,
-                          conv_count, &c.n, &c.last_ts, &c.interval, &c.pred, &c.logvar, &c.calib,
-                          &c.slow, &drifting, &c.q, conv_count, &c.reason, conv_count, &c.run,
-                          &c.run_max, &c.last_value, &c.last_expected, &c.band_low, &c.band_high,
-                          &fresh, &c.short_, conv_count, &c.n_raw, &c.level, &c.surprise, &recent,
-                          &tail))
+    PyObject *recent, *tail, *tail_medium;
+    int drifting, fresh, is_held;
+    if (!PyArg_ParseTuple(state, "ddO&dddddd" "pdO&O&ddddd" "pdO&dd" "ddp" "OOO", &c.mean,
+                          &c.var, conv_count, &c.n, &c.last_ts, &c.interval, &c.pred, &c.logvar,
+                          &c.calib, &c.slow, &drifting, &c.q, conv_count, &c.reason, conv_count,
+                          &c.run, &c.run_max, &c.last_value, &c.last_expected, &c.band_low,
+                          &c.band_high, &fresh, &c.short_, conv_count, &c.n_raw, &c.level,
+                          &c.surprise, &c.medium, &c.level_medium, &is_held, &recent, &tail,
+                          &tail_medium))
         return NULL;
     c.drifting = drifting;
     c.fresh = fresh;
+    c.held = is_held;
     if (recent_set(c.recent, recent) < 0) return NULL;
-    if (tail != Py_None && tail_set(&k->ch[i].tail, tail) < 0) return NULL; /* None: keep */
+    /* None: keep the tail as it is */
+    if (tail != Py_None && tail_set(&k->ch[i].tail, tail) < 0) return NULL;
+    if (tail_medium != Py_None && tail_set(&k->ch[i].tail_medium, tail_medium) < 0) return NULL;
     c.tail = k->ch[i].tail;
+    c.tail_medium = k->ch[i].tail_medium;
     k->ch[i] = c;
     Py_RETURN_NONE;
 }
 
-/* The _Asset fields and its latch, in engine.py's ASSET_FIELDS order, then recent and tail. */
+/* The _Asset fields and its latch, in engine.py's _ASSET_FIELDS + _LATCH_FIELDS order. */
 static PyObject *kernel_get_asset(Kernel *k, PyObject *arg) {
     Py_ssize_t i = index_arg(arg, k->nas, "asset");
     if (i < 0) return NULL;
     Asset *a = &k->as[i];
-    PyObject *recent = recent_get(a->recent);
-    if (recent == NULL) return NULL;
-    PyObject *tail = tail_get(&a->tail);
-    if (tail == NULL) {
-        Py_DECREF(recent);
-        return NULL;
-    }
-    return Py_BuildValue("(dLdLdNdNLLdNN)", a->short_, a->n, a->score, a->n_raw, a->raised_ts,
+    return Py_BuildValue("(LddNdNLLd)", a->n, a->score, a->raised_ts,
                          PyBool_FromLong(a->accepted), a->max_score,
                          PyBool_FromLong(a->latch.active), a->latch.above, a->latch.below,
-                         a->latch.cooldown_until, recent, tail);
+                         a->latch.cooldown_until);
 }
 
 static PyObject *kernel_set_asset(Kernel *k, PyObject *args) {
@@ -1306,18 +1322,13 @@ static PyObject *kernel_set_asset(Kernel *k, PyObject *args) {
     Py_ssize_t i = index_arg(idx, k->nas, "asset");
     if (i < 0) return NULL;
     Asset a = k->as[i];
-    PyObject *recent, *tail;
     int acc, active;
-    if (!PyArg_ParseTuple(state, "dO&dO&dpdpO&O&dOO", &a.short_, conv_count, &a.n, &a.score,
-                          conv_count, &a.n_raw, &a.raised_ts, &acc, &a.max_score, &active,
-                          conv_count, &a.latch.above, conv_count, &a.latch.below,
-                          &a.latch.cooldown_until, &recent, &tail))
+    if (!PyArg_ParseTuple(state, "O&ddpdpO&O&d", conv_count, &a.n, &a.score, &a.raised_ts, &acc,
+                          &a.max_score, &active, conv_count, &a.latch.above, conv_count,
+                          &a.latch.below, &a.latch.cooldown_until))
         return NULL;
     a.accepted = acc;
     a.latch.active = active;
-    if (recent_set(a.recent, recent) < 0) return NULL;
-    if (tail != Py_None && tail_set(&k->as[i].tail, tail) < 0) return NULL; /* None: keep */
-    a.tail = k->as[i].tail;
     k->as[i] = a;
     Py_RETURN_NONE;
 }
@@ -1414,6 +1425,7 @@ static struct PyModuleDef kernel_module = {
 };
 
 PyMODINIT_FUNC PyInit__kernel(void) {
+    HOLD_SURPRISE = log(100.0);
     if (PyType_Ready(&KernelType) < 0 || PyType_Ready(&RecordType) < 0) return NULL;
     PyObject *m = PyModule_Create(&kernel_module);
     if (m == NULL) return NULL;

@@ -8,11 +8,13 @@ Adaptation happens in layers (see DESIGN.md):
 2. The liquid (CfC) state carries each channel's recent dynamics, stepped with the real
    ``dt`` (in units of the channel's own typical interval) and predicts the next ``z`` with
    a variance. Every channel that has a reading in a tick is stepped in ONE batched call.
-3. A channel's surprise is the larger of its squared prediction error (in units of the
-   predicted variance, recalibrated online) and its squared distance from the baseline. An
-   asset's raw score is the log of its channels' largest surprise; the anomaly likelihood
-   compares a short average of the raw score with its long-run distribution (the idea of
-   Numenta's anomaly likelihood) and lands in [0, 1].
+3. A reading's raw surprise is the largest of its squared prediction error (in units of the
+   predicted variance, recalibrated online), its squared distance from the baseline, and a
+   stuck-sensor test. Two statistics of it are judged against their own healthy history
+   (``TailModel``, the idea of Numenta's anomaly likelihood): a short one (the last few
+   readings: spikes, jumps) and a medium one (about the last 20 readings: a small shift that
+   persists). Each channel, on its own, then an asset takes its most surprising channel with a
+   Bonferroni factor for having looked at several; the score lands in [0, 1].
 4. An ``AlertLatch`` per asset adds hysteresis, minimum duration and cool-down.
 
 Two cores run this arithmetic: this module (the reference, always available) and the
@@ -23,8 +25,11 @@ core is used when built unless ``LIQUID_GATEWAY_PURE=1``; ``Detector.core`` says
 With it, this class keeps names, slots, alert ids and units and does the rare work (creating
 streams, alerts, events, snapshots); the kernel keeps the numbers and runs each tick.
 
-While a score is elevated or an alert is open, adaptation is frozen, so a fault is not
-learned as the new normal. A baseline that moves more than ``drift_threshold`` scales away
+While a score is elevated, adaptation is frozen for the channels that look faulty; while an
+alert is open, for the channels that raised it, so a fault is not learned as the new normal
+while a healthy channel of the same asset (a temperature drifting on its own) keeps following
+its baseline and cannot hold the alert open forever. A baseline that moves more than
+``drift_threshold`` scales away
 from its slow reference is reported as a ``drift`` event, not an alert. A gap longer than
 ``max_gap`` resets the channel (state, baseline, warm-up).
 """
@@ -81,6 +86,17 @@ _SCALE_FLOOR_ABS = 1e-9
 _DT_CLIP = 50.0
 _INTERVAL_ALPHA = 0.05
 _SHORT_ALPHA = 1.0 / 3.0  # short average of the raw score: about the last 5 readings
+# The medium statistic: an average over about the last 20 readings of the raw surprise,
+# clipped at 5 scales so that after a huge excursion it returns within a few dozen readings.
+_MEDIUM_ALPHA = 0.1
+_MEDIUM_CLIP = 25.0
+# How light the short statistic's tail may look (in squared scales): coarsely quantised
+# channels (7 pressure levels, 1 l/min flow steps) make it nearly constant in healthy times,
+# and an exponential tail fitted to that called one two-step jump a 1e-12 event.
+_SHORT_BETA_FLOOR = 0.25
+_MEDIUM_BETA_FLOOR = 0.1
+# A channel counts as looking faulty (its adaptation is held) below this tail probability.
+_HOLD_SURPRISE = math.log(100.0)
 _LONG_READINGS = 2000.0  # memory of the variance recalibration, in readings
 _SCORE_FROM = 30  # a channel is not judged before its baseline has settled a little
 _BAND_SIGMAS = 3.0
@@ -97,9 +113,9 @@ _HORIZON = 100  # readings: see TailModel.score
 _CHANNEL_FIELDS = (
     "mean", "var", "n", "last_ts", "interval", "pred", "logvar", "calib", "slow", "drifting",
     "q", "reason", "run", "run_max", "last_value", "last_expected", "band_low", "band_high",
-    "fresh", "short", "n_raw", "level", "surprise",
+    "fresh", "short", "n_raw", "level", "surprise", "medium", "level_medium", "held",
 )  # fmt: skip
-_ASSET_FIELDS = ("short", "n", "score", "n_raw", "raised_ts", "accepted", "max_score")
+_ASSET_FIELDS = ("n", "score", "raised_ts", "accepted", "max_score")
 _LATCH_FIELDS = ("active", "above", "below", "cooldown_until")
 
 
@@ -159,6 +175,7 @@ class _Channel:
         "logvar", "calib", "slow", "drifting", "q", "reason", "run", "run_max",
         "last_value", "last_expected", "band_low", "band_high",
         "fresh", "short", "recent", "n_raw", "tail", "level", "surprise",
+        "medium", "tail_medium", "level_medium", "held",
     )  # fmt: skip
 
     def __init__(self, name: str, slot: int, asset: _Asset) -> None:
@@ -171,9 +188,13 @@ class _Channel:
         self.short = 0.0
         self.recent = [0.0] * _BURST_WINDOW
         self.n_raw = 0
-        self.tail = TailModel()
+        self.tail = TailModel(beta_floor=_SHORT_BETA_FLOOR)
         self.level = 0.0
         self.surprise = 0.0
+        self.medium = 0.0
+        self.tail_medium = TailModel(beta_floor=_MEDIUM_BETA_FLOOR)
+        self.level_medium = 0.0
+        self.held = False  # it raised the asset's open alert: not adapting while it is open
         self.reset()
 
     def reset(self) -> None:
@@ -197,12 +218,8 @@ class _Asset:
     name: str
     latch: AlertLatch
     channels: list[_Channel] = field(default_factory=list)
-    short: float = 0.0
-    tail: TailModel = field(default_factory=TailModel)
     n: int = 0
     score: float = 0.0
-    recent: list[float] = field(default_factory=lambda: [0.0] * _BURST_WINDOW)  # a ring
-    n_raw: int = 0
     alert_id: str | None = None
     raised_ts: float = 0.0
     accepted: bool = False  # the open alert outlived accept_after: adapting to the new level
@@ -298,7 +315,7 @@ class _CompiledCore:
                 if asset.alert_id is not None:
                     for c in asset.channels:
                         self._pull_channel(c, tail=False)
-                    self._pull_asset(asset, tail=False)
+                    self._pull_asset(asset)
                     out.alerts.append(self._alert(asset, state, ts))  # type: ignore[attr-defined]
                     if state == "cleared":
                         asset.alert_id = None
@@ -319,27 +336,25 @@ class _CompiledCore:
         state = self._kernel.get_channel(c.slot)
         for name, value in zip(_CHANNEL_FIELDS, state, strict=False):
             setattr(c, name, value)
-        c.recent = list(state[-2])
+        c.recent = list(state[-3])
         if tail:
-            c.tail.load_raw(state[-1])
+            c.tail.load_raw(state[-2])
+            c.tail_medium.load_raw(state[-1])
 
     def _push_channel(self, c: _Channel, tail: bool = True) -> None:
         fields = tuple(getattr(c, name) for name in _CHANNEL_FIELDS)
-        self._kernel.set_channel(c.slot, (*fields, c.recent, c.tail.raw() if tail else None))
+        tails = (c.tail.raw(), c.tail_medium.raw()) if tail else (None, None)
+        self._kernel.set_channel(c.slot, (*fields, c.recent, *tails))
 
-    def _pull_asset(self, asset: _Asset, tail: bool = True) -> None:
+    def _pull_asset(self, asset: _Asset) -> None:
         state = self._kernel.get_asset(asset.index)
-        for name, value in zip(_ASSET_FIELDS + _LATCH_FIELDS, state, strict=False):
+        for name, value in zip(_ASSET_FIELDS + _LATCH_FIELDS, state, strict=True):
             setattr(asset.latch if name in _LATCH_FIELDS else asset, name, value)
-        asset.recent = list(state[-2])
-        if tail:
-            asset.tail.load_raw(state[-1])
 
-    def _push_asset(self, asset: _Asset, tail: bool = True) -> None:
+    def _push_asset(self, asset: _Asset) -> None:
         fields = [getattr(asset, name) for name in _ASSET_FIELDS]
         fields += [getattr(asset.latch, name) for name in _LATCH_FIELDS]
-        raw = asset.tail.raw() if tail else None
-        self._kernel.set_asset(asset.index, (*fields, asset.recent, raw))
+        self._kernel.set_asset(asset.index, tuple(fields))
 
     def _pull_all(self) -> None:
         for c in self._channels.values():
@@ -478,14 +493,15 @@ class Detector(_CompiledCore):
         # Asset scores and alert latches, then the adaptation gate they imply.
         now = max(r.ts for r in tick)
         touched = {step.channel.asset.name: step.channel.asset for step in steps}
-        frozen_assets = set()
+        guarded = set()
         for asset in touched.values():
             self._score_asset(asset, now, out)
             if self._elevated(asset) and not self._accepted(asset, now, out):
-                frozen_assets.add(asset.name)
+                guarded.add(asset.name)
 
         for step in steps:
-            self._adapt(step, step.channel.asset.name in frozen_assets, out)
+            c = step.channel
+            self._adapt(step, c.asset.name in guarded and self._held(c), out)
 
         # One batched model step for every channel in this tick.
         slots = [step.channel.slot for step in steps]
@@ -644,7 +660,7 @@ class Detector(_CompiledCore):
         if warming:
             # During warm-up an ongoing run counts too: a sensor at rest all along is normal.
             c.run_max = max(c.run_max, c.run)
-        varied = var > (_SCALE_FLOOR_REL * abs(mean) + _SCALE_FLOOR_ABS) ** 2
+        varied = var > _squared(_SCALE_FLOOR_REL * abs(mean) + _SCALE_FLOOR_ABS)
         limit = max(_STUCK_MIN_RUN, _STUCK_FACTOR * c.run_max)
         return varied and not warming and c.run > limit
 
@@ -654,12 +670,12 @@ class Detector(_CompiledCore):
         (already cleared, or the asset is unknown after a restart with another model)."""
         asset = self._assets.get(asset_name)
         if asset is not None and self._kernel is not None:
-            self._pull_asset(asset, tail=False)
+            self._pull_asset(asset)
         if asset is None or not asset.latch.active or asset.alert_id != alert_id:
             return False
         asset.accepted = True
         if self._kernel is not None:
-            self._push_asset(asset, tail=False)
+            self._push_asset(asset)
         return True
 
     def _accepted(self, asset: _Asset, ts: float, out: DetectorOutput) -> bool:
@@ -685,6 +701,14 @@ class Detector(_CompiledCore):
     def _elevated(self, asset: _Asset) -> bool:
         return asset.latch.active or asset.score >= self.config.clear_threshold
 
+    @staticmethod
+    def _held(c: _Channel) -> bool:
+        """Whether a channel of a guarded asset stops adapting: while an alert is open, the
+        channels that raised it; before that, the ones that look faulty now."""
+        if c.asset.latch.active:
+            return c.held
+        return c.surprise >= _HOLD_SURPRISE
+
     def _score_asset(self, asset: _Asset, ts: float, out: DetectorOutput) -> None:
         cfg = self.config
         judged = [c for c in asset.channels if c.n >= _SCORE_FROM]
@@ -694,15 +718,7 @@ class Detector(_CompiledCore):
         # The first half of the warm-up is the baseline settling: not what healthy looks like.
         settle = max(_SCORE_FROM, cfg.warmup // 2)
         settled = all(c.n > settle for c in asset.channels)
-        if len(asset.channels) == 1:
-            level = _window_level(asset, judged[0].q, restart=asset.n == 0)
-            asset.score = asset.tail.score(level)
-            if settled and not self._elevated(asset):
-                # Learn what the statistic looks like while healthy; never from a fault.
-                asset.n += 1
-                asset.tail.update(level)
-        else:
-            self._score_channels(asset, judged, settled)
+        self._score_channels(asset, judged, settled)
         warm = all(c.n > cfg.warmup for c in asset.channels)
         change = asset.latch.update(asset.score, ts, armed=warm)
         if asset.latch.active:
@@ -712,39 +728,47 @@ class Detector(_CompiledCore):
             asset.max_score = asset.score
             asset.raised_ts = ts
             asset.accepted = False
+            for c in asset.channels:
+                c.held = c.surprise >= _HOLD_SURPRISE
         if change is not None and asset.alert_id is not None:
             out.alerts.append(self._alert(asset, change, ts))
             if change == "cleared":
                 asset.alert_id = None
 
     def _score_channels(self, asset: _Asset, judged: list[_Channel], settled: bool) -> None:
-        """Several channels: each is judged against its own healthy history first, so one
-        channel that is always a little surprising (a temperature the baseline lags behind)
-        cannot hide a clear change in a quiet one. The asset takes the most surprising
+        """Each channel is judged against its own healthy history first, so one channel that
+        is always a little surprising (a temperature the baseline lags behind) cannot hide a
+        clear change in a quiet one; on two time scales, the more surprising one counting
+        (Bonferroni: twice its tail probability). The asset takes the most surprising
         channel, with a Bonferroni factor for having looked at several."""
         levels = []
         smallest = 1.0
         for c in judged:
             if c.fresh:
                 c.fresh = False
-                c.level = _window_level(c, c.q, restart=c.tail.count == 0)
+                restart = c.tail.count == 0
+                c.level = _window_level(c, c.q, restart=restart)
+                clipped = min(c.q, _MEDIUM_CLIP)
+                c.medium = clipped if restart else c.medium + _MEDIUM_ALPHA * (clipped - c.medium)
+                c.level_medium = c.medium
                 levels.append(c)
             p = c.tail.exceedance(c.level) if c.tail.ready else 1.0
+            if c.tail_medium.ready:
+                p = 2.0 * min(p, c.tail_medium.exceedance(c.level_medium))
             c.surprise = -math.log(max(p, 1e-300))
             smallest = min(smallest, p)
         ready = all(c.tail.ready for c in judged)
         p_asset = min(1.0, len(asset.channels) * smallest)
         asset.score = math.exp(-_HORIZON * p_asset) if ready else 0.0
         if settled and not self._elevated(asset):
+            # Learn what the statistics look like while healthy; never from a fault.
             asset.n += 1
             for c in levels:
                 c.tail.update(c.level)
+                c.tail_medium.update(c.level_medium)
 
     def _alert(self, asset: _Asset, state: str, ts: float) -> AlertChange:
-        if len(asset.channels) > 1:
-            q = np.array([c.surprise for c in asset.channels])
-        else:
-            q = np.array([c.q for c in asset.channels])
+        q = np.array([max(c.surprise, 0.0) for c in asset.channels])
         total = float(q.sum()) or 1.0
         contributors = tuple(
             Contribution(
@@ -782,7 +806,7 @@ class Detector(_CompiledCore):
             return None
         if self._kernel is not None:
             self._pull_channel(c, tail=False)
-            self._pull_asset(c.asset, tail=False)
+            self._pull_asset(c.asset)
         return {
             "stream": stream,
             "asset": c.asset.name,
@@ -823,19 +847,18 @@ class Detector(_CompiledCore):
                     "recent": c.recent,
                     "n_raw": c.n_raw,
                     "level": c.level,
-                    # Only channels of multi-channel assets keep a tail of their own.
                     "tail": c.tail.state() if c.tail.count else None,
+                    "medium": c.medium,
+                    "level_medium": c.level_medium,
+                    "tail_medium": c.tail_medium.state() if c.tail_medium.count else None,
+                    "held": c.held,
                 }
             )
         for name, asset in self._assets.items():
             states[f"asset/{name}"] = json.dumps(
                 {
-                    "short": asset.short,
-                    "tail": asset.tail.state(),
                     "n": asset.n,
                     "score": asset.score,
-                    "recent": asset.recent,
-                    "n_raw": asset.n_raw,
                     "alert_id": asset.alert_id,
                     "raised_ts": asset.raised_ts,
                     "accepted": asset.accepted,
@@ -886,20 +909,33 @@ class Detector(_CompiledCore):
                     "short": float(data["short"]),
                     "n_raw": int(data["n_raw"]),
                     "level": float(data["level"]),
+                    # Absent from checkpoints written before the medium statistic existed.
+                    "medium": float(data.get("medium", 0.0)),
+                    "level_medium": float(data.get("level_medium", 0.0)),
+                    "held": bool(data.get("held", False)),
                 }
                 recent = [float(v) for v in data["recent"]]
                 if len(recent) != _BURST_WINDOW:
                     continue
-                tail = TailModel()
-                if data["tail"] is not None:
-                    tail.restore(data["tail"])
+                tail_data = data["tail"]
+                if tail_data is None:
+                    # Before 0.2 a lone stream's statistic lived in its asset's entry.
+                    tail_data, recent, fields = _legacy_lone_stream(
+                        states.get(f"asset/{key}"), recent, fields
+                    )
+                tail = TailModel(beta_floor=_SHORT_BETA_FLOOR)
+                if tail_data is not None:
+                    tail.restore(tail_data)
+                tail_medium = TailModel(beta_floor=_MEDIUM_BETA_FLOOR)
+                if data.get("tail_medium") is not None:
+                    tail_medium.restore(data["tail_medium"])
             except (KeyError, TypeError, ValueError):
                 continue
             c = self._channel(key)
             self._h[c.slot] = h
             for name, value in fields.items():
                 setattr(c, name, value)
-            c.recent, c.tail = recent, tail
+            c.recent, c.tail, c.tail_medium = recent, tail, tail_medium
             restored += 1
         for key, text in states.items():
             if not key.startswith("asset/"):
@@ -909,13 +945,8 @@ class Detector(_CompiledCore):
                 continue
             try:
                 data = json.loads(text)
-                asset.short, asset.n = float(data["short"]), int(data["n"])
-                asset.tail.restore(data["tail"])
+                asset.n = int(data["n"])
                 asset.score = float(data["score"])
-                recent = [float(v) for v in data["recent"]]
-                if len(recent) == _BURST_WINDOW:
-                    asset.recent = recent
-                    asset.n_raw = int(data.get("n_raw", 0))
                 asset.alert_id = data.get("alert_id")
                 asset.max_score = float(data.get("max_score", 0.0))
                 asset.raised_ts = float(data.get("raised_ts", 0.0))
@@ -926,13 +957,39 @@ class Detector(_CompiledCore):
         return restored
 
 
-def _window_level(holder: _Asset | _Channel, raw: float, restart: bool) -> float:
+def _legacy_lone_stream(
+    asset_text: str | None, recent: list[float], fields: dict[str, Any]
+) -> tuple[Any, list[float], dict[str, Any]]:
+    """A checkpoint from before 0.2 kept a lone stream's short statistic (its tail, average
+    and recent ring) in the asset entry; move it to the channel, where it lives now."""
+    if asset_text is None:
+        return None, recent, fields
+    data = json.loads(asset_text)
+    if not isinstance(data, dict) or data.get("tail") is None:
+        return None, recent, fields
+    legacy = [float(v) for v in data.get("recent", ())]
+    if len(legacy) == _BURST_WINDOW:
+        recent = legacy
+        fields = {**fields, "short": float(data["short"]), "n_raw": int(data.get("n_raw", 0))}
+    return data["tail"], recent, fields
+
+
+def _window_level(holder: _Channel, raw: float, restart: bool) -> float:
     """The statistic that is judged: a short average of the raw surprise, or for a burst of
     isolated spikes the second-largest of the last few."""
     holder.short = raw if restart else holder.short + _SHORT_ALPHA * (raw - holder.short)
     holder.recent[holder.n_raw % _BURST_WINDOW] = raw
     holder.n_raw += 1
     return max(holder.short, sorted(holder.recent)[-2])
+
+
+def _squared(x: float) -> float:
+    """``x ** 2`` that overflows to inf (as C's pow does) instead of raising: a baseline past
+    1e154 (a reading of 1e200 from a broken sender) must not stop the detector."""
+    try:
+        return x**2
+    except OverflowError:
+        return math.inf
 
 
 def _finite(value: float) -> float:
