@@ -15,7 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway.config import MqttSource
 from gateway.errors import SourceError
 from gateway.sources import build_source
-from gateway.sources.mqtt import MqttSubscriber
+from gateway.sources.mqtt import BufferedClient, MqttSubscriber
 from tests.helpers import ListSink, wait_for
 
 
@@ -210,3 +210,45 @@ def test_unknown_template_placeholder_is_rejected() -> None:
     )
     with pytest.raises(SourceError, match="placeholder"):
         MqttSubscriber(cfg, ListSink())
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_a_burst_read_in_large_chunks_loses_and_reorders_nothing(
+    broker: Broker, protocol: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The source reads the socket in large chunks and parses packets from its buffer:
+    packets split across chunks (a small chunk size forces every split, including inside
+    the length bytes) and a burst far larger than one chunk all arrive, in order."""
+    monkeypatch.setattr(BufferedClient, "READ_SIZE", 7)
+    section = MqttSource.model_validate(
+        {
+            "type": "mqtt",
+            "name": "plant",
+            "broker": {"host": "127.0.0.1", "port": broker.port, "protocol": protocol},
+            "subscribe": [{"topic": "raw/#", "format": "number", "max_payload": 1_000_000}],
+        }
+    )
+    sink = ListSink()
+    source = MqttSubscriber(section, sink)
+    source.start()
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        wait_for(lambda: source.stats()["subscribed"])
+        big = " " * 300_000 + "7"  # a remaining length of three bytes
+        infos = [client.publish(f"raw/s{i % 3}", str(i), qos=0) for i in range(2000)]
+        infos.append(client.publish("raw/big", big, qos=1))
+        infos += [client.publish("raw/s0", str(i), qos=0) for i in range(2000, 2100)]
+        for info in infos:
+            info.wait_for_publish(10.0)
+        wait_for(lambda: len(sink.readings()) == 2101)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        source.stop()
+        assert source.join(5.0)
+    values = [r.value for r in sink.readings() if r.stream != "raw.big"]
+    assert values == [float(i) for i in range(2100)]
+    assert [r.value for r in sink.readings() if r.stream == "raw.big"] == [7.0]
+    assert sink.dead() == []
