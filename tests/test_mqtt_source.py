@@ -15,7 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway.config import MqttSource
 from gateway.errors import SourceError
 from gateway.sources import build_source
-from gateway.sources.mqtt import BufferedClient, MqttSubscriber
+from gateway.sources.mqtt import BufferedClient, MqttSubscriber, source_protocol
 from tests.helpers import ListSink, wait_for
 
 
@@ -252,3 +252,15 @@ def test_a_burst_read_in_large_chunks_loses_and_reorders_nothing(
     assert values == [float(i) for i in range(2100)]
     assert [r.value for r in sink.readings() if r.stream == "raw.big"] == [7.0]
     assert sink.dead() == []
+
+
+def test_a_source_subscribes_with_mqtt_3_1_1_unless_5_is_configured() -> None:
+    def protocol(**broker: Any) -> str:
+        section = MqttSource.model_validate(
+            {"type": "mqtt", "name": "p", "broker": broker, "subscribe": [{"topic": "a/#"}]}
+        )
+        return source_protocol(section.broker)
+
+    assert protocol() == "3.1.1"
+    assert protocol(protocol="5") == "5"
+    assert protocol(protocol="3.1.1") == "3.1.1"

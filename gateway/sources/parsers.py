@@ -212,6 +212,8 @@ def split_regex(text: str, pattern: re.Pattern[str]) -> list[tuple[str, str]]:
 
 def check_json_depth(text: str, limit: int = JSON_MAX_DEPTH) -> None:
     """Reject nesting deeper than ``limit`` without parsing (json.loads recurses)."""
+    if text.count("[") + text.count("{") <= limit:
+        return  # brackets inside strings only add to this bound: the usual flat payload
     brackets = _NOT_BRACKET_RE.sub("", _JSON_STRING_RE.sub("", text))
     if brackets.count("[") + brackets.count("{") <= limit:
         return
