@@ -79,6 +79,11 @@ class BufferedClient(mqtt.Client):
     bytes from that buffer, and ``loop_read`` carries on until the buffer is empty, so one
     ``select`` and one ``recv`` serve hundreds of small PUBLISH packets. paho's framing,
     protocol checks and callbacks are unchanged: only where the bytes come from differs.
+
+    One ``loop_read`` (a read pass) takes at most one buffer from the socket: a packet cut
+    at the buffer's end is finished in the next pass (paho keeps its partial state, and
+    select() sees the rest waiting in the socket). Unbounded, a pass under steady load
+    never ended, and the readings it held back never reached the pipeline.
     """
 
     READ_SIZE = 65536
@@ -94,12 +99,17 @@ class BufferedClient(mqtt.Client):
         self._read_buffer = b""
         self._read_pos = 0
         self._read_sock: object = None  # the socket the buffered bytes came from
+        self._refills_left: int | None = None  # socket reads left in this pass
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if self._read_sock is not self._sock:  # a new connection: old bytes are void
             self._read_buffer, self._read_pos, self._read_sock = b"", 0, self._sock
         buffer, pos = self._read_buffer, self._read_pos
         if pos >= len(buffer):
+            if self._refills_left is not None:
+                if self._refills_left <= 0:
+                    raise BlockingIOError  # paho: "try again later"; the pass ends
+                self._refills_left -= 1
             buffer = super()._sock_recv(max(bufsize, self.READ_SIZE))
             if not buffer:
                 return buffer  # the peer closed the connection
@@ -113,10 +123,14 @@ class BufferedClient(mqtt.Client):
 
     def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
         # Return only with an empty buffer: select() cannot see bytes already read.
-        with self._read_pass():
-            rc = super().loop_read(max_packets)
-            while rc == mqtt.MQTT_ERR_SUCCESS and self._sock is not None and self._buffered():
+        self._refills_left = 1
+        try:
+            with self._read_pass():
                 rc = super().loop_read(max_packets)
+                while rc == mqtt.MQTT_ERR_SUCCESS and self._sock is not None and self._buffered():
+                    rc = super().loop_read(max_packets)
+        finally:
+            self._refills_left = None
         return rc
 
 
