@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 RECONNECT_MIN = 0.5
 RECONNECT_MAX = 2  # a local broker: back within about 2 s of its return, like the ports
+TOPIC_CACHE = 65_536  # topics whose matching routes are remembered
 
 
 def default_template(subscription: Subscription) -> str:
@@ -68,6 +69,9 @@ def callback_filter(topic_filter: str) -> str:
     return topic_filter
 
 
+_paho_clock = getattr(mqtt, "time_func", time.monotonic)  # what paho's keepalive compares
+
+
 class BufferedClient(mqtt.Client):
     """paho's client with buffered socket reads.
 
@@ -84,6 +88,13 @@ class BufferedClient(mqtt.Client):
     at the buffer's end is finished in the next pass (paho keeps its partial state, and
     select() sees the rest waiting in the socket). Unbounded, a pass under steady load
     never ended, and the readings it held back never reached the pipeline.
+
+    With ``on_publish_qos0`` (MQTT 3.1.1 only) whole QoS 0 PUBLISH packets in the buffer go
+    straight to it as (topic, payload), without paho's per-packet state, packet decoding
+    and message objects (about half of the source thread's time at 10,000 messages/s).
+    Anything else — other packet types, QoS 1/2, a packet cut at the buffer's end, an
+    empty or non-UTF-8 topic, a malformed length — is left to paho, which handles it
+    exactly as before.
     """
 
     READ_SIZE = 65536
@@ -92,10 +103,12 @@ class BufferedClient(mqtt.Client):
         self,
         *args: Any,
         read_pass: Callable[[], AbstractContextManager[object]] = nullcontext,
+        on_publish_qos0: Callable[[str, bytes], None] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self._read_pass = read_pass  # wraps each loop_read: the source batches hand-offs
+        self._on_publish_qos0 = on_publish_qos0 if self._protocol != mqtt.MQTTv5 else None
         self._read_buffer = b""
         self._read_pos = 0
         self._read_sock: object = None  # the socket the buffered bytes came from
@@ -128,10 +141,51 @@ class BufferedClient(mqtt.Client):
             with self._read_pass():
                 rc = super().loop_read(max_packets)
                 while rc == mqtt.MQTT_ERR_SUCCESS and self._sock is not None and self._buffered():
-                    rc = super().loop_read(max_packets)
+                    if self._take_publishes() and not self._buffered():
+                        break
+                    rc = super().loop_read(max_packets)  # one packet, the paho way
         finally:
             self._refills_left = None
         return rc
+
+    def _take_publishes(self) -> int:
+        """Hand whole QoS 0 PUBLISH packets at the head of the buffer to
+        ``on_publish_qos0``; stop at the first packet paho should see. Returns how many."""
+        deliver = self._on_publish_qos0
+        if deliver is None or self._in_packet["command"] != 0:
+            return 0  # paho is inside a packet: let it finish that one
+        buffer, pos, end = self._read_buffer, self._read_pos, len(self._read_buffer)
+        taken = 0
+        while pos < end:
+            if buffer[pos] & 0xF6 != 0x30:  # PUBLISH (type 3) with QoS 0, any dup/retain
+                break
+            length, shift, body = 0, 0, pos + 1
+            while body < end and body - pos <= 4:
+                byte = buffer[body]
+                body += 1
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            else:
+                break  # the length is cut off or longer than MQTT allows: paho decides
+            if buffer[body - 1] & 0x80 or body + length > end or length < 2:
+                break
+            topic_end = body + 2 + (buffer[body] << 8 | buffer[body + 1])
+            if topic_end == body + 2 or topic_end > body + length:
+                break
+            try:
+                topic = buffer[body + 2 : topic_end].decode("utf-8")
+            except UnicodeDecodeError:
+                break
+            pos = body + length
+            self._read_pos = pos  # first: whatever the callback does, the packet is taken
+            deliver(topic, buffer[topic_end:pos])
+            taken += 1
+        if taken:
+            with self._msgtime_mutex:
+                self._last_bytes_received = _paho_clock()
+        return taken
 
 
 @dataclass(frozen=True)
@@ -168,6 +222,7 @@ class MqttSubscriber(Source):
         self._subscribed = False
         self._messages = 0
         self._held: list[Reading] | None = None  # readings of the current read pass
+        self._routes_of_topic: dict[str, tuple[_Route, ...]] = {}
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -199,6 +254,7 @@ class MqttSubscriber(Source):
         protocol = mqtt.MQTTv5 if source_protocol(broker) == "5" else mqtt.MQTTv311
         client = BufferedClient(
             read_pass=self._read_pass,
+            on_publish_qos0=self._on_publish_qos0,
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=broker.client_id or "",
             protocol=protocol,
@@ -322,6 +378,37 @@ class MqttSubscriber(Source):
             self._handle(route, message.topic, bytes(message.payload), time.time())
 
         return on_message
+
+    def _on_publish_qos0(self, topic: str, payload: bytes) -> None:
+        """The buffered client's fast path: the routes whose filters match ``topic`` (paho's
+        own matching, cached per topic), each handled as paho would call its callback."""
+        routes = self._routes_of_topic.get(topic)
+        if routes is None:
+            routes = tuple(
+                r
+                for r in self._routes
+                if mqtt.topic_matches_sub(callback_filter(r.subscription.topic), topic)
+            )
+            if len(self._routes_of_topic) >= TOPIC_CACHE:
+                self._routes_of_topic.clear()  # junk topics cannot grow it without bound
+            self._routes_of_topic[topic] = routes
+        if not routes:
+            self._guarded_dead_letter(topic, payload)
+            return
+        received = time.time()
+        for route in routes:
+            try:
+                self._handle(route, topic, payload, received)
+            except Exception as exc:  # as _guard does for paho's callbacks
+                self._error(exc)
+
+    def _guarded_dead_letter(self, topic: str, payload: bytes) -> None:
+        try:
+            self._dead_letter(
+                "no_route", payload, f"topic {clip_text(topic, 200)} matches no filter"
+            )
+        except Exception as exc:
+            self._error(exc)
 
     def _on_unrouted(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self._dead_letter(

@@ -236,6 +236,8 @@ def flatten_json(text: str, max_depth: int = JSON_MAX_DEPTH) -> list[tuple[str, 
         raise ParseError("bad_json", str(exc)[:120]) from exc
     if not isinstance(document, dict):
         raise ParseError("not_an_object", f"a JSON {type(document).__name__}")
+    if len(document) <= MAX_FIELDS and not any(isinstance(v, dict) for v in document.values()):
+        return list(document.items())  # flat, the common case: what walk() would return
     pairs: list[tuple[str, Any]] = []
 
     def walk(node: dict[str, Any], prefix: str) -> None:
