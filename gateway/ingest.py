@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, deque
+from collections.abc import Sequence
 
 from gateway.config import IngestSection
 from gateway.records import DeadLetter, Event, Reading, Record
@@ -66,33 +67,43 @@ class IngestQueue:
     def put(self, record: Record) -> None:
         """Never blocks: safe to call from paho callbacks and reader threads."""
         with self._cond:
-            if isinstance(record, Reading):
-                if len(self._readings) >= self._capacity:
-                    if self.overflow == "drop_newest":
-                        self.dropped_readings += 1
-                        self.dropped_by_source[record.source] += 1
-                        return
-                    old = self._readings.popleft()
-                    self.dropped_readings += 1
-                    self.dropped_by_source[old.source] += 1
-                self._readings.append(record)
-                self.accepted[record.source] += 1
-                self.high_water = max(self.high_water, len(self._readings))
-            elif isinstance(record, Event):
-                if len(self._events) >= self._event_capacity:
-                    self._events.popleft()
-                    self.dropped_events += 1
-                self._events.append(record)
-            else:
-                if len(self._dead) >= self._side_capacity:
-                    old_dl = self._dead.popleft()
-                    self.dropped_dead_letters[f"{old_dl.source}/{old_dl.reason}"] += 1
-                self._dead.append(record)
+            self._put(record)
             self._cond.notify()
 
-    def put_many(self, records: list[Record]) -> None:
-        for record in records:
-            self.put(record)
+    def put_many(self, records: Sequence[Record]) -> None:
+        """Like ``put`` for each record, under one lock and with one wake-up: a source
+        that parsed a burst hands it over at once instead of contending per record."""
+        if not records:
+            return
+        with self._cond:
+            for record in records:
+                self._put(record)
+            self._cond.notify()
+
+    def _put(self, record: Record) -> None:
+        if isinstance(record, Reading):
+            if len(self._readings) >= self._capacity:
+                if self.overflow == "drop_newest":
+                    self.dropped_readings += 1
+                    self.dropped_by_source[record.source] += 1
+                    return
+                old = self._readings.popleft()
+                self.dropped_readings += 1
+                self.dropped_by_source[old.source] += 1
+            self._readings.append(record)
+            self.accepted[record.source] += 1
+            if len(self._readings) > self.high_water:
+                self.high_water = len(self._readings)
+        elif isinstance(record, Event):
+            if len(self._events) >= self._event_capacity:
+                self._events.popleft()
+                self.dropped_events += 1
+            self._events.append(record)
+        else:
+            if len(self._dead) >= self._side_capacity:
+                old_dl = self._dead.popleft()
+                self.dropped_dead_letters[f"{old_dl.source}/{old_dl.reason}"] += 1
+            self._dead.append(record)
 
     def get_batch(
         self, max_items: int, timeout: float

@@ -15,7 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway.config import MqttSource
 from gateway.errors import SourceError
 from gateway.sources import build_source
-from gateway.sources.mqtt import MqttSubscriber
+from gateway.sources.mqtt import BufferedClient, MqttSubscriber, source_protocol
 from tests.helpers import ListSink, wait_for
 
 
@@ -210,3 +210,151 @@ def test_unknown_template_placeholder_is_rejected() -> None:
     )
     with pytest.raises(SourceError, match="placeholder"):
         MqttSubscriber(cfg, ListSink())
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_a_burst_read_in_large_chunks_loses_and_reorders_nothing(
+    broker: Broker, protocol: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The source reads the socket in large chunks and parses packets from its buffer:
+    packets split across chunks (a small chunk size forces every split, including inside
+    the length bytes) and a burst far larger than one chunk all arrive, in order."""
+    monkeypatch.setattr(BufferedClient, "READ_SIZE", 7)
+    section = MqttSource.model_validate(
+        {
+            "type": "mqtt",
+            "name": "plant",
+            "broker": {"host": "127.0.0.1", "port": broker.port, "protocol": protocol},
+            "subscribe": [{"topic": "raw/#", "format": "number", "max_payload": 1_000_000}],
+        }
+    )
+    sink = ListSink()
+    source = MqttSubscriber(section, sink)
+    source.start()
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        wait_for(lambda: source.stats()["subscribed"])
+        big = " " * 300_000 + "7"  # a remaining length of three bytes
+        infos = [client.publish(f"raw/s{i % 3}", str(i), qos=0) for i in range(2000)]
+        infos.append(client.publish("raw/big", big, qos=1))
+        infos += [client.publish("raw/s0", str(i), qos=0) for i in range(2000, 2100)]
+        for info in infos:
+            info.wait_for_publish(10.0)
+        wait_for(lambda: len(sink.readings()) == 2101)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        source.stop()
+        assert source.join(5.0)
+    values = [r.value for r in sink.readings() if r.stream != "raw.big"]
+    assert values == [float(i) for i in range(2100)]
+    assert [r.value for r in sink.readings() if r.stream == "raw.big"] == [7.0]
+    assert sink.dead() == []
+
+
+def test_a_source_subscribes_with_mqtt_3_1_1_unless_5_is_configured() -> None:
+    def protocol(**broker: Any) -> str:
+        section = MqttSource.model_validate(
+            {"type": "mqtt", "name": "p", "broker": broker, "subscribe": [{"topic": "a/#"}]}
+        )
+        return source_protocol(section.broker)
+
+    assert protocol() == "3.1.1"
+    assert protocol(protocol="5") == "5"
+    assert protocol(protocol="3.1.1") == "3.1.1"
+
+
+def _publish_packet(topic: bytes, payload: bytes, header: int = 0x30) -> bytes:
+    body = len(topic).to_bytes(2, "big") + topic + payload
+    length, encoded = len(body), b""
+    while True:
+        byte, length = length % 128, length // 128
+        encoded += bytes([byte | (0x80 if length else 0)])
+        if not length:
+            return bytes([header]) + encoded + body
+
+
+def _fast_path(protocol: int = mqtt.MQTTv311) -> tuple[BufferedClient, list[tuple[str, bytes]]]:
+    taken: list[tuple[str, bytes]] = []
+    client = BufferedClient(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        protocol=protocol,
+        on_publish_qos0=lambda topic, payload: taken.append((topic, payload)),
+    )
+    return client, taken
+
+
+def _buffer(client: BufferedClient, data: bytes) -> None:
+    client._read_buffer, client._read_pos, client._read_sock = data, 0, client._sock
+
+
+@pytest.mark.parametrize(
+    "stopper",
+    [
+        _publish_packet(b"q/1", b"x", header=0x32),  # QoS 1: paho acknowledges it
+        _publish_packet(b"\xff\xfe", b"x"),  # a topic that is not UTF-8
+        _publish_packet(b"", b"x"),  # an empty topic: malformed in 3.1.1
+        b"\x30\x80\x80\x80\x80\x01",  # a remaining length of five bytes
+        b"\xd0\x00",  # PINGRESP
+        _publish_packet(b"cut/off", b"12345")[:-2],  # the rest is still in the socket
+    ],
+)
+def test_the_fast_path_takes_whole_qos0_publishes_and_leaves_the_rest_to_paho(
+    stopper: bytes,
+) -> None:
+    client, taken = _fast_path()
+    first = _publish_packet(b"a/b", b"1") + _publish_packet(b"a/c", b"", header=0x31)
+    big = _publish_packet(b"big", b"7" * 20_000)  # a two-byte remaining length
+    _buffer(client, first + big + stopper)
+    assert client._take_publishes() == 3
+    assert taken == [("a/b", b"1"), ("a/c", b""), ("big", b"7" * 20_000)]
+    assert client._read_pos == len(first + big)  # paho reads the stopper from here
+
+
+def test_the_fast_path_is_off_for_mqtt5_and_inside_a_packet() -> None:
+    client, taken = _fast_path(mqtt.MQTTv5)
+    _buffer(client, _publish_packet(b"a/b", b"1"))
+    assert client._take_publishes() == 0
+    client, taken = _fast_path()
+    _buffer(client, _publish_packet(b"a/b", b"1"))
+    client._in_packet["command"] = 0x30  # paho has read the first bytes of a packet
+    assert client._take_publishes() == 0 and taken == []
+
+
+def test_overlapping_filters_each_get_the_message_and_strays_are_dead_letters(
+    broker: Broker,
+) -> None:
+    section = MqttSource.model_validate(
+        {
+            "type": "mqtt",
+            "name": "plant",
+            "broker": {"host": "127.0.0.1", "port": broker.port},
+            "subscribe": [
+                {"topic": "raw/#", "format": "number", "stream": "all.{1}"},
+                {"topic": "raw/+", "format": "number", "stream": "one.{1}"},
+            ],
+        }
+    )
+    sink = ListSink()
+    source = MqttSubscriber(section, sink)
+    source.start()
+    publish = Publisher(broker)
+    try:
+        wait_for(lambda: source.stats()["subscribed"])
+        publish("raw/a", b"1")
+        publish("raw/a/b", b"2")
+        wait_for(lambda: len(sink.readings()) == 3)
+        source._on_publish_qos0("elsewhere/x", b"3")  # the broker sent what we never asked for
+    finally:
+        publish.close()
+        source.stop()
+        assert source.join(5.0)
+    assert sorted((r.stream, r.value) for r in sink.readings()) == [
+        ("all.a", 1.0),
+        ("all.a", 2.0),
+        ("one.a", 1.0),
+    ]
+    assert [d.reason for d in sink.dead()] == ["no_route"]
+    assert source.stats()["messages"] == 3

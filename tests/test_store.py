@@ -395,3 +395,37 @@ def test_a_version_1_database_is_migrated_on_open_and_keeps_its_alerts(tmp_path:
         assert store.get_alert("a1")["new_normal"] is True  # type: ignore[index]
     finally:
         store.close()
+
+
+def test_a_version_2_database_gets_the_time_ordered_readings_index(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    conn = sqlite3.connect(path)
+    migrate(Database(conn), MIGRATIONS[:2])
+    conn.executemany(
+        "INSERT INTO readings (ts, stream, value) VALUES (?, ?, ?)",
+        [(T0 + i, f"s{i % 3}", float(i)) for i in range(30)],
+    )
+    conn.commit()
+    conn.close()
+    store = Store.open(path)
+    try:
+        indexes = {
+            row[0]
+            for row in store.db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'readings'"
+            ).fetchall()
+        }
+        assert indexes == {"readings_ts_stream"}
+        plan = " ".join(
+            str(row[-1])
+            for row in store.db.execute(
+                "EXPLAIN QUERY PLAN SELECT ts FROM readings WHERE stream = ? AND ts >= ?",
+                ["s1", T0],
+            ).fetchall()
+        )
+        assert "readings_ts_stream" in plan
+        rows = {r["stream"]: r for r in store.streams()}
+        assert rows["s2"]["readings"] == 10 and rows["s2"]["last_value"] == 29.0
+        assert store.prune(86400, 10**12, now=T0 + 86400 + 15)["readings_expired"] == 15
+    finally:
+        store.close()

@@ -25,6 +25,9 @@ ERROR_PAUSE = 1.0  # seconds a thread waits after an unexpected error before car
 
 
 class Sink(Protocol):
+    """Where records go; a sink may also offer ``put_many(records)`` (the ingest queue
+    does), which sources use for a burst of readings."""
+
     def put(self, record: Record) -> None: ...
 
 
@@ -173,8 +176,12 @@ class Source:
     def _emit_readings(self, readings: Sequence[Reading]) -> None:
         if not readings:
             return
-        for reading in readings:
-            self._sink.put(reading)
+        put_many = getattr(self._sink, "put_many", None)
+        if put_many is not None:
+            put_many(readings)
+        else:
+            for reading in readings:
+                self._sink.put(reading)
         with self._lock:
             self._readings += len(readings)
             self._last_reading_ts = readings[-1].ts

@@ -212,6 +212,8 @@ def split_regex(text: str, pattern: re.Pattern[str]) -> list[tuple[str, str]]:
 
 def check_json_depth(text: str, limit: int = JSON_MAX_DEPTH) -> None:
     """Reject nesting deeper than ``limit`` without parsing (json.loads recurses)."""
+    if text.count("[") + text.count("{") <= limit:
+        return  # brackets inside strings only add to this bound: the usual flat payload
     brackets = _NOT_BRACKET_RE.sub("", _JSON_STRING_RE.sub("", text))
     if brackets.count("[") + brackets.count("{") <= limit:
         return
@@ -234,6 +236,8 @@ def flatten_json(text: str, max_depth: int = JSON_MAX_DEPTH) -> list[tuple[str, 
         raise ParseError("bad_json", str(exc)[:120]) from exc
     if not isinstance(document, dict):
         raise ParseError("not_an_object", f"a JSON {type(document).__name__}")
+    if len(document) <= MAX_FIELDS and not any(isinstance(v, dict) for v in document.values()):
+        return list(document.items())  # flat, the common case: what walk() would return
     pairs: list[tuple[str, Any]] = []
 
     def walk(node: dict[str, Any], prefix: str) -> None:
