@@ -79,11 +79,7 @@ class Gateway:
     def _component_status(self) -> dict[str, Any]:
         """Extra status from the daemon; runs on the pipeline thread (which owns the detector)."""
         self._heartbeat = time.monotonic()
-        views: dict[str, dict[str, Any]] = {}
-        for stream in self.detector.streams:
-            view = self.detector.channel_view(stream)
-            if view is not None:
-                views[stream] = view
+        views = self.detector.channel_views()
         self._stream_views = views
         sources = {name: source.stats() for name, source in dict(self.sources).items()}
         upstream = self.forwarder.stats() if self.forwarder else None

@@ -261,3 +261,15 @@ def test_astronomical_readings_do_not_stop_either_core(model, core) -> None:
     for i in range(100):
         out = detector.process([Reading("x", float(i), 1e200 * (1 + i % 3), "t")])
         assert 0.0 <= out.scored[0].score <= 1.0
+
+
+@pytest.mark.parametrize("core", ["python", "compiled"])
+def test_all_channel_views_at_once_match_one_by_one(model, core) -> None:
+    detector = Detector(CFG, model, assets={"pump": ["flow", "temp"]}, core=core)
+    rng = np.random.default_rng(8)
+    for i in range(400):
+        tick = [Reading(s, float(i), float(rng.normal(5, 1)), "t") for s in ("flow", "temp", "x")]
+        detector.process(tick)
+    views = detector.channel_views()
+    assert list(views) == ["flow", "temp", "x"]
+    assert views == {s: detector.channel_view(s) for s in ("flow", "temp", "x")}

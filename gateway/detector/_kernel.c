@@ -1338,7 +1338,29 @@ static PyObject *kernel_counts(Kernel *k, PyObject *noargs) {
     return Py_BuildValue("(nn)", k->nch, k->nas);
 }
 
+/* What Detector.channel_views needs of every channel, in slot order: mean, var,
+ * last_expected, n, and its asset's score and latch. One call for the per-second status
+ * snapshot instead of a full state trade per stream (which copies both tails). */
+static PyObject *kernel_views(Kernel *k, PyObject *noargs) {
+    (void)noargs;
+    PyObject *list = PyList_New(k->nch);
+    if (list == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < k->nch; i++) {
+        const Chan *c = &k->ch[i];
+        const Asset *a = &k->as[c->asset];
+        PyObject *row = Py_BuildValue("(dddLdN)", c->mean, c->var, c->last_expected, c->n,
+                                      a->score, PyBool_FromLong(a->latch.active));
+        if (row == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, row);
+    }
+    return list;
+}
+
 static PyMethodDef kernel_methods[] = {
+    {"views", (PyCFunction)kernel_views, METH_NOARGS, "views() -> [(mean, var, ...), ...]"},
     {"add_asset", (PyCFunction)kernel_add_asset, METH_NOARGS, "add_asset() -> index"},
     {"add_channel", (PyCFunction)kernel_add_channel, METH_O, "add_channel(asset) -> slot"},
     {"bind", (PyCFunction)kernel_bind, METH_VARARGS, "bind(slot_of, x, dt, hbuf, h)"},
