@@ -715,7 +715,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 result["gateway"].append(
                     run_streams(streams, port, profile, workdir, args.gateway_dir)
                 )
-            transport_streams = max(s for s in profile.streams if s <= 1000)
+            transport_streams = max(
+                (s for s in profile.streams if s <= 1000), default=min(profile.streams)
+            )
             print(f"transport, {transport_streams} topics:", flush=True)
             result["transport"] = {
                 "streams": transport_streams,
