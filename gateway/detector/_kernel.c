@@ -243,7 +243,6 @@ typedef struct {
     Latch latch;
     Py_ssize_t *channels; /* slots, in creation order */
     Py_ssize_t nch, capch;
-    long long n;
     double score;
     double raised_ts;
     int accepted;
@@ -525,7 +524,6 @@ static int score_asset(Kernel *k, Py_ssize_t index, double ts, PyObject **notes)
     }
     score_channels(k, a);
     if (settled && !elevated(k, a)) {
-        if (a->n < COUNT_LIMIT) a->n++;
         for (Py_ssize_t i = 0; i < a->nch; i++) {
             Chan *c = &k->ch[a->channels[i]];
             if (!c->leveled) continue;
@@ -1309,7 +1307,7 @@ static PyObject *kernel_get_asset(Kernel *k, PyObject *arg) {
     Py_ssize_t i = index_arg(arg, k->nas, "asset");
     if (i < 0) return NULL;
     Asset *a = &k->as[i];
-    return Py_BuildValue("(LddNdNLLd)", a->n, a->score, a->raised_ts,
+    return Py_BuildValue("(ddNdNLLd)", a->score, a->raised_ts,
                          PyBool_FromLong(a->accepted), a->max_score,
                          PyBool_FromLong(a->latch.active), a->latch.above, a->latch.below,
                          a->latch.cooldown_until);
@@ -1323,9 +1321,9 @@ static PyObject *kernel_set_asset(Kernel *k, PyObject *args) {
     if (i < 0) return NULL;
     Asset a = k->as[i];
     int acc, active;
-    if (!PyArg_ParseTuple(state, "O&ddpdpO&O&d", conv_count, &a.n, &a.score, &a.raised_ts, &acc,
-                          &a.max_score, &active, conv_count, &a.latch.above, conv_count,
-                          &a.latch.below, &a.latch.cooldown_until))
+    if (!PyArg_ParseTuple(state, "ddpdpO&O&d", &a.score, &a.raised_ts, &acc, &a.max_score,
+                          &active, conv_count, &a.latch.above, conv_count, &a.latch.below,
+                          &a.latch.cooldown_until))
         return NULL;
     a.accepted = acc;
     a.latch.active = active;

@@ -115,7 +115,7 @@ _CHANNEL_FIELDS = (
     "q", "reason", "run", "run_max", "last_value", "last_expected", "band_low", "band_high",
     "fresh", "short", "n_raw", "level", "surprise", "medium", "level_medium", "held",
 )  # fmt: skip
-_ASSET_FIELDS = ("n", "score", "raised_ts", "accepted", "max_score")
+_ASSET_FIELDS = ("score", "raised_ts", "accepted", "max_score")
 _LATCH_FIELDS = ("active", "above", "below", "cooldown_until")
 
 
@@ -218,7 +218,6 @@ class _Asset:
     name: str
     latch: AlertLatch
     channels: list[_Channel] = field(default_factory=list)
-    n: int = 0
     score: float = 0.0
     alert_id: str | None = None
     raised_ts: float = 0.0
@@ -762,7 +761,6 @@ class Detector(_CompiledCore):
         asset.score = math.exp(-_HORIZON * p_asset) if ready else 0.0
         if settled and not self._elevated(asset):
             # Learn what the statistics look like while healthy; never from a fault.
-            asset.n += 1
             for c in levels:
                 c.tail.update(c.level)
                 c.tail_medium.update(c.level_medium)
@@ -881,7 +879,6 @@ class Detector(_CompiledCore):
         for name, asset in self._assets.items():
             states[f"asset/{name}"] = json.dumps(
                 {
-                    "n": asset.n,
                     "score": asset.score,
                     "alert_id": asset.alert_id,
                     "raised_ts": asset.raised_ts,
@@ -969,7 +966,6 @@ class Detector(_CompiledCore):
                 continue
             try:
                 data = json.loads(text)
-                asset.n = int(data["n"])
                 asset.score = float(data["score"])
                 asset.alert_id = data.get("alert_id")
                 asset.max_score = float(data.get("max_score", 0.0))
