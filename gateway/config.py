@@ -135,6 +135,9 @@ class DetectorSection(Section):
     clear_threshold: float = Field(0.99, gt=0.0, lt=1.0)
     min_duration: int = Field(3, ge=1, description="consecutive readings over threshold")
     cooldown: Duration = 300.0
+    # During the cooldown a new alert needs this many consecutive readings over threshold
+    # (a sustained fault is reported, a flapping signal is not re-alerted); 0: none at all.
+    cooldown_min_duration: int = Field(30, ge=0)
     max_gap: Duration = 600.0
     drift_threshold: float = Field(3.0, gt=0.0, description="baseline move, in scales")
     drift_halflife: Duration = 86400.0

@@ -37,6 +37,27 @@ def test_cooldown_blocks_a_new_raise() -> None:
     assert lt.update(0.99, 12) == "raised"
 
 
+def test_a_sustained_fault_is_raised_during_cooldown_a_flapping_one_is_not() -> None:
+    lt = latch(min_duration=2, cooldown=100.0, cooldown_min_duration=5)
+    assert feed(lt, [0.95, 0.95]) == [None, "raised"]
+    assert feed(lt, [0.1, 0.1], t0=2) == [None, "cleared"]
+    # Flapping within the cooldown: runs of 4 over threshold never make a new alert...
+    flaps = ([0.95] * 4 + [0.1]) * 5
+    assert feed(lt, flaps, t0=4) == [None] * len(flaps)
+    # ...a run of 5 does, long before the cooldown ends (at t=103).
+    assert feed(lt, [0.95] * 5, t0=40) == [None] * 4 + ["raised"]
+    # After the cooldown, min_duration is enough again.
+    assert feed(lt, [0.1, 0.1], t0=45) == [None, "cleared"]
+    assert feed(lt, [0.95] * 2, t0=150) == [None, "raised"]
+
+
+def test_cooldown_min_duration_never_below_min_duration() -> None:
+    lt = latch(min_duration=4, cooldown=100.0, cooldown_min_duration=1)
+    feed(lt, [0.95] * 4 + [0.1] * 4)
+    assert not lt.active
+    assert feed(lt, [0.95] * 4, t0=10) == [None] * 3 + ["raised"]
+
+
 def test_not_armed_during_warmup() -> None:
     lt = latch(min_duration=1)
     assert feed(lt, [0.99] * 5, armed=False) == [None] * 5

@@ -194,7 +194,8 @@ typedef struct {
 
 /* AlertLatch.update */
 static int latch_update(Latch *l, double score, double ts, int armed, double threshold,
-                        double clear_threshold, long long min_duration, double cooldown) {
+                        double clear_threshold, long long min_duration, double cooldown,
+                        long long cooldown_min_duration) {
     if (l->active) {
         l->below = score < clear_threshold ? PYMIN(l->below + 1, COUNT_LIMIT) : 0;
         if (l->below >= min_duration) {
@@ -207,7 +208,14 @@ static int latch_update(Latch *l, double score, double ts, int armed, double thr
         return CHANGE_NONE;
     }
     l->above = score >= threshold ? PYMIN(l->above + 1, COUNT_LIMIT) : 0;
-    if (armed && l->above >= min_duration && ts >= l->cooldown_until) {
+    long long needed;
+    if (ts >= l->cooldown_until)
+        needed = min_duration;
+    else if (cooldown_min_duration > 0)
+        needed = PYMAX(min_duration, cooldown_min_duration);
+    else
+        return CHANGE_NONE;
+    if (armed && l->above >= needed) {
         l->active = 1;
         l->above = 0;
         l->below = 0;
@@ -264,7 +272,7 @@ typedef struct {
 typedef struct {
     double max_gap, baseline_halflife, drift_halflife, drift_threshold;
     double threshold, clear_threshold, cooldown, accept_after;
-    long long warmup, min_duration;
+    long long warmup, min_duration, cooldown_min_duration;
     int has_accept_after;
 } Config;
 
@@ -533,7 +541,8 @@ static int score_asset(Kernel *k, Py_ssize_t index, double ts, PyObject **notes)
     }
     for (Py_ssize_t i = 0; i < a->nch; i++) k->ch[a->channels[i]].leveled = 0;
     int change = latch_update(&a->latch, a->score, ts, warm, cfg->threshold,
-                              cfg->clear_threshold, cfg->min_duration, cfg->cooldown);
+                              cfg->clear_threshold, cfg->min_duration, cfg->cooldown,
+                              cfg->cooldown_min_duration);
     if (a->latch.active) a->max_score = PYMAX(a->max_score, a->score);
     if (change == CHANGE_RAISED) {
         a->max_score = a->score;
@@ -756,13 +765,15 @@ static void release_steps(Kernel *k, Py_ssize_t b) {
 static int kernel_init(Kernel *k, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"max_gap", "warmup", "baseline_halflife", "drift_halflife",
                              "drift_threshold", "threshold", "clear_threshold", "min_duration",
-                             "cooldown", "accept_after", "scored", NULL};
+                             "cooldown", "cooldown_min_duration", "accept_after", "scored",
+                             NULL};
     Config cfg;
     PyObject *accept_after, *scored;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "dLdddddLdOO", kwlist, &cfg.max_gap,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "dLdddddLdLOO", kwlist, &cfg.max_gap,
                                      &cfg.warmup, &cfg.baseline_halflife, &cfg.drift_halflife,
                                      &cfg.drift_threshold, &cfg.threshold, &cfg.clear_threshold,
-                                     &cfg.min_duration, &cfg.cooldown, &accept_after, &scored))
+                                     &cfg.min_duration, &cfg.cooldown,
+                                     &cfg.cooldown_min_duration, &accept_after, &scored))
         return -1;
     if (accept_after == Py_None) {
         cfg.has_accept_after = 0;

@@ -410,6 +410,7 @@ class Detector(_CompiledCore):
                 clear_threshold=config.clear_threshold,
                 min_duration=config.min_duration,
                 cooldown=config.cooldown,
+                cooldown_min_duration=config.cooldown_min_duration,
                 accept_after=config.accept_after,
                 scored=record_constructor(ScoredReading),
             )
@@ -438,7 +439,13 @@ class Detector(_CompiledCore):
         asset = self._assets.get(asset_name)
         if asset is None:
             cfg = self.config
-            latch = AlertLatch(cfg.threshold, cfg.clear_threshold, cfg.min_duration, cfg.cooldown)
+            latch = AlertLatch(
+                cfg.threshold,
+                cfg.clear_threshold,
+                cfg.min_duration,
+                cfg.cooldown,
+                cfg.cooldown_min_duration,
+            )
             asset = self._assets[asset_name] = _Asset(asset_name, latch)
             if self._kernel is not None:
                 asset.index = self._kernel.add_asset()

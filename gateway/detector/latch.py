@@ -3,8 +3,13 @@
 Kept apart from scoring (as river separates a detector's score from its threshold filter):
 a score says how unusual a reading is; the latch decides when an operator is told.
 A raise needs ``min_duration`` consecutive scores at or above ``threshold``; a clear needs
-``min_duration`` consecutive scores below ``clear_threshold``; after a clear no new alert is
-raised for ``cooldown`` seconds, so a flapping signal produces one alert, not twenty.
+``min_duration`` consecutive scores below ``clear_threshold``. For ``cooldown`` seconds after a
+clear, a new alert needs ``cooldown_min_duration`` consecutive scores at or above the threshold
+instead: a flapping signal still produces one alert, not twenty, but a fault whose score dipped
+for a moment right after it was raised is not hidden for the whole cooldown. (Blocking every
+raise during the cooldown did hide them: on SKAB, alerts raised on a pressure blip and cleared
+four readings later left the flow fault that followed, at score 1.0, unreported for five
+minutes; a third of all missed fault readings were such blind spots.)
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ class AlertLatch:
     clear_threshold: float
     min_duration: int
     cooldown: float
+    cooldown_min_duration: int = 0  # 0: no raise at all during the cooldown
     active: bool = False
     above: int = 0
     below: int = 0
@@ -39,7 +45,13 @@ class AlertLatch:
                 return "cleared"
             return None
         self.above = self.above + 1 if score >= self.threshold else 0
-        if armed and self.above >= self.min_duration and ts >= self.cooldown_until:
+        if ts >= self.cooldown_until:
+            needed = self.min_duration
+        elif self.cooldown_min_duration > 0:
+            needed = max(self.min_duration, self.cooldown_min_duration)
+        else:
+            return None
+        if armed and self.above >= needed:
             self.active = True
             self.above = 0
             self.below = 0
