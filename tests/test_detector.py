@@ -273,3 +273,27 @@ def test_all_channel_views_at_once_match_one_by_one(model, core) -> None:
     views = detector.channel_views()
     assert list(views) == ["flow", "temp", "x"]
     assert views == {s: detector.channel_view(s) for s in ("flow", "temp", "x")}
+
+
+@pytest.mark.parametrize("core", ["python", "compiled"])
+def test_a_fault_right_after_a_short_alert_is_not_hidden_by_the_cooldown(model, core) -> None:
+    """A blip raises an alert that clears; a real fault follows within the cooldown. It must
+    be reported once it has lasted ``cooldown_min_duration`` readings, not after the cooldown
+    (as on SKAB: a pressure blip's alert hid the flow fault that followed for five minutes)."""
+    values = noise(2000)
+    values[1000:1004] += 8 * 0.5
+    values[1100:] += 6 * 0.5
+
+    def raised(cooldown_min_duration: int) -> list[float]:
+        cfg = CFG.model_copy(
+            update={"cooldown": 600.0, "cooldown_min_duration": cooldown_min_duration}
+        )
+        _, alerts, _, _ = run(Detector(cfg, model, core=core), "temp", values)
+        return [a.ts for a in alerts if a.state == "raised"]
+
+    blip, fault = raised(30)
+    assert 1000 <= blip < 1010
+    assert 1100 + 30 <= fault <= 1100 + 40
+    # Blocking every raise during the cooldown (the old behaviour) hides it until then.
+    hidden = raised(0)
+    assert hidden[0] == blip and hidden[1] >= blip + 600
