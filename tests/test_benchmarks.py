@@ -129,3 +129,34 @@ def test_static_band_is_fitted_on_the_training_rows_only() -> None:
     x[7, 0] = 5.1
     x[8, 1] = 1.001  # channel 1 was constant: floored std, relative deviation 1e-3 > 4e-4
     assert static_band_alert(x, train_rows=4, k=4.0).tolist() == [0, 0, 0, 0, 0, 0, 0, 1, 1, 0]
+
+
+def test_hindsight_sweep_finds_a_perfect_threshold_and_none_for_a_useless_feature() -> None:
+    from tools.skab_hindsight import sweep
+
+    labels = np.zeros(1000, bool)
+    labels[600:800] = True
+    perfect = sweep(labels.astype(float) + 0.01 * np.arange(1000) / 1000, labels)
+    assert perfect["best_f1"] == pytest.approx(1.0)
+    assert perfect["mar_at_far_12"] == 0.0
+    # A feature that ranks every healthy row above every faulty one: any threshold that keeps
+    # FAR under 12 % alerts on no fault row at all.
+    inverted = sweep(-labels.astype(float), labels)
+    assert inverted["mar_at_far_12"] == 100.0
+
+
+def test_hindsight_feature_uses_only_the_training_rows_for_its_scale() -> None:
+    from tools.bench_skab import SkabFile
+    from tools.skab_hindsight import feature
+
+    rng = np.random.default_rng(3)
+    values = rng.normal(0.0, 1.0, (1000, 2))
+    values[700:, 1] += 10.0  # a shift after training, in channel 1 only
+    data = SkabFile(
+        Path("x.csv"), np.arange(1000.0), values, ["a", "b"], np.zeros(1000), np.zeros(1000)
+    )
+    score = feature(data, alpha=1.0, columns=[0, 1])
+    assert score[700:].min() > 5.0  # 10 training sds away
+    assert np.median(score[400:700]) < 2.0
+    only_a = feature(data, alpha=1.0, columns=[0])
+    assert np.median(only_a[700:]) < 2.0
