@@ -9,7 +9,7 @@ instead: a flapping signal still produces one alert, not twenty, but a fault who
 for a moment right after it was raised is not hidden for the whole cooldown. (Blocking every
 raise during the cooldown did hide them: on SKAB, alerts raised on a pressure blip and cleared
 four readings later left the flow fault that followed, at score 1.0, unreported for five
-minutes; a third of all missed fault readings were such blind spots.)
+minutes; a quarter of all missed fault readings were such blind spots.)
 """
 
 from __future__ import annotations
