@@ -16,6 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tools.bench_skab import SkabFile  # noqa: E402
 from tools.detectors import rolling_z_alert, static_band_alert  # noqa: E402
 from tools.metrics import (  # noqa: E402
     A_FP,
@@ -160,3 +161,39 @@ def test_hindsight_feature_uses_only_the_training_rows_for_its_scale() -> None:
     assert np.median(score[400:700]) < 2.0
     only_a = feature(data, alpha=1.0, columns=[0])
     assert np.median(only_a[700:]) < 2.0
+
+
+def _coupled_pair(shift_both: float, shift_b: float) -> SkabFile:
+    """Channels a and b move together (b = a + small noise) through training; after row 700
+    both move by ``shift_both`` and b alone by ``shift_b``."""
+    rng = np.random.default_rng(5)
+    a = rng.normal(0.0, 1.0, 1000)
+    b = a + rng.normal(0.0, 0.1, 1000)
+    a[700:] += shift_both
+    b[700:] += shift_both + shift_b
+    values = np.column_stack([a, b])
+    return SkabFile(
+        Path("x.csv"), np.arange(1000.0), values, ["a", "b"], np.zeros(1000), np.zeros(1000)
+    )
+
+
+@pytest.mark.parametrize("name", ["relation", "mahalanobis", "pca t2+q"])
+def test_hindsight_cross_channel_features_see_a_broken_relation_that_levels_miss(name: str) -> None:
+    from tools.skab_hindsight import FEATURES
+
+    # b leaves a by 1 training sd of a: small for a level test, but 10 sds of their relation.
+    broken = _coupled_pair(shift_both=0.0, shift_b=1.0)
+    score = FEATURES[name](broken, 0.1, [0, 1])
+    level = FEATURES["level"](broken, 0.1, [0, 1])
+    assert np.median(score[750:]) > 3.0 * np.percentile(score[400:700], 99)
+    assert np.median(level[750:]) < 2.0 * np.percentile(level[400:700], 99)
+
+
+def test_hindsight_relation_ignores_a_shift_the_channels_share() -> None:
+    from tools.skab_hindsight import FEATURES
+
+    shared = _coupled_pair(shift_both=5.0, shift_b=0.0)
+    relation = FEATURES["relation"](shared, 0.1, [0, 1])
+    level = FEATURES["level"](shared, 0.1, [0, 1])
+    assert np.median(level[750:]) > 5.0 * np.percentile(level[400:700], 99)
+    assert np.median(relation[750:]) < 2.0 * np.percentile(relation[400:700], 99)
