@@ -7,6 +7,7 @@ against the wrong reference). These tests pin it down without running any detect
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -197,3 +198,59 @@ def test_hindsight_relation_ignores_a_shift_the_channels_share() -> None:
     level = FEATURES["level"](shared, 0.1, [0, 1])
     assert np.median(level[750:]) > 5.0 * np.percentile(level[400:700], 99)
     assert np.median(relation[750:]) < 2.0 * np.percentile(relation[400:700], 99)
+
+
+def test_file_bootstrap_pairs_the_draws_across_detectors() -> None:
+    from tools.metrics import Confusion, bootstrap_files
+
+    rng = np.random.default_rng(11)
+    files = [Confusion(*map(int, rng.integers(1, 300, 4))) for _ in range(30)]
+    # "better" has fewer false alarms and fewer misses than "base" in every single file.
+    better = [
+        Confusion(c.tp + 5, c.fp - 1 if c.fp > 1 else 0, max(c.fn - 5, 0), c.tn + 1) for c in files
+    ]
+    boot = bootstrap_files({"base": files, "same": list(files), "better": better}, draws=500)
+    for metric in ("f1", "far", "mar"):
+        assert boot["base"][metric].shape == (500,)
+        # Same files in every draw for every detector: an identical detector never differs.
+        np.testing.assert_array_equal(boot["base"][metric], boot["same"][metric])
+        assert boot["base"][metric].std() > 0  # the files differ, so the draws do
+    assert np.all(boot["better"]["f1"] > boot["base"]["f1"])
+    assert np.all(boot["better"]["far"] <= boot["base"]["far"])
+    assert np.all(boot["better"]["mar"] < boot["base"]["mar"])
+    pooled = sum(files, Confusion())
+    assert boot["base"]["far"].min() < pooled.far < boot["base"]["far"].max()
+
+
+def test_file_bootstrap_of_one_repeated_file_has_no_spread_and_counts_must_align() -> None:
+    from tools.metrics import Confusion, bootstrap_files
+
+    one = Confusion(tp=80, fp=10, fn=20, tn=90)
+    boot = bootstrap_files({"x": [one] * 12}, draws=50)
+    np.testing.assert_allclose(boot["x"]["far"], one.far)
+    np.testing.assert_allclose(boot["x"]["mar"], one.mar)
+    with pytest.raises(ValueError):
+        bootstrap_files({"x": [one] * 3, "y": [one] * 4})
+
+
+def test_synthetic_suite_over_two_seeds_reports_every_stream_and_a_paired_bootstrap(
+    tmp_path: Path,
+) -> None:
+    from tools import bench_synthetic
+
+    out = tmp_path / "synthetic.json"
+    assert (
+        bench_synthetic.main(["--hours", "8", "--seeds", "2", "--draws", "200", "--out", str(out)])
+        == 0
+    )
+    result = json.loads(out.read_text())
+    names = set(result["per_stream"]["cfc (default)"])
+    assert len(names) == 2 * 32
+    assert {n.split("-")[0] for n in names} == {"s1", "s2"}
+    assert result["by_fault"]["overall"]["cfc (default)"]["faults"] > 0
+    boot = result["bootstrap"]
+    assert boot["draws"] == 200
+    for detector in ("cfc (default)", "naive (ablation)"):
+        low, high = boot[detector]["recall"]
+        assert 0.0 <= low <= high <= 1.0
+    assert set(boot["default_better_share"]) == {"precision", "recall", "false_alarms_per_1000h"}

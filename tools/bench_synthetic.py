@@ -49,7 +49,7 @@ from gateway.config import Config  # noqa: E402
 from gateway.model.naive import NaiveModel  # noqa: E402
 from gateway.model.runtime import StepModel, load_model  # noqa: E402
 from tools.detectors import rolling_z_alert, run_replay, static_band_alert  # noqa: E402
-from tools.metrics import EventMatch, match_events, rising_edges  # noqa: E402
+from tools.metrics import EventMatch, match_events, resample_sums, rising_edges  # noqa: E402
 
 PERIOD_S = 10.0
 T0 = 1_700_000_000.0
@@ -64,6 +64,7 @@ LEVEL_SHIFT, SPIKE, EXTRA_NOISE, DRIFT_SIZE, FREQ_FACTOR = 3.0, 8.0, 2.0, 4.0, 3
 ROLLING_WINDOW, ROLLING_Z, ROLLING_RUN = 60, 3.0, 3
 STATIC_K = 4.0
 DETECTORS = ("cfc (default)", "naive (ablation)", "rolling z", "static band")
+INTERVAL = (5.0, 95.0)  # percentiles of the bootstrap draws: a 90 % interval
 
 
 @dataclass
@@ -73,10 +74,11 @@ class Stream:
     t: np.ndarray
     x: np.ndarray
     faults: list[tuple[float, float]] = field(default_factory=list)  # absolute seconds
+    tag: str = ""  # which suite it belongs to, when several seeds run
 
     @property
     def name(self) -> str:
-        return f"{self.kind}-{self.fault}"
+        return f"{self.tag}{self.kind}-{self.fault}"
 
 
 def _times(kind: str, hours: float, rng: np.random.Generator) -> np.ndarray:
@@ -247,11 +249,67 @@ def _fmt(value: float, digits: int) -> str:
     return "-" if math.isnan(value) else f"{value:.{digits}f}"
 
 
+def bootstrap_report(
+    streams: list[Stream], outcomes: dict[str, dict[str, Outcome]], draws: int
+) -> dict[str, Any]:
+    """The default against the ablation over resampled streams (paired draws): 90 % intervals
+    of precision, recall and false alarms per 1,000 h, and how often the default is better."""
+    default, ablation = "cfc (default)", "naive (ablation)"
+    tables = {
+        d: np.array(
+            [
+                (o.match.detected, o.match.false_alarms, o.match.faults, o.hours)
+                for o in (outcomes[d][s.name] for s in streams)
+            ]
+        )
+        for d in (default, ablation)
+    }
+    stats: dict[str, dict[str, np.ndarray]] = {}
+    for name, sums in resample_sums(tables, draws, seed=0).items():
+        detected, false_alarms, faults, hours = sums.T
+        with np.errstate(invalid="ignore", divide="ignore"):
+            stats[name] = {
+                "precision": detected / (detected + false_alarms),
+                "recall": detected / faults,
+                "false_alarms_per_1000h": 1000.0 * false_alarms / hours,
+            }
+    print(f"\nresampling the {len(streams)} streams ({draws} draws, paired): 90 % intervals")
+    report: dict[str, Any] = {"draws": draws, "interval_percentiles": list(INTERVAL)}
+    for name in (default, ablation):
+        cells = {k: np.percentile(v, INTERVAL).tolist() for k, v in stats[name].items()}
+        report[name] = cells
+        p, r, f = cells["precision"], cells["recall"], cells["false_alarms_per_1000h"]
+        print(
+            f"{name:17s} precision {p[0]:.2f}-{p[1]:.2f}  recall {r[0]:.2f}-{r[1]:.2f}  "
+            f"FA/1000h {f[0]:.1f}-{f[1]:.1f}"
+        )
+    a, b = stats[default], stats[ablation]
+    better = {
+        "precision": float(np.mean(a["precision"] > b["precision"])),
+        "recall": float(np.mean(a["recall"] > b["recall"])),
+        "false_alarms_per_1000h": float(
+            np.mean(a["false_alarms_per_1000h"] < b["false_alarms_per_1000h"])
+        ),
+    }
+    report["default_better_share"] = better
+    print(
+        "default better than the ablation in "
+        f"{100 * better['precision']:.0f} / {100 * better['recall']:.0f} / "
+        f"{100 * better['false_alarms_per_1000h']:.0f} % of draws "
+        "(precision / recall / false alarms)"
+    )
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, help="write results as JSON here")
     parser.add_argument("--hours", type=float, default=24.0, help="length of each stream")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="run this many suites (seeds SEED, SEED+1, ...)"
+    )
+    parser.add_argument("--draws", type=int, default=2000, help="bootstrap resamples of streams")
     parser.add_argument("--grace", type=float, default=120.0, help="seconds after a fault's end")
     parser.add_argument("--runtime", default="auto", help="model runtime for the CfC model")
     args = parser.parse_args(argv)
@@ -260,7 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     warmup = config.detector.warmup
     cfc = load_model(None, args.runtime)
     models: dict[str, StepModel] = {"cfc (default)": cfc, "naive (ablation)": NaiveModel()}
-    streams = suite(args.hours, warmup, args.seed)
+    streams: list[Stream] = []
+    for seed in range(args.seed, args.seed + args.seeds):
+        for stream in suite(args.hours, warmup, seed):
+            stream.tag = f"s{seed}-" if args.seeds > 1 else ""
+            streams.append(stream)
     outcomes: dict[str, dict[str, Outcome]] = {d: {} for d in DETECTORS}
     throughput: list[float] = []
     started = time.perf_counter()
@@ -308,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{'fault':12s} {'detector':17s} {'faults':>6s} {'det':>4s} {'FA':>4s} {'prec':>5s} "
         f"{'recall':>6s} {'FA/1000h':>9s} {'delay s':>8s}"
     )
-    print(f"\nSynthetic suite: {len(streams)} streams x {args.hours:g} h, seed {args.seed}")
+    seeds = f"seed {args.seed}" + (f"-{args.seed + args.seeds - 1}" if args.seeds > 1 else "")
+    print(f"\nSynthetic suite: {len(streams)} streams x {args.hours:g} h, {seeds}")
     print("(drift rows: 'det' = drift events in time, FA = alerts during the drift stream)")
     print(header)
     for fault in (*FAULTS, "overall"):
@@ -335,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             by_kind[kind][detector] = d
             cells.append(f"{_fmt(d['recall'], 2)} / {_fmt(d['false_alarms_per_1000h'], 0)}")
         print(f"{kind:12s} " + " ".join(f"{c:>22s}" for c in cells))
+    spread = bootstrap_report(streams, outcomes, args.draws)
     median_rps = float(np.median(throughput)) if throughput else math.nan
     print(f"\nreplay throughput, cfc (default) on {cfc.runtime}: {median_rps:,.0f} rows/s (median)")
 
@@ -343,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark": "synthetic",
             "hours": args.hours,
             "seed": args.seed,
+            "seeds": args.seeds,
             "grace_s": args.grace,
             "config": {"detector": config.detector.model_dump(mode="json")},
             "model": {"id": cfc.model_id, "runtime": cfc.runtime, "path": str(cfc.path)},
@@ -362,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             "by_fault": summary,
             "by_kind": by_kind,
+            "bootstrap": spread,
             "per_stream": {
                 d: {name: o.as_dict() for name, o in per.items()} for d, per in outcomes.items()
             },
