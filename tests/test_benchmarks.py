@@ -250,7 +250,9 @@ def test_synthetic_suite_over_two_seeds_reports_every_stream_and_a_paired_bootst
     assert result["by_fault"]["overall"]["cfc (default)"]["faults"] > 0
     boot = result["bootstrap"]
     assert boot["draws"] == 200
-    for detector in ("cfc (default)", "naive (ablation)"):
+    for detector in ("cfc (default)", "naive (ablation)", "no prediction test"):
         low, high = boot[detector]["recall"]
         assert 0.0 <= low <= high <= 1.0
-    assert set(boot["default_better_share"]) == {"precision", "recall", "false_alarms_per_1000h"}
+    for ablation in ("naive (ablation)", "no prediction test"):
+        shares = boot["default_vs"][ablation]["default_better_share"]
+        assert set(shares) == {"precision", "recall", "false_alarms_per_1000h"}

@@ -48,7 +48,12 @@ if __package__ in (None, ""):
 from gateway.config import Config  # noqa: E402
 from gateway.model.naive import NaiveModel  # noqa: E402
 from gateway.model.runtime import StepModel, load_model  # noqa: E402
-from tools.detectors import rolling_z_alert, run_replay, static_band_alert  # noqa: E402
+from tools.detectors import (  # noqa: E402
+    NoPredictionModel,
+    rolling_z_alert,
+    run_replay,
+    static_band_alert,
+)
 from tools.metrics import EventMatch, match_events, resample_sums, rising_edges  # noqa: E402
 
 PERIOD_S = 10.0
@@ -63,7 +68,14 @@ DRIFT_REPORT_S = 2 * 3600.0
 LEVEL_SHIFT, SPIKE, EXTRA_NOISE, DRIFT_SIZE, FREQ_FACTOR = 3.0, 8.0, 2.0, 4.0, 3.0
 ROLLING_WINDOW, ROLLING_Z, ROLLING_RUN = 60, 3.0, 3
 STATIC_K = 4.0
-DETECTORS = ("cfc (default)", "naive (ablation)", "rolling z", "static band")
+DETECTORS = (
+    "cfc (default)",
+    "naive (ablation)",
+    "no prediction test",
+    "rolling z",
+    "static band",
+)
+ABLATIONS = ("naive (ablation)", "no prediction test")
 INTERVAL = (5.0, 95.0)  # percentiles of the bootstrap draws: a 90 % interval
 
 
@@ -252,9 +264,10 @@ def _fmt(value: float, digits: int) -> str:
 def bootstrap_report(
     streams: list[Stream], outcomes: dict[str, dict[str, Outcome]], draws: int
 ) -> dict[str, Any]:
-    """The default against the ablation over resampled streams (paired draws): 90 % intervals
+    """The default against each ablation over resampled streams (paired draws): 90 % intervals
     of precision, recall and false alarms per 1,000 h, and how often the default is better."""
-    default, ablation = "cfc (default)", "naive (ablation)"
+    default = "cfc (default)"
+    names = (default, *ABLATIONS)
     tables = {
         d: np.array(
             [
@@ -262,7 +275,7 @@ def bootstrap_report(
                 for o in (outcomes[d][s.name] for s in streams)
             ]
         )
-        for d in (default, ablation)
+        for d in names
     }
     stats: dict[str, dict[str, np.ndarray]] = {}
     for name, sums in resample_sums(tables, draws, seed=0).items():
@@ -275,29 +288,32 @@ def bootstrap_report(
             }
     print(f"\nresampling the {len(streams)} streams ({draws} draws, paired): 90 % intervals")
     report: dict[str, Any] = {"draws": draws, "interval_percentiles": list(INTERVAL)}
-    for name in (default, ablation):
+    for name in names:
         cells = {k: np.percentile(v, INTERVAL).tolist() for k, v in stats[name].items()}
         report[name] = cells
         p, r, f = cells["precision"], cells["recall"], cells["false_alarms_per_1000h"]
         print(
-            f"{name:17s} precision {p[0]:.2f}-{p[1]:.2f}  recall {r[0]:.2f}-{r[1]:.2f}  "
+            f"{name:18s} precision {p[0]:.2f}-{p[1]:.2f}  recall {r[0]:.2f}-{r[1]:.2f}  "
             f"FA/1000h {f[0]:.1f}-{f[1]:.1f}"
         )
-    a, b = stats[default], stats[ablation]
-    better = {
-        "precision": float(np.mean(a["precision"] > b["precision"])),
-        "recall": float(np.mean(a["recall"] > b["recall"])),
-        "false_alarms_per_1000h": float(
-            np.mean(a["false_alarms_per_1000h"] < b["false_alarms_per_1000h"])
-        ),
-    }
-    report["default_better_share"] = better
-    print(
-        "default better than the ablation in "
-        f"{100 * better['precision']:.0f} / {100 * better['recall']:.0f} / "
-        f"{100 * better['false_alarms_per_1000h']:.0f} % of draws "
-        "(precision / recall / false alarms)"
-    )
+    a = stats[default]
+    report["default_vs"] = {}
+    for ablation in ABLATIONS:
+        b = stats[ablation]
+        better = {
+            "precision": float(np.mean(a["precision"] > b["precision"])),
+            "recall": float(np.mean(a["recall"] > b["recall"])),
+            "false_alarms_per_1000h": float(
+                np.mean(a["false_alarms_per_1000h"] < b["false_alarms_per_1000h"])
+            ),
+        }
+        report["default_vs"][ablation] = {"default_better_share": better}
+        print(
+            f"default better than {ablation} in "
+            f"{100 * better['precision']:.0f} / {100 * better['recall']:.0f} / "
+            f"{100 * better['false_alarms_per_1000h']:.0f} % of draws "
+            "(precision / recall / fewer false alarms)"
+        )
     return report
 
 
@@ -317,7 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     config = Config()
     warmup = config.detector.warmup
     cfc = load_model(None, args.runtime)
-    models: dict[str, StepModel] = {"cfc (default)": cfc, "naive (ablation)": NaiveModel()}
+    models: dict[str, StepModel] = {
+        "cfc (default)": cfc,
+        "naive (ablation)": NaiveModel(),
+        "no prediction test": NoPredictionModel(),
+    }
     streams: list[Stream] = []
     for seed in range(args.seed, args.seed + args.seeds):
         for stream in suite(args.hours, warmup, seed):
@@ -367,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
 
     summary: dict[str, dict[str, Any]] = {}
     header = (
-        f"{'fault':12s} {'detector':17s} {'faults':>6s} {'det':>4s} {'FA':>4s} {'prec':>5s} "
+        f"{'fault':12s} {'detector':18s} {'faults':>6s} {'det':>4s} {'FA':>4s} {'prec':>5s} "
         f"{'recall':>6s} {'FA/1000h':>9s} {'delay s':>8s}"
     )
     seeds = f"seed {args.seed}" + (f"-{args.seed + args.seeds - 1}" if args.seeds > 1 else "")
@@ -382,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
             m = o.match
             far = 1000.0 * m.false_alarms / o.hours if o.hours else math.nan
             print(
-                f"{fault:12s} {detector:17s} {m.faults:6d} {m.detected:4d} {m.false_alarms:4d} "
+                f"{fault:12s} {detector:18s} {m.faults:6d} {m.detected:4d} {m.false_alarms:4d} "
                 f"{_fmt(m.precision, 2):>5s} {_fmt(m.recall, 2):>6s} {_fmt(far, 1):>9s} "
                 f"{_fmt(m.median_delay, 0):>8s}"
             )

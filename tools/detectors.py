@@ -16,6 +16,11 @@ The two classical baselines are deliberately simple and use no labels:
 
 Both floor a channel's standard deviation as the engine does (``1e-4 |mean| + 1e-9``), so a
 channel that was constant is judged on relative, not infinite, deviations.
+
+``NoPredictionModel`` is the second ablation: it predicts nothing (NaN), which the engine (both
+cores) treats as "no prediction", so a reading can only fail the level and stuck tests. Beside
+the CfC and the naive predictor it shows what the prediction test adds at all, and what the
+liquid model adds to it.
 """
 
 from __future__ import annotations
@@ -34,11 +39,34 @@ import gateway.replay
 from gateway.config import Config
 from gateway.detector import Detector
 from gateway.detector.engine import DetectorOutput
+from gateway.model.card import ModelCard
 from gateway.model.runtime import StepModel
 from gateway.records import Event
 
 SCALE_FLOOR_REL = 1e-4
 SCALE_FLOOR_ABS = 1e-9
+
+
+class NoPredictionModel:
+    """The StepModel interface with no prediction: ``pred`` is NaN, so the detector's
+    prediction test never runs; level, stuck, tails, latch and adaptation are unchanged."""
+
+    runtime = "none"
+
+    def __init__(self) -> None:
+        self.name = "no-prediction"
+        self.sha256 = "0" * 64
+        self.model_id = f"{self.name}@{self.sha256[:8]}"
+        self.hidden_size = 1
+        self.features = 1
+        self.path = Path("no-prediction")
+        self.card: ModelCard | None = None
+
+    def step(
+        self, x: np.ndarray, h: np.ndarray, dt: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x = np.asarray(x, dtype=np.float32)
+        return np.full_like(x, np.nan), np.zeros_like(x), np.asarray(h, np.float32).copy()
 
 
 @dataclass
