@@ -256,3 +256,26 @@ def test_synthetic_suite_over_two_seeds_reports_every_stream_and_a_paired_bootst
     for ablation in ("naive (ablation)", "no prediction test"):
         shares = boot["default_vs"][ablation]["default_better_share"]
         assert set(shares) == {"precision", "recall", "false_alarms_per_1000h"}
+
+
+@pytest.mark.parametrize("core", ["python", "compiled"])
+def test_no_prediction_ablation_leaves_only_the_level_and_stuck_tests(core: str) -> None:
+    from gateway.config import DetectorSection
+    from gateway.detector import Detector
+    from gateway.records import Reading
+    from tools.detectors import NoPredictionModel
+
+    detector = Detector(DetectorSection(warmup=300), NoPredictionModel(), core=core)
+    rng = np.random.default_rng(2)
+    values = 20.0 + rng.normal(0.0, 0.5, 1500)
+    values[1000:] += 3.0  # a 6-sigma level shift: the level test alone must catch it
+    alerts, expected = [], []
+    for i, value in enumerate(values):
+        out = detector.process([Reading("temp", float(i), float(value), "test")])
+        alerts.extend(out.alerts)
+        expected.append(out.scored[0].expected)
+    raised = [a for a in alerts if a.state == "raised"]
+    assert raised and 1000 <= raised[0].ts <= 1010
+    reasons = {c.reason for a in alerts for c in a.contributors}
+    assert reasons == {"level"}  # the prediction test never decided
+    assert all(e is None for e in expected)  # and nothing was predicted
