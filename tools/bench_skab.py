@@ -50,6 +50,7 @@ from tools.metrics import (  # noqa: E402
     Confusion,
     NabResult,
     bootstrap_files,
+    compare_draws,
     confusion,
     nab_score,
     nab_windows,
@@ -146,31 +147,22 @@ def bootstrap_report(by_file: dict[str, list[Confusion]], draws: int) -> dict[st
     default = "cfc (default)"
     ablations = [n for n in ABLATIONS if n in by_file]
     boot = bootstrap_files(by_file, draws=draws, seed=0)
-    lo, hi = INTERVAL
+    report = {"draws": draws} | compare_draws(
+        boot, default, ablations, {"f1": True, "far": False, "mar": False}, INTERVAL
+    )
     print(
         f"\nresampling the {len(by_file[default])} files ({draws} draws, the same for every "
-        f"detector): {hi - lo:.0f} % intervals"
+        f"detector): {INTERVAL[1] - INTERVAL[0]:.0f} % intervals"
     )
-    report: dict[str, Any] = {"draws": draws, "interval_percentiles": list(INTERVAL)}
     for name in (default, *ablations):
-        cells = {k: np.percentile(v, INTERVAL).tolist() for k, v in boot[name].items()}
-        report[name] = cells
+        f1, far, mar = (report[name][k] for k in ("f1", "far", "mar"))
         print(
-            f"{name:30s} F1 {cells['f1'][0]:.2f}-{cells['f1'][1]:.2f}  "
-            f"FAR {cells['far'][0]:.1f}-{cells['far'][1]:.1f}  "
-            f"MAR {cells['mar'][0]:.1f}-{cells['mar'][1]:.1f}"
+            f"{name:30s} F1 {f1[0]:.2f}-{f1[1]:.2f}  FAR {far[0]:.1f}-{far[1]:.1f}  "
+            f"MAR {mar[0]:.1f}-{mar[1]:.1f}"
         )
-    a = boot[default]
-    report["default_vs"] = {}
     for ablation in ablations:
-        b = boot[ablation]
-        better = {
-            "f1": float(np.mean(a["f1"] > b["f1"])),
-            "far": float(np.mean(a["far"] < b["far"])),
-            "mar": float(np.mean(a["mar"] < b["mar"])),
-        }
-        diff = {k: np.percentile(a[k] - b[k], INTERVAL).tolist() for k in ("f1", "far", "mar")}
-        report["default_vs"][ablation] = {"difference": diff, "default_better_share": better}
+        diff = report["default_vs"][ablation]["difference"]
+        better = report["default_vs"][ablation]["default_better_share"]
         print(
             f"default - {ablation}: F1 {diff['f1'][0]:+.3f}..{diff['f1'][1]:+.3f}, "
             f"FAR {diff['far'][0]:+.1f}..{diff['far'][1]:+.1f}, "
@@ -178,6 +170,7 @@ def bootstrap_report(by_file: dict[str, list[Confusion]], draws: int) -> dict[st
             f"{100 * better['f1']:.0f} / {100 * better['far']:.0f} / {100 * better['mar']:.0f} % "
             "of draws (F1 / FAR / MAR)"
         )
+    a = boot[default]
     f1, far, mar = TARGET
     met = float(np.mean((a["f1"] >= f1) & (a["far"] <= far) & (a["mar"] <= mar)))
     report["target"] = {"f1": f1, "far": far, "mar": mar, "met_share": met}

@@ -54,7 +54,13 @@ from tools.detectors import (  # noqa: E402
     run_replay,
     static_band_alert,
 )
-from tools.metrics import EventMatch, match_events, resample_sums, rising_edges  # noqa: E402
+from tools.metrics import (  # noqa: E402
+    EventMatch,
+    compare_draws,
+    match_events,
+    resample_sums,
+    rising_edges,
+)
 
 PERIOD_S = 10.0
 T0 = 1_700_000_000.0
@@ -286,28 +292,17 @@ def bootstrap_report(
                 "recall": detected / faults,
                 "false_alarms_per_1000h": 1000.0 * false_alarms / hours,
             }
+    higher = {"precision": True, "recall": True, "false_alarms_per_1000h": False}
+    report = {"draws": draws} | compare_draws(stats, default, ABLATIONS, higher, INTERVAL)
     print(f"\nresampling the {len(streams)} streams ({draws} draws, paired): 90 % intervals")
-    report: dict[str, Any] = {"draws": draws, "interval_percentiles": list(INTERVAL)}
     for name in names:
-        cells = {k: np.percentile(v, INTERVAL).tolist() for k, v in stats[name].items()}
-        report[name] = cells
-        p, r, f = cells["precision"], cells["recall"], cells["false_alarms_per_1000h"]
+        p, r, f = (report[name][k] for k in higher)
         print(
             f"{name:18s} precision {p[0]:.2f}-{p[1]:.2f}  recall {r[0]:.2f}-{r[1]:.2f}  "
             f"FA/1000h {f[0]:.1f}-{f[1]:.1f}"
         )
-    a = stats[default]
-    report["default_vs"] = {}
     for ablation in ABLATIONS:
-        b = stats[ablation]
-        better = {
-            "precision": float(np.mean(a["precision"] > b["precision"])),
-            "recall": float(np.mean(a["recall"] > b["recall"])),
-            "false_alarms_per_1000h": float(
-                np.mean(a["false_alarms_per_1000h"] < b["false_alarms_per_1000h"])
-            ),
-        }
-        report["default_vs"][ablation] = {"default_better_share": better}
+        better = report["default_vs"][ablation]["default_better_share"]
         print(
             f"default better than {ablation} in "
             f"{100 * better['precision']:.0f} / {100 * better['recall']:.0f} / "

@@ -39,7 +39,7 @@ import gateway.replay
 from gateway.config import Config
 from gateway.detector import Detector
 from gateway.detector.engine import DetectorOutput
-from gateway.model.card import ModelCard
+from gateway.model.naive import NaiveModel
 from gateway.model.runtime import StepModel
 from gateway.records import Event
 
@@ -47,26 +47,23 @@ SCALE_FLOOR_REL = 1e-4
 SCALE_FLOOR_ABS = 1e-9
 
 
-class NoPredictionModel:
+class NoPredictionModel(NaiveModel):
     """The StepModel interface with no prediction: ``pred`` is NaN, so the detector's
     prediction test never runs; level, stuck, tails, latch and adaptation are unchanged."""
 
     runtime = "none"
 
     def __init__(self) -> None:
+        super().__init__(log_var=0.0)
         self.name = "no-prediction"
-        self.sha256 = "0" * 64
         self.model_id = f"{self.name}@{self.sha256[:8]}"
-        self.hidden_size = 1
-        self.features = 1
         self.path = Path("no-prediction")
-        self.card: ModelCard | None = None
 
     def step(
         self, x: np.ndarray, h: np.ndarray, dt: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        x = np.asarray(x, dtype=np.float32)
-        return np.full_like(x, np.nan), np.zeros_like(x), np.asarray(h, np.float32).copy()
+        pred, log_var, h_new = super().step(x, h, dt)  # its shape checks
+        return np.full_like(pred, np.nan), log_var, h_new
 
 
 @dataclass

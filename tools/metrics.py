@@ -130,6 +130,32 @@ def bootstrap_files(
     return result
 
 
+def compare_draws(
+    stats: Mapping[str, Mapping[str, np.ndarray]],
+    default: str,
+    ablations: Sequence[str],
+    higher_is_better: Mapping[str, bool],
+    interval: tuple[float, float] = (5.0, 95.0),
+) -> dict[str, Any]:
+    """Read paired bootstrap draws (``stats[detector][metric]``, one value per draw): each
+    detector's interval per metric, and for each ablation the interval of default minus
+    ablation and the share of draws in which the default is better."""
+    report: dict[str, Any] = {"interval_percentiles": list(interval)}
+    for name in (default, *ablations):
+        report[name] = {k: np.percentile(v, interval).tolist() for k, v in stats[name].items()}
+    a = stats[default]
+    report["default_vs"] = {}
+    for ablation in ablations:
+        b = stats[ablation]
+        report["default_vs"][ablation] = {
+            "difference": {k: np.percentile(a[k] - b[k], interval).tolist() for k in a},
+            "default_better_share": {
+                k: float(np.mean(a[k] > b[k] if higher_is_better[k] else a[k] < b[k])) for k in a
+            },
+        }
+    return report
+
+
 def rising_edges(alert: Sequence[int] | np.ndarray) -> np.ndarray:
     """Indices ``i`` where ``alert[i]`` is on and ``alert[i-1]`` was off (or ``i`` is 0)."""
     a = np.asarray(alert).astype(bool)
