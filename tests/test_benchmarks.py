@@ -279,3 +279,18 @@ def test_no_prediction_ablation_leaves_only_the_level_and_stuck_tests(core: str)
     reasons = {c.reason for a in alerts for c in a.contributors}
     assert reasons == {"level"}  # the prediction test never decided
     assert all(e is None for e in expected)  # and nothing was predicted
+
+
+def test_compare_draws_counts_the_right_direction_per_metric_and_skips_undefined_draws() -> None:
+    from tools.metrics import compare_draws
+
+    stats = {
+        "d": {"far": np.array([1.0, 2.0, 3.0, 4.0]), "recall": np.array([0.5, np.nan, 0.7, 0.9])},
+        "a": {"far": np.array([2.0, 1.0, 4.0, 5.0]), "recall": np.array([0.6, 0.5, 0.6, 0.8])},
+    }
+    report = compare_draws(stats, "d", ["a"], {"far": False, "recall": True}, (0.0, 100.0))
+    better = report["default_vs"]["a"]["default_better_share"]
+    assert better["far"] == 0.75  # lower is better: 3 of 4 draws
+    assert better["recall"] == 0.5  # higher is better; the undefined draw is not a win
+    assert report["d"]["recall"] == [0.5, 0.9]  # the NaN draw is left out of the interval
+    assert report["default_vs"]["a"]["difference"]["far"] == [-1.0, 1.0]

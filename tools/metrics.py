@@ -29,6 +29,11 @@ Three families, each written to match a published protocol rather than our own c
 - Fault-event matching for synthetic streams: a fault ``[start, end]`` is detected by the first
   alert rising edge in ``[start, end + grace]``; a rising edge inside no such window is a false
   alarm; precision = detected / (detected + false alarms), recall = detected / faults.
+
+And one way to read any of them with the uncertainty a small benchmark carries: resample the
+files (or streams) with replacement, the same draws for every detector, and report intervals
+and how often one detector beats another (``resample_sums``, ``bootstrap_files``,
+``compare_draws``).
 """
 
 from __future__ import annotations
@@ -139,16 +144,18 @@ def compare_draws(
 ) -> dict[str, Any]:
     """Read paired bootstrap draws (``stats[detector][metric]``, one value per draw): each
     detector's interval per metric, and for each ablation the interval of default minus
-    ablation and the share of draws in which the default is better."""
+    ablation and the share of draws in which the default is better. A metric that is undefined
+    in a draw (precision with no alert at all) is left out of the intervals and counts as "not
+    better"."""
     report: dict[str, Any] = {"interval_percentiles": list(interval)}
     for name in (default, *ablations):
-        report[name] = {k: np.percentile(v, interval).tolist() for k, v in stats[name].items()}
+        report[name] = {k: np.nanpercentile(v, interval).tolist() for k, v in stats[name].items()}
     a = stats[default]
     report["default_vs"] = {}
     for ablation in ablations:
         b = stats[ablation]
         report["default_vs"][ablation] = {
-            "difference": {k: np.percentile(a[k] - b[k], interval).tolist() for k in a},
+            "difference": {k: np.nanpercentile(a[k] - b[k], interval).tolist() for k in a},
             "default_better_share": {
                 k: float(np.mean(a[k] > b[k] if higher_is_better[k] else a[k] < b[k])) for k in a
             },
