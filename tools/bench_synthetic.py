@@ -22,9 +22,14 @@ Scoring (``tools/metrics.match_events``): a fault ``[start, end]`` is detected b
 edge in ``[start, end + grace]``; any other rising edge is a false alarm. Rows before ``warmup``
 are not scored for any detector, and stream time is counted from there.
 
+Beside the classical baselines run two ablations of the same pipeline: the naive "next =
+current" model, and no prediction at all (level and stuck tests only). ``--seeds N`` pools N
+suites (seeds S..S+N-1); the streams are then resampled with replacement (``--draws``, paired
+across detectors) for 90 % intervals and how often the default beats each ablation.
+
 Usage (from the repo root)::
 
-    python tools/bench_synthetic.py [--out results.json] [--hours H] [--seed S]
+    python tools/bench_synthetic.py [--out results.json] [--hours H] [--seed S] [--seeds N]
 """
 
 from __future__ import annotations
@@ -324,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grace", type=float, default=120.0, help="seconds after a fault's end")
     parser.add_argument("--runtime", default="auto", help="model runtime for the CfC model")
     args = parser.parse_args(argv)
+    if args.seeds < 1 or args.draws < 1:
+        parser.error("--seeds and --draws must be at least 1")
 
     config = Config()
     warmup = config.detector.warmup
