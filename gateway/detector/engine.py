@@ -29,9 +29,8 @@ While a score is elevated, adaptation is frozen for the channels that look fault
 alert is open, for the channels that raised it, so a fault is not learned as the new normal
 while a healthy channel of the same asset (a temperature drifting on its own) keeps following
 its baseline and cannot hold the alert open forever. A baseline that moves more than
-``drift_threshold`` scales away
-from its slow reference is reported as a ``drift`` event, not an alert. A gap longer than
-``max_gap`` resets the channel (state, baseline, warm-up).
+``drift_threshold`` scales away from its slow reference is reported as a ``drift`` event, not
+an alert. A gap longer than ``max_gap`` resets the channel (state, baseline, warm-up).
 """
 
 from __future__ import annotations
