@@ -457,6 +457,7 @@ def status(
     with _open_store(cfg) as store, store.snapshot():
         snapshot = store.status() or {}
         backlog, oldest = store.outbox_backlog()
+        quarantined = store.outbox_quarantined()
         dead = store.dead_letter_counts()
         open_alerts = len(store.list_alerts(state="open"))
     snapshot.pop("stream_views", None)  # that is what `streams` shows
@@ -474,6 +475,7 @@ def status(
         else None,
         "outbox_backlog": backlog,
         "outbox_oldest": oldest,
+        "outbox_quarantined": quarantined,
         "open_alerts": open_alerts,
         "dead_letters_stored": {f"{s}/{r}": n for (s, r), n in dead.items()},
         "degraded": degraded,
@@ -515,7 +517,12 @@ def _status_table(s: dict[str, Any], backlog: int, oldest: float | None) -> str:
         f"alerts    {s['open_alerts']} not acknowledged; since start raised "
         f"{alerts.get('raised', 0)}, cleared {alerts.get('cleared', 0)}",
         f"upstream  {link}; outbox backlog {backlog}"
-        + (f", oldest {_ago(oldest)}" if oldest else ""),
+        + (f", oldest {_ago(oldest)}" if oldest else "")
+        + (
+            f"; {s['outbox_quarantined']} quarantined (never publishable)"
+            if s.get("outbox_quarantined")
+            else ""
+        ),
     ]
     sources = s.get("sources") or {}
     if sources:

@@ -32,12 +32,14 @@ from pydantic import (
 from gateway.errors import ConfigError, ConfigIssue
 
 # Names that end up inside MQTT topics and file names: no wildcards, separators or spaces.
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+# Always checked with fullmatch (``is_name``): with ``match``, "$" also matches before a final
+# newline, and one stream named "ok\n" made every upstream publish behind it fail.
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
 _NAME_RE = re.compile(NAME_PATTERN)
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?)[bB]?\s*$")
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?)[bB]?\s*")
 _SIZE_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
 
 
@@ -75,7 +77,7 @@ def parse_size(value: Any) -> int:
         return value
     if not isinstance(value, str):
         raise ValueError("expected a size such as 512MB")
-    match = _SIZE_RE.match(value)
+    match = _SIZE_RE.fullmatch(value)
     if not match:
         raise ValueError(f"{value!r} is not a size (use e.g. 512MB, 2GiB, 100000)")
     number, prefix, binary = match.groups()
@@ -87,8 +89,13 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 
 
+def is_name(value: str) -> bool:
+    """Whether ``value`` is a valid gateway, source, stream or asset name (the whole string)."""
+    return _NAME_RE.fullmatch(value) is not None
+
+
 def check_name(value: str, what: str = "name") -> str:
-    if not _NAME_RE.match(value):
+    if not is_name(value):
         raise ValueError(
             f"{value!r} is not a valid {what}: use letters, digits and _ . : - "
             "(no spaces, '/', '+' or '#'), at most 128 characters"
@@ -394,7 +401,7 @@ class UpstreamSection(Section):
     @classmethod
     def _valid_prefix(cls, value: str) -> str:
         parts = value.split("/")
-        if not value or any(not p or not _NAME_RE.match(p) for p in parts):
+        if not value or any(not is_name(p) for p in parts):
             raise ValueError(
                 "topic_prefix must be '/'-separated names of letters, digits and _ . : -"
             )
@@ -434,7 +441,7 @@ class HomeAssistantSection(Section):
     @field_validator("discovery_prefix")
     @classmethod
     def _valid_prefix(cls, value: str) -> str:
-        if not value or any(not p or not _NAME_RE.match(p) for p in value.split("/")):
+        if not value or any(not is_name(p) for p in value.split("/")):
             raise ValueError("discovery_prefix must be '/'-separated names")
         return value
 

@@ -128,6 +128,10 @@ class Gateway:
                 flags.append("upstream disconnected")
             if upstream.get("parked"):
                 flags.append(f"{upstream['parked']} outbox rows refused by the broker (retried)")
+            if upstream.get("quarantined"):
+                flags.append(
+                    f"{upstream['quarantined']} outbox rows quarantined (never publishable)"
+                )
             oldest = upstream.get("oldest_pending_ts")
             if oldest is not None and now - oldest > STALE_OUTBOX_S:
                 flags.append(

@@ -9,6 +9,14 @@ On a disconnect everything in flight is forgotten here and in paho (``drop_out_m
 ``on_connect``), and re-sent from the outbox once connected again: at-least-once, with
 duplicates only within the in-flight window — upstream de-duplicates on the payload ``id``.
 
+A row that can never be published is quarantined (kept in the outbox with its reason, no
+longer sent), so it cannot hold back the rows behind it: one whose topic is not a valid MQTT
+topic name (``gateway.topics``), checked before it is handed to paho, and one the broker drops
+the connection for each time it is sent. After a connection is lost with rows in flight, the
+next connection sends one row at a time until one is acknowledged; a row that was alone in
+flight when the connection dropped, within seconds of being sent, ``_POISON_DROPS`` times in a
+row, is quarantined.
+
 This thread, not paho, reconnects (``reconnect_on_failure=False``): it connects synchronously,
 so a TLS failure (unknown CA, wrong host name) surfaces as a clear error instead of paho's
 silent retry, and waits an exponential, jittered, capped delay between attempts. A TLS
@@ -37,10 +45,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway.config import UpstreamSection, check_name
+from gateway.config import UpstreamSection, check_name, is_name
 from gateway.errors import StorageError
 from gateway.mqttsecurity import TlsSetupError, secure
 from gateway.store import Durability, OutboxRow, Store
+from gateway.topics import topic_problem
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +57,10 @@ log = logging.getLogger(__name__)
 # after a refusal are skipped, so a few poison rows never block the ones behind them.
 _SCAN_LIMIT = 2000
 _CONNECT_TIMEOUT_S = 5.0
+# A row alone in flight when the broker dropped the connection, this many times in a row and
+# each time within _POISON_WINDOW_S of sending it, is one the broker will never take.
+_POISON_DROPS = 3
+_POISON_WINDOW_S = 5.0
 
 
 def _close_sockets_left_in(exc: BaseException) -> None:
@@ -112,6 +125,10 @@ class Forwarder(threading.Thread):
         self._next_connect = 0.0  # monotonic time of the next connection attempt
         self._inflight: dict[int, _InFlight] = {}
         self._retry_at: dict[int, tuple[int, float]] = {}  # seq -> (refusals, monotonic time)
+        # After a connection was lost with rows in flight: one row at a time until one is
+        # acknowledged, counting the drops each lone row was in flight for.
+        self._isolating = False
+        self._drops: dict[int, int] = {}  # seq -> consecutive drops while alone in flight
         self._backlog_checked = 0.0
         self._last_logged_error = ""
         # Read by stats() from other threads.
@@ -121,6 +138,7 @@ class Forwarder(threading.Thread):
             "delivered": 0,
             "failures": 0,
             "parked": 0,
+            "quarantined": 0,
             "connects": 0,
             "backlog": None,
             "oldest_pending_ts": None,
@@ -355,10 +373,12 @@ class Forwarder(threading.Thread):
                 entry = self._inflight.pop(arg, None)
                 if entry is None or entry.seq is None:
                     continue  # a presence message, or one from a connection we gave up on
+                self._drops.pop(entry.seq, None)
                 if reason.is_failure:
                     refused.append((entry.seq, f"refused by the broker: {reason}"))
                 else:
                     delivered.append(entry.seq)
+                    self._isolating = False
             elif kind == "connected":
                 log.info("upstream broker connected")
                 self._connected = True
@@ -371,6 +391,7 @@ class Forwarder(threading.Thread):
             elif kind == "disconnected":
                 if self._connected:
                     log.warning("upstream broker disconnected: %s", arg)
+                    self._suspect_rows_in_flight()
                     self._next_connect = time.monotonic() + backoff(
                         1, self._reconnect_min_delay, self._reconnect_max_delay
                     )
@@ -400,9 +421,31 @@ class Forwarder(threading.Thread):
             self._stats["connected"] = self._connected
             self._stats["inflight"] = len(self._inflight)
 
+    def _suspect_rows_in_flight(self) -> None:
+        """The connection dropped: if one row was alone in flight and sent just before, it
+        may be what the broker dropped us for; after ``_POISON_DROPS`` such drops it is."""
+        rows = [entry for entry in self._inflight.values() if entry.seq is not None]
+        if not rows:
+            return
+        if self._isolating and len(rows) == 1:
+            entry = rows[0]
+            assert entry.seq is not None
+            if time.monotonic() - entry.sent_at <= _POISON_WINDOW_S:
+                drops = self._drops.get(entry.seq, 0) + 1
+                self._drops[entry.seq] = drops
+                if drops >= _POISON_DROPS:
+                    self._drops.pop(entry.seq, None)
+                    self._quarantine(
+                        entry.seq,
+                        f"the broker closed the connection each time it was sent ({drops} "
+                        "times in a row)",
+                    )
+        self._isolating = True
+
     def _publish_pending(self, client: mqtt.Client) -> None:
         assert self._store is not None
-        free = self._upstream.max_inflight - len(self._inflight)
+        window = 1 if self._isolating else self._upstream.max_inflight
+        free = window - sum(1 for entry in self._inflight.values() if entry.seq is not None)
         busy = {entry.seq for entry in self._inflight.values()}
         now = time.monotonic()
         after, scanned = 0, 0
@@ -423,13 +466,17 @@ class Forwarder(threading.Thread):
     def _publish_row(self, client: mqtt.Client, row: OutboxRow) -> bool:
         """Hand one row to paho; False when paho cannot take more right now."""
         if row.kind == "alert":
-            try:
-                topic = f"{self._prefix}/alerts/{check_name(row.subject, 'stream name')}"
-            except ValueError as exc:
-                self._fail(row.seq, f"not published: {exc}")
+            if not is_name(row.subject):
+                reason = f"not published: {row.subject[:200]!r} is not a valid stream name"
+                self._quarantine(row.seq, reason)
                 return True
+            topic = f"{self._prefix}/alerts/{row.subject}"
         else:
             topic = f"{self._prefix}/events"
+        problem = topic_problem(topic)
+        if problem is not None:
+            self._quarantine(row.seq, f"not published: {problem}")
+            return True
         properties = None
         if self._v5:
             properties = Properties(PacketTypes.PUBLISH)
@@ -464,6 +511,16 @@ class Forwarder(threading.Thread):
             self._stats["last_error"] = error
         log.warning("outbox row %d: %s (retry in %.0f s)", seq, error, delay)
 
+    def _quarantine(self, seq: int, reason: str) -> None:
+        """Never send this row again: it stays in the outbox with ``reason``, counted."""
+        assert self._store is not None
+        self._store.quarantine(seq, reason)
+        self._retry_at.pop(seq, None)
+        with self._lock:
+            self._stats["quarantined"] += 1
+            self._stats["last_error"] = reason
+        log.error("outbox row %d quarantined: %s", seq, reason)
+
     def _expire_stale(self) -> None:
         """Forget publishes never acknowledged on a live connection; the outbox re-sends them."""
         limit = time.monotonic() - self._ack_timeout
@@ -482,7 +539,10 @@ class Forwarder(threading.Thread):
         self._backlog_checked = now
         count, oldest = self._store.outbox_backlog()
         parked = self._store.outbox_parked()
-        self._set_stats(backlog=count, oldest_pending_ts=oldest, parked=parked)
+        quarantined = self._store.outbox_quarantined()
+        self._set_stats(
+            backlog=count, oldest_pending_ts=oldest, parked=parked, quarantined=quarantined
+        )
 
     def _error(self, message: str, exc_info: bool = False, key: str | None = None) -> None:
         """Record the last error; log it once per distinct ``key`` (default: the message)."""

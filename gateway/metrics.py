@@ -129,11 +129,15 @@ class GatewayCollector(Collector):
 
         backlog = gauge("outbox_backlog", "Alerts and events not yet acknowledged upstream.")
         oldest = gauge("outbox_oldest_age_seconds", "Age of the oldest undelivered outbox row.")
+        quarantined = gauge(
+            "outbox_quarantined", "Outbox rows that can never be published, kept aside."
+        )
         if r.upstream is not None:
             backlog.add_metric([], float(r.upstream.get("backlog") or 0))
             oldest_ts = r.upstream.get("oldest_pending_ts")
             oldest.add_metric([], max(0.0, now - float(oldest_ts)) if oldest_ts else 0.0)
-        yield from (backlog, oldest)
+            quarantined.add_metric([], float(r.upstream.get("quarantined") or 0))
+        yield from (backlog, oldest, quarantined)
 
         dropped = counter("dropped_readings", "Readings dropped because the queue was full.")
         dropped.add_metric([], float(r.dropped_readings))

@@ -110,7 +110,14 @@ def _v3(db: Database) -> None:
     db.execute("CREATE INDEX readings_ts_stream ON readings (ts, stream)")
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3)
+def _v4(db: Database) -> None:
+    """An outbox row that can never be published (a topic the broker would drop the
+    connection for, a payload that does not decode) is quarantined: kept, counted and shown,
+    but no longer sent, so it cannot hold back the rows behind it."""
+    db.execute("ALTER TABLE outbox ADD COLUMN quarantined_ts REAL")
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4)
 
 
 class AlertRow(TypedDict):
@@ -745,10 +752,11 @@ class Store:
     def outbox_backlog(self) -> tuple[int, float | None]:
         """Undelivered outbox rows and the creation time of the oldest one."""
         count = self._conn.execute(
-            "SELECT COUNT(*) FROM outbox WHERE delivered_ts IS NULL"
+            "SELECT COUNT(*) FROM outbox WHERE delivered_ts IS NULL AND quarantined_ts IS NULL"
         ).fetchone()[0]
         oldest = self._conn.execute(
-            "SELECT created_ts FROM outbox WHERE delivered_ts IS NULL ORDER BY seq LIMIT 1"
+            "SELECT created_ts FROM outbox WHERE delivered_ts IS NULL "
+            "AND quarantined_ts IS NULL ORDER BY seq LIMIT 1"
         ).fetchone()
         return int(count), (oldest[0] if oldest else None)
 
@@ -757,7 +765,17 @@ class Store:
         """Undelivered rows the broker refused at least once (see ``last_error``)."""
         return int(
             self._conn.execute(
-                "SELECT COUNT(*) FROM outbox WHERE delivered_ts IS NULL AND attempts > 0"
+                "SELECT COUNT(*) FROM outbox WHERE delivered_ts IS NULL AND attempts > 0 "
+                "AND quarantined_ts IS NULL"
+            ).fetchone()[0]
+        )
+
+    @_converts_errors
+    def outbox_quarantined(self) -> int:
+        """Rows that can never be published, kept aside (``last_error`` says why)."""
+        return int(
+            self._conn.execute(
+                "SELECT COUNT(*) FROM outbox WHERE quarantined_ts IS NOT NULL"
             ).fetchone()[0]
         )
 
@@ -768,7 +786,8 @@ class Store:
         """Undelivered rows with ``seq > after_seq``, oldest first."""
         rows = self._conn.execute(
             "SELECT seq, msg_id, kind, subject, payload, created_ts, attempts FROM outbox "
-            "WHERE delivered_ts IS NULL AND seq > ? ORDER BY seq LIMIT ?",
+            "WHERE delivered_ts IS NULL AND quarantined_ts IS NULL AND seq > ? "
+            "ORDER BY seq LIMIT ?",
             (after_seq, int(limit)),
         ).fetchall()
         return [OutboxRow(*row) for row in rows]
@@ -782,6 +801,16 @@ class Store:
             self._conn.executemany(
                 "UPDATE outbox SET delivered_ts = ? WHERE seq = ? AND delivered_ts IS NULL",
                 [(now, seq) for seq in seqs],
+            )
+
+    @_converts_errors
+    def quarantine(self, seq: int, reason: str) -> None:
+        """Stop sending one row for good: it stays in the outbox with its reason."""
+        with self._write():
+            self._conn.execute(
+                "UPDATE outbox SET quarantined_ts = ?, attempts = attempts + 1, last_error = ? "
+                "WHERE seq = ? AND delivered_ts IS NULL",
+                (time.time(), reason[:500], seq),
             )
 
     @_converts_errors
@@ -805,9 +834,10 @@ class Store:
     ) -> dict[str, int]:
         """Drop what retention allows, in short transactions so the pipeline is not stalled.
 
-        By age: readings, events, dead letters and delivered outbox rows older than the
-        retention. By size, while the pages in use exceed the cap: the oldest readings, then
-        the oldest delivered outbox rows. Alerts and undelivered outbox rows are never removed.
+        By age: readings, events, dead letters, delivered outbox rows and quarantined ones
+        (the outbox's dead letters) older than the retention. By size, while the pages in use
+        exceed the cap: the oldest readings, then the oldest delivered outbox rows. Alerts and
+        undelivered outbox rows are never removed.
         """
         cutoff = (time.time() if now is None else now) - readings_retention_s
         counts = {
@@ -830,6 +860,12 @@ class Store:
             "outbox_expired": self._delete_chunks(
                 "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox "
                 "WHERE delivered_ts IS NOT NULL AND delivered_ts < ? LIMIT ?)",
+                cutoff,
+                chunk,
+            ),
+            "outbox_quarantine_expired": self._delete_chunks(
+                "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox "
+                "WHERE quarantined_ts IS NOT NULL AND quarantined_ts < ? LIMIT ?)",
                 cutoff,
                 chunk,
             ),

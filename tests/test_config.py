@@ -157,6 +157,12 @@ def test_frozen_and_topic_safe_names() -> None:
     for bad in ("a/b", "a+b", "#", "with space"):
         with pytest.raises(ConfigError):
             parse_config(f"gateway: {{id: '{bad}'}}\n")
+    # Checked whole: "$" in a re.match pattern would also match before a final newline.
+    for bad in ("gw\\n", "gw\\r\\n", "plant\\n"):
+        with pytest.raises(ConfigError):
+            parse_config(f'gateway: {{id: "{bad}"}}\n')
+        with pytest.raises(ConfigError):
+            parse_config(f'upstream: {{topic_prefix: "{bad}"}}\n')
 
 
 SOURCE_OPTIONS_BAD = """\

@@ -8,7 +8,7 @@ import math
 import re
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.config import NAME_PATTERN, FieldSpec
@@ -171,6 +171,8 @@ def test_json_bad_records() -> None:
     assert reason_of("json", '{"t": ' + "9" * 400 + "}") == "non_finite"
     assert reason_of("json", '{"t": ' + "9" * 5000 + "}") == "bad_json"
     assert reason_of("json", '{"bad name": 1}') == "bad_stream_name"
+    # "$" in a re.match pattern also matches before a final newline: names are checked whole.
+    assert reason_of("json", '{"ok\\n": 1}') == "bad_stream_name"
     deep = '{"a":' * (JSON_MAX_DEPTH + 1) + "1" + "}" * (JSON_MAX_DEPTH + 1)
     assert reason_of("json", deep) == "json_too_deep"
     many = json.dumps({f"f{i}": i for i in range(MAX_FIELDS + 1)})
@@ -307,6 +309,7 @@ texts = st.one_of(
 
 @settings(max_examples=300)
 @given(texts)
+@example('{"ok\\n": 1}')
 def test_parsers_raise_only_parse_error(text: str) -> None:
     for p in all_parsers:
         try:
@@ -318,7 +321,7 @@ def test_parsers_raise_only_parse_error(text: str) -> None:
         for reading in parsed.readings:
             assert math.isfinite(reading.value)
             assert math.isfinite(reading.ts)
-            assert name_re.match(reading.stream)
+            assert name_re.fullmatch(reading.stream)
 
 
 @given(st.binary(max_size=300))
@@ -340,7 +343,7 @@ def test_templates_raise_only_parse_error(topic: str, field: str, template: str)
             name = render_stream(tpl, topic, field)
         except (ParseError, ValueError):
             continue
-        assert name_re.match(name)
+        assert name_re.fullmatch(name)
 
 
 # --- framing ---------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ def test_streams_are_named_and_deterministic_from_the_seed() -> None:
         "demo-vibration-3",
         "demo-temp-4",
     ]
-    assert all(re.match(NAME_PATTERN, n) for n in names)
+    assert all(re.fullmatch(NAME_PATTERN, n) for n in names)
     # Random access: a later window equals the same ticks of one long run.
     late = list(simulate(cfg, 1000.0, n_ticks=10, start_tick=600))
     full = list(simulate(cfg, 1000.0, n_ticks=610))

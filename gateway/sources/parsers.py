@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gateway.config import NAME_PATTERN, FieldSpec, check_regex
+from gateway.config import FieldSpec, check_regex, is_name
 from gateway.errors import ParseError
 from gateway.records import Reading
 
@@ -51,7 +51,6 @@ EPOCH_MIN = 946_684_800.0  # 2000-01-01
 EPOCH_MAX = 4_102_444_800.0  # 2100-01-01
 _MS_THRESHOLD = 1e11  # larger epoch numbers are milliseconds (1e11 s is the year 5138)
 
-_NAME_RE = re.compile(NAME_PATTERN)
 _NUMBER_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _NON_FINITE_RE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 _KV_SPLIT_RE = re.compile(r"[,\s]+")
@@ -167,7 +166,7 @@ def parse_timestamp(raw: Any) -> float:
 
 
 def check_stream_name(name: str) -> str:
-    if not _NAME_RE.match(name):
+    if not is_name(name):
         raise ParseError("bad_stream_name", clip_text(name))
     return name
 
