@@ -1,5 +1,5 @@
 """`python -m gateway` is the same as the `liquid-gateway` console script."""
 
-from gateway.cli import main
+from gateway.cli.app import main
 
 main()

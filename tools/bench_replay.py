@@ -2,8 +2,8 @@
 
 Why this exists: replay (a backtest) and the daemon run the same Detector, whose per-reading
 arithmetic has a Python core (the reference) and a compiled one (``_kernel.c``). This measures
-rows per second through ``gateway.replay.replay`` with each core, on a generated univariate
-file and on 8-channel SKAB files, and checks that both cores write the same output bytes.
+rows per second through ``gateway.pipeline.replay.replay`` with each core, on a generated
+univariate file and on 8-channel SKAB files, and checks that both cores write the same output bytes.
 
 The machine may be shared: each file is replayed ``--repeats`` times per core, the cores
 alternating, and the table shows medians and the ratio (compiled / python) of the same run.
@@ -33,7 +33,7 @@ if __package__ in (None, ""):
 from gateway.config import Config  # noqa: E402
 from gateway.detector.engine import CORES, compiled_core_available  # noqa: E402
 from gateway.model.runtime import load_model  # noqa: E402
-from gateway.replay import replay  # noqa: E402
+from gateway.pipeline.replay import replay  # noqa: E402
 
 SKAB_FILES = ("valve1/1.csv", "valve2/1.csv", "other/1.csv")
 SKAB_OPTIONS: dict[str, Any] = {

@@ -7,7 +7,7 @@ are scored, counts pooled over all files; F1/FAR/MAR row-wise and a NAB-like cha
 with a 60 s window after each true changepoint (see ``tools/metrics.py`` for the exact rules).
 
 Our detector is online and label-free: it sees every row in order (the 400 training rows are
-simply its first readings) through ``gateway.replay.replay`` with the ``anomaly`` and
+simply its first readings) through ``gateway.pipeline.replay.replay`` with the ``anomaly`` and
 ``changepoint`` columns stripped, and its ``alert`` column is the prediction. Compared in one
 table: (a) the shipped defaults with the packaged CfC, (b) the same pipeline with the naive
 "next = current" model (ablation), (b') the same pipeline with no prediction at all (only the

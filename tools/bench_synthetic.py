@@ -3,7 +3,7 @@
 Why: SKAB is one rig with one kind of fault per run; the gateway claims to work zero-config on
 any univariate stream. Here every stream kind (periodic, noisy, trending, spiky-but-normal,
 random-walk-ish, irregularly sampled) is crossed with every fault kind, so a weakness shows up
-as a cell, not as a pooled average. Every stream goes through ``gateway.replay.replay`` (a
+as a cell, not as a pooled average. Every stream goes through ``gateway.pipeline.replay.replay`` (a
 temporary CSV with an epoch-seconds ``timestamp`` column) with the default config, next to the
 ablation (naive model), a rolling z-score and a static band fitted on the first ``warmup`` rows.
 

@@ -1,8 +1,8 @@
 """The detectors the benchmarks compare, behind one shape: a file in, per-row alert flags out.
 
-The gateway's detector is run through ``gateway.replay.replay`` (the code path the ``replay``
-command uses), never by calling the engine directly, so the benchmark measures what an operator
-would get from a backtest. Label columns are stripped with replay's ``ignore`` parameter.
+The gateway's detector is run through ``gateway.pipeline.replay.replay`` (the code path the
+``replay`` command uses), never by calling the engine directly, so the benchmark measures what
+an operator would get from a backtest. Label columns are stripped with replay's ``ignore`` parameter.
 ``replay`` writes no events, so ``run_replay`` swaps in a Detector subclass that records the
 events the engine emits (drift) without changing what it computes.
 
@@ -35,7 +35,7 @@ from unittest import mock
 
 import numpy as np
 
-import gateway.replay
+import gateway.pipeline.replay
 from gateway.config import Config
 from gateway.detector import Detector
 from gateway.detector.engine import DetectorOutput
@@ -99,8 +99,8 @@ def run_replay(
             return out
 
     buffer = io.StringIO()
-    with mock.patch.object(gateway.replay, "Detector", RecordingDetector):
-        summary = gateway.replay.replay(
+    with mock.patch.object(gateway.pipeline.replay, "Detector", RecordingDetector):
+        summary = gateway.pipeline.replay.replay(
             path, buffer, config, model, sep=sep, time_column=time_column, ignore=ignore
         )
     buffer.seek(0)

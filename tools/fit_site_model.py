@@ -56,7 +56,7 @@ from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 from gateway.config import parse_duration  # noqa: E402
 from gateway.model.card import load_card, verify_file  # noqa: E402
 from gateway.model.cell import NumpyCfc  # noqa: E402
-from gateway.replay import (  # noqa: E402
+from gateway.pipeline.replay import (  # noqa: E402
     ReplayError,
     open_table,
     parse_time,  # noqa: E402

@@ -9,7 +9,7 @@ outbox must have reached the upstream subscriber. Prints a table and writes JSON
     python tools/soak_kill.py --iterations 1000 --out soak.json
 
 Without ``--broker HOST:PORT`` it starts its own Mosquitto on a free loopback port.
-tests/test_kill.py runs the same loop (30 iterations) against the test broker.
+tests/scenarios/test_kill.py runs the same loop (30 iterations) against the test broker.
 """
 
 from __future__ import annotations

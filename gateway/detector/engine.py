@@ -20,7 +20,7 @@ Adaptation happens in layers (see DESIGN.md):
 Two cores run this arithmetic: this module (the reference, always available) and the
 compiled one (``_kernel.c``, a C mirror of ``_judge``, ``_score_asset``, ``_adapt`` and the
 rest, built at install time when a C compiler and Python headers exist), about five times
-faster. Results are the same (``tests/test_kernel.py`` runs both side by side). The compiled
+faster. Results are the same (``tests/detector/test_kernel.py`` runs both side by side). The compiled
 core is used when built unless ``LIQUID_GATEWAY_PURE=1``; ``Detector.core`` says which runs.
 With it, this class keeps names, slots, alert ids and units and does the rare work (creating
 streams, alerts, events, snapshots); the kernel keeps the numbers and runs each tick.

@@ -26,7 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import BrokerSection, MqttSource, Subscription
 from gateway.errors import ParseError, SourceError
-from gateway.mqttsecurity import TlsSetupError, secure
+from gateway.mqtt.security import TlsSetupError, secure
 from gateway.records import Reading
 from gateway.sources.base import Sink, Source
 from gateway.sources.parsers import (

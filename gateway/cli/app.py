@@ -1,0 +1,1011 @@
+"""The `liquid-gateway` command line (also `python -m gateway`).
+
+Exit codes: 0 ok (also for empty results), 1 runtime error, 2 usage, 78 configuration.
+Query commands open the database read-only (WAL readers never block the daemon); only
+`alerts ack` writes, in one short transaction.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import logging
+import os
+import sqlite3
+import sys
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from gateway import __version__
+from gateway.config import Config, demo_config_path, load_config, parse_duration, redacted
+from gateway.errors import ConfigError, GatewayError, ModelError, StorageError
+
+EXIT_RUNTIME = 1
+EXIT_CONFIG = 78
+DEFAULT_CONFIG = Path("/etc/liquid-gateway/liquid-gateway.yaml")
+
+app = typer.Typer(
+    help="Liquid Gateway: sensors in, liquid-network anomaly detection, alerts upstream.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+)
+alerts_app = typer.Typer(help="List, show and acknowledge alerts.", no_args_is_help=True)
+config_app = typer.Typer(help="Check and show the configuration.", no_args_is_help=True)
+model_app = typer.Typer(help="The anomaly model.", no_args_is_help=True)
+events_app = typer.Typer(
+    help="Drift, gaps, ports lost and recovered, injected faults.", no_args_is_help=True
+)
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(events_app, name="events")
+app.add_typer(config_app, name="config")
+db_app = typer.Typer(help="Check, prune and vacuum the database.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+app.add_typer(db_app, name="db")
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+class AlertState(StrEnum):
+    open = "open"
+    acked = "acked"
+    all = "all"
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Config file [default: $LIQUID_GATEWAY_CONFIG, else "
+        "/etc/liquid-gateway/liquid-gateway.yaml].",
+        show_default=False,
+    ),
+]
+DemoOption = Annotated[
+    bool, typer.Option("--demo", help="Use the embedded demo config (simulated sensors).")
+]
+FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _config_path(path: Path | None, demo: bool = False) -> Path:
+    if demo:
+        return demo_config_path()
+    if path is not None:
+        return path
+    env = os.environ.get("LIQUID_GATEWAY_CONFIG")
+    return Path(env) if env else DEFAULT_CONFIG
+
+
+def _load(path: Path | None, demo: bool = False) -> tuple[Config, Path]:
+    file = _config_path(path, demo)
+    try:
+        return load_config(file), file
+    except ConfigError as exc:
+        for issue in exc.issues:
+            typer.echo(str(issue), err=True)
+        raise typer.Exit(EXIT_CONFIG) from exc
+
+
+def _open_store(config: Config, write: bool = False) -> Any:
+    from gateway.store import Store
+
+    path = config.database_path
+    if not path.exists():
+        raise _fail(f"no database at {path}: has the gateway run with this config?", 1)
+    try:
+        return Store.open(path, config.storage.durability, read_only=not write)
+    except StorageError as exc:
+        raise _fail(str(exc), EXIT_RUNTIME) from exc
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _ago(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    seconds = max(0.0, time.time() - ts)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit} ago"
+    return f"{seconds:.0f}s ago"
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(", ", ": "), default=str)
+    return str(value)
+
+
+def _emit(rows: list[dict[str, Any]], columns: list[str], fmt: OutputFormat) -> None:
+    if fmt is OutputFormat.json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if fmt is OutputFormat.csv:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        typer.echo(buffer.getvalue(), nl=False)
+        return
+    if not rows:
+        typer.echo("(none)")
+        return
+    cells = [[_num(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    typer.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for r in cells:
+        typer.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _since(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return time.time() - parse_duration(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--since") from exc
+
+
+def _under_journald() -> bool:
+    """stderr is connected to the journal: $JOURNAL_STREAM names its device and inode."""
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    return (int(device), int(inode)) == (st.st_dev, st.st_ino)
+
+
+class _JournalFormatter(logging.Formatter):
+    """Prefixes each line with its syslog priority, ``<4>``, which journald files it under."""
+
+    PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record).replace("\n", "\n    ")  # one event, one entry
+        return f"<{self.PRIORITY.get(record.levelname, 6)}>{text}"
+
+
+def setup_logging(level: str) -> None:
+    """Plain lines on stderr; under systemd, with ``<N>`` priority prefixes and no timestamp
+    (the journal adds its own)."""
+    handler = logging.StreamHandler()
+    if _under_journald():
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # paho and the HTTP server are chatty at debug; their errors still come through.
+    for noisy in ("urllib3", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+# --- run -------------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    config: ConfigOption = None,
+    demo: DemoOption = False,
+    duration: Annotated[
+        str | None, typer.Option(help="Stop after this long (e.g. 90s, 5m); default: forever.")
+    ] = None,
+) -> None:
+    """Run the gateway daemon (SIGTERM/SIGINT drain and exit 0; SIGHUP reloads the config)."""
+    cfg, path = _load(config, demo)
+    seconds = None
+    if duration is not None:
+        try:
+            seconds = parse_duration(duration)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--duration") from exc
+    setup_logging(cfg.gateway.log_level)
+    from gateway.ops.daemon import run_gateway
+
+    try:
+        code = run_gateway(cfg, path, seconds)
+    except GatewayError as exc:
+        raise _fail(str(exc), EXIT_RUNTIME) from exc
+    if demo:
+        typer.echo(
+            f"demo data in {cfg.database_path}; try: liquid-gateway alerts list --demo", err=True
+        )
+    raise typer.Exit(code)
+
+
+# --- alerts ----------------------------------------------------------------------------
+
+# The detector's tests (records.Contribution.reason), in an operator's words.
+_REASON_WORDS = {
+    "level": "far from its usual level",
+    "prediction": "not what the model expected next",
+    "stuck": "the same value far longer than usual",
+}
+
+ALERT_COLUMNS = [
+    "id",
+    "stream",
+    "raised",
+    "cleared",
+    "condition",
+    "state",
+    "score",
+    "observed",
+    "expected",
+    "unit",
+]
+
+
+def _alert_row(alert: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **alert,
+        "id": alert["id"],
+        "raised": _when(alert.get("raised_ts")),
+        "cleared": _when(alert.get("cleared_ts")),
+        "condition": "active" if alert.get("active") else "cleared",
+        "state": "acked" if alert.get("acked_ts") else "open",
+    }
+
+
+@alerts_app.command("list")
+def alerts_list(
+    config: ConfigOption = None,
+    demo: DemoOption = False,
+    since: Annotated[
+        str | None, typer.Option(help="Only alerts raised in this window, e.g. 1h.")
+    ] = None,
+    stream: Annotated[str | None, typer.Option(help="Only this stream or asset.")] = None,
+    state: Annotated[
+        AlertState, typer.Option(help="open (not acknowledged), acked or all.")
+    ] = AlertState.open,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """List alerts, newest first."""
+    cfg, _ = _load(config, demo)
+    since_ts = _since(since)
+    with _open_store(cfg) as store:
+        alerts = store.list_alerts(since_ts=since_ts, stream=stream, state=state.value)
+    rows = [_alert_row(a) for a in alerts]
+    columns = ALERT_COLUMNS
+    if fmt is not OutputFormat.table:
+        columns = ALERT_COLUMNS + [
+            "raised_ts",
+            "cleared_ts",
+            "max_score",
+            "band_low",
+            "band_high",
+            "model",
+            "acked_ts",
+            "ack_note",
+        ]
+    _emit(rows, columns, fmt)
+
+
+@alerts_app.command("show")
+def alerts_show(
+    alert_id: Annotated[
+        str, typer.Argument(help="Alert id (or a unique prefix of 6+ characters).")
+    ],
+    config: ConfigOption = None,
+    demo: DemoOption = False,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Show one alert and why it was raised, in plain words."""
+    cfg, _ = _load(config, demo)
+    with _open_store(cfg) as store:
+        alert = store.get_alert(alert_id)
+    if alert is None:
+        raise _fail(f"no alert {alert_id!r}", EXIT_RUNTIME)
+    if fmt is not OutputFormat.table:
+        _emit([_alert_row(alert)], list(_alert_row(alert)), fmt)
+        return
+    unit = f" {alert['unit']}" if alert.get("unit") else ""
+    lines = [
+        f"Alert {alert['id']} on {alert['stream']}",
+        f"  raised   {_when(alert.get('raised_ts'))} UTC with score {_num(alert.get('score'), 6)}"
+        f" (peak {_num(alert.get('max_score'), 6)})",
+        f"  status   {'still active' if alert.get('active') else 'cleared ' + _when(alert.get('cleared_ts')) + ' UTC'}"
+        f", {'acknowledged ' + _when(alert.get('acked_ts')) + ' UTC' if alert.get('acked_ts') else 'not acknowledged'}",
+        f"  why      observed {_num(alert.get('observed'), 6)}{unit}, expected "
+        f"{_num(alert.get('expected'), 6)}{unit} (normal band {_num(alert.get('band_low'), 6)}"
+        f" .. {_num(alert.get('band_high'), 6)}{unit})",
+        f"  model    {alert.get('model')}",
+    ]
+    contributors = alert.get("contributors") or []
+    if contributors:
+        lines.append("  channels (largest contribution first):")
+        for c in contributors:
+            cu = f" {c['unit']}" if c.get("unit") else ""
+            why = _REASON_WORDS.get(c.get("reason") or "", "")
+            lines.append(
+                f"    {c['stream']}: {100 * (c.get('share') or 0):.0f}% of the score, observed "
+                f"{_num(c.get('observed'), 6)}{cu}, expected {_num(c.get('expected'), 6)}{cu}"
+                + (f" ({why})" if why else "")
+            )
+    if alert.get("ack_note"):
+        lines.append(f"  note     {alert['ack_note']}")
+    typer.echo("\n".join(lines))
+
+
+@alerts_app.command("ack")
+def alerts_ack(
+    alert_id: Annotated[
+        str, typer.Argument(help="Alert id (or a unique prefix of 6+ characters).")
+    ],
+    config: ConfigOption = None,
+    demo: DemoOption = False,
+    note: Annotated[
+        str | None, typer.Option(help="A note stored with the acknowledgement.")
+    ] = None,
+    new_normal: Annotated[
+        bool,
+        typer.Option(
+            "--new-normal",
+            help="Not a fault: the new level is normal now; the running daemon adapts to it.",
+        ),
+    ] = False,
+) -> None:
+    """Acknowledge an alert (optionally as a new normal)."""
+    cfg, _ = _load(config, demo)
+    with _open_store(cfg, write=True) as store:
+        done = store.ack_alert(alert_id, note, new_normal=new_normal)
+    if not done:
+        raise _fail(f"no unacknowledged alert {alert_id!r}", EXIT_RUNTIME)
+    typer.echo(f"acknowledged {alert_id}" + (" as a new normal" if new_normal else ""))
+
+
+@events_app.command("list")
+def events_list(
+    config: ConfigOption = None,
+    demo: DemoOption = False,
+    since: Annotated[str | None, typer.Option(help="Only events in this window, e.g. 1h.")] = None,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """List recorded events, newest first."""
+    cfg, _ = _load(config, demo)
+    since_ts = _since(since)
+    with _open_store(cfg) as store:
+        events = store.list_events(since_ts=since_ts)
+    rows = [{**e, "time": _when(e.get("ts"))} for e in events]
+    columns = ["time", "kind", "subject", "detail"]
+    if fmt is not OutputFormat.table:
+        columns = ["id", "ts", "kind", "subject", "detail"]
+    _emit(rows, columns, fmt)
+
+
+# --- status and streams ------------------------------------------------------------------
+
+FRESH_S = 30.0  # the daemon writes its status every 2 s; older than this, it is not running
+
+
+def _pid_alive(pid: Any) -> bool | None:
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: it exists
+    except OSError:
+        return None
+    return True
+
+
+def _running(snapshot: dict[str, Any]) -> bool:
+    updated = snapshot.get("updated_at")
+    if updated is None or time.time() - updated > FRESH_S:
+        return False
+    return _pid_alive(snapshot.get("pid")) is not False
+
+
+def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        out: list[tuple[str, Any]] = []
+        for key, sub in value.items():
+            out.extend(_flatten(sub, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(value, list):
+        return [(prefix, json.dumps(value, default=str))]
+    return [(prefix, value)]
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+@app.command()
+def status(
+    config: ConfigOption = None, demo: DemoOption = False, fmt: FormatOption = OutputFormat.table
+) -> None:
+    """Is it running: uptime, per-source health, last reading, backlog, upstream, degraded flags."""
+    cfg, _ = _load(config, demo)
+    with _open_store(cfg) as store, store.snapshot():
+        snapshot = store.status() or {}
+        backlog, oldest = store.outbox_backlog()
+        quarantined = store.outbox_quarantined()
+        dead = store.dead_letter_counts()
+        open_alerts = len(store.list_alerts(state="open"))
+    snapshot.pop("stream_views", None)  # that is what `streams` shows
+    running = _running(snapshot)
+    degraded = list(snapshot.get("degraded") or [])
+    if not running and snapshot.get("stopped_at"):
+        degraded = []  # a clean stop: sources closed on purpose, nothing is wrong
+    elif not running and snapshot:
+        degraded.insert(0, "not running (no clean stop recorded: crashed or killed?)")
+    snapshot = {
+        **snapshot,
+        "running": running,
+        "uptime_s": (time.time() - snapshot["started_at"])
+        if running and snapshot.get("started_at")
+        else None,
+        "outbox_backlog": backlog,
+        "outbox_oldest": oldest,
+        "outbox_quarantined": quarantined,
+        "open_alerts": open_alerts,
+        "dead_letters_stored": {f"{s}/{r}": n for (s, r), n in dead.items()},
+        "degraded": degraded,
+    }
+    if fmt is OutputFormat.json:  # a list of one, like every other command's JSON
+        typer.echo(json.dumps([snapshot], indent=2, default=str))
+        return
+    if fmt is OutputFormat.csv:
+        _emit([{"key": k, "value": v} for k, v in _flatten(snapshot)], ["key", "value"], fmt)
+        return
+    if "updated_at" not in snapshot:
+        typer.echo(f"gateway {cfg.gateway.id}: no status yet (has it run?)")
+        return
+    typer.echo(_status_table(snapshot, backlog, oldest))
+
+
+def _status_table(s: dict[str, Any], backlog: int, oldest: float | None) -> str:
+    if s["running"]:
+        state = f"running, pid {s.get('pid', '?')}, up {_duration(s['uptime_s'] or 0)}"
+    else:
+        state = f"NOT RUNNING (last status {_ago(s['updated_at'])})"
+    upstream = s.get("upstream")
+    if upstream is None:
+        link = "none (alerts kept locally)"
+    elif upstream.get("connected"):
+        link = "connected"
+    else:
+        link = "DISCONNECTED" + (
+            f": {upstream['last_error']}" if upstream.get("last_error") else ""
+        )
+    alerts = s.get("alerts") or {}
+    lines = [
+        f"gateway   {s.get('gateway')}  {state}",
+        f"started   {_when(s.get('started_at'))} UTC",
+        f"model     {s.get('model')} on {s.get('runtime')}"
+        + (f", {s['detector_core']} detector core" if s.get("detector_core") else ""),
+        f"readings  {s.get('readings', 0)} scored, {s.get('streams', 0)} streams, "
+        f"{s.get('dropped_readings', 0)} dropped, queue {s.get('queue_depth', 0)}",
+        f"alerts    {s['open_alerts']} not acknowledged; since start raised "
+        f"{alerts.get('raised', 0)}, cleared {alerts.get('cleared', 0)}",
+        f"upstream  {link}; outbox backlog {backlog}"
+        + (f", oldest {_ago(oldest)}" if oldest else "")
+        + (
+            f"; {s['outbox_quarantined']} quarantined (never publishable)"
+            if s.get("outbox_quarantined")
+            else ""
+        ),
+    ]
+    sources = s.get("sources") or {}
+    if sources:
+        lines.append("sources")
+        width = max(len(n) for n in sources)
+        for name, src in sources.items():
+            last = src.get("last_reading_ts")
+            health = "connected" if src.get("connected", True) else "DISCONNECTED"
+            lines.append(
+                f"  {name.ljust(width)}  {src.get('type', '?'):<8}  {health:<12}  "
+                f"last reading {_ago(last) if last else 'never'}, "
+                f"{src.get('readings', 0)} readings, {src.get('dead_letters_total', 0)} "
+                f"parse errors, {src.get('reconnects', 0)} reconnects"
+            )
+    for key, count in s["dead_letters_stored"].items():
+        lines.append(f"dead      {key}: {count} stored")
+    if s.get("metrics") and s["running"]:
+        lines.append(f"metrics   {s['metrics']}")
+    if s.get("last_reload"):
+        r = s["last_reload"]
+        lines.append(
+            f"reload    {_when(r.get('at'))} UTC: "
+            + ("ok" if r.get("ok") else f"REJECTED ({r.get('errors')} errors, old config kept)")
+        )
+    flags = s["degraded"]
+    if not s["running"] and s.get("stopped_at") and not flags:
+        lines.append(f"health    stopped cleanly at {_when(s['stopped_at'])} UTC")
+    else:
+        lines.append("health    " + ("ok" if not flags else "DEGRADED: " + "; ".join(flags)))
+    return "\n".join(lines)
+
+
+@app.command()
+def streams(
+    config: ConfigOption = None, demo: DemoOption = False, fmt: FormatOption = OutputFormat.table
+) -> None:
+    """Every stream: last value, expected value, baseline, score, alert state."""
+    cfg, _ = _load(config, demo)
+    with _open_store(cfg) as store, store.snapshot():
+        # stream_state also holds per-asset state under "asset/NAME": not a stream.
+        rows: list[dict[str, Any]] = [
+            dict(r) for r in store.streams() if not r["stream"].startswith("asset/")
+        ]
+        views = (store.status() or {}).get("stream_views") or {}
+    for row in rows:
+        view = views.get(row["stream"]) or {}
+        row["last"] = _ago(row.get("last_ts"))
+        row["baseline"] = view.get("baseline")
+        row["scale"] = view.get("scale")
+        row["asset"] = view.get("asset")
+        row["score"] = view.get("score", row.get("last_score"))
+        if row.get("alert") or view.get("alert"):
+            row["state"] = "ALERT"
+        elif view.get("warming_up"):
+            row["state"] = "warming up"
+        else:
+            row["state"] = "ok"
+    columns = ["stream", "last", "last_value", "last_expected", "baseline", "score", "state"]
+    if fmt is OutputFormat.table:
+        columns.append("readings")
+    else:
+        columns += ["readings", "last_ts", "scale", "asset", "active_alert"]
+    _emit(rows, columns, fmt)
+
+
+@alerts_app.command("export")
+def alerts_export(
+    config: ConfigOption = None,
+    demo: DemoOption = False,
+    since: Annotated[
+        str | None, typer.Option(help="Only alerts raised or cleared in this window, e.g. 7d.")
+    ] = None,
+    stream: Annotated[str | None, typer.Option(help="Only this stream or asset.")] = None,
+    state: Annotated[AlertState, typer.Option(help="open, acked or all.")] = AlertState.all,
+    fmt: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="csv or json (table means csv).")
+    ] = OutputFormat.csv,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write here [default: stdout].")
+    ] = None,
+) -> None:
+    """Every field of every matching alert, for a spreadsheet or a ticket system."""
+    cfg, _ = _load(config, demo)
+    since_ts = _since(since)
+    with _open_store(cfg) as store:
+        alerts = store.list_alerts(
+            since_ts=since_ts, stream=stream, state=state.value, limit=1_000_000
+        )
+    rows = [_alert_row(a) for a in alerts]
+    if fmt is OutputFormat.json:
+        text = json.dumps(rows, indent=2, default=str) + "\n"
+    else:
+        buffer = io.StringIO()
+        columns = ALERT_COLUMNS + [c for c in EXPORT_EXTRA if c not in ALERT_COLUMNS]
+        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "contributors": json.dumps(row.get("contributors") or [])})
+        text = buffer.getvalue()
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise _fail(f"cannot write {out}: {exc.strerror}", EXIT_RUNTIME) from exc
+    typer.echo(f"{len(rows)} alerts written to {out}", err=True)
+
+
+EXPORT_EXTRA = [
+    "raised_ts",
+    "cleared_ts",
+    "max_score",
+    "band_low",
+    "band_high",
+    "model",
+    "acked_ts",
+    "ack_note",
+    "contributors",
+]
+
+
+# --- db --------------------------------------------------------------------------------
+
+
+def _db_files_bytes(path: Path) -> int:
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            total += side.stat().st_size
+    return total
+
+
+def _daemon_running(store: Any) -> bool:
+    return _running(store.status() or {})
+
+
+@db_app.command("check")
+def db_check(
+    config: ConfigOption = None,
+    demo: DemoOption = False,
+    full: Annotated[
+        bool, typer.Option("--full", help="integrity_check (slower) instead of quick_check.")
+    ] = False,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Check the database read-only: integrity, schema, size, rows per table (exit 1 if damaged)."""
+    cfg, _ = _load(config, demo)
+    store = _open_store(cfg)
+    try:
+        pragma = "integrity_check" if full else "quick_check"
+        problems = [r[0] for r in store.db.execute(f"PRAGMA {pragma}").fetchall()]
+        page_size = store.db.execute("PRAGMA page_size").fetchone()[0]
+        pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+        free = store.db.execute("PRAGMA freelist_count").fetchone()[0]
+        rows = {
+            table: store.db.execute(f"SELECT COUNT(*) FROM [{table}]").fetchone()[0]  # noqa: S608
+            for table in DB_TABLES
+            if store.db[table].exists()
+        }
+        backlog, oldest = store.outbox_backlog()
+    except Exception as exc:  # a damaged file raises from anywhere; that is the answer
+        problems = [str(exc)]
+        page_size = pages = free = 0
+        rows, backlog, oldest = {}, 0, None
+    finally:
+        store.close()
+    ok = problems == ["ok"]
+    report = {
+        "database": str(cfg.database_path),
+        "ok": ok,
+        "check": pragma,
+        "problems": [] if ok else problems[:20],
+        "bytes_on_disk": _db_files_bytes(cfg.database_path),
+        "bytes_in_use": (pages - free) * page_size,
+        "free_bytes": free * page_size,
+        "rows": rows,
+        "outbox_backlog": backlog,
+        "outbox_oldest": oldest,
+    }
+    if fmt is OutputFormat.json:
+        typer.echo(json.dumps(report, indent=2))
+    elif fmt is OutputFormat.csv:
+        _emit([{"key": k, "value": v} for k, v in _flatten(report)], ["key", "value"], fmt)
+    else:
+        lines = [
+            f"database  {report['database']}",
+            f"check     {pragma}: " + ("ok" if ok else "DAMAGED"),
+            *(f"          {p}" for p in report["problems"]),
+            f"size      {report['bytes_on_disk'] / 1e6:.1f} MB on disk (with WAL), "
+            f"{report['bytes_in_use'] / 1e6:.1f} MB in use, {report['free_bytes'] / 1e6:.1f} MB free",
+            "rows      " + ", ".join(f"{t} {n}" for t, n in rows.items()),
+            f"outbox    {backlog} undelivered" + (f", oldest {_ago(oldest)}" if oldest else ""),
+        ]
+        typer.echo("\n".join(lines))
+    if not ok:
+        raise typer.Exit(EXIT_RUNTIME)
+
+
+DB_TABLES = ("readings", "alerts", "events", "outbox", "dead_letters", "stream_state")
+
+
+@db_app.command("prune")
+def db_prune(
+    config: ConfigOption = None,
+    demo: DemoOption = False,
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            help="Drop readings, events and dead letters older than this [default: "
+            "storage.readings_retention]."
+        ),
+    ] = None,
+) -> None:
+    """Apply retention now, in short transactions (alerts and undelivered rows are kept)."""
+    cfg, _ = _load(config, demo)
+    retention = cfg.storage.readings_retention
+    if older_than is not None:
+        try:
+            retention = parse_duration(older_than)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--older-than") from exc
+    store = _open_store(cfg, write=True)
+    try:
+        counts = store.prune(retention, cfg.storage.max_db_size)
+    except StorageError as exc:
+        raise _fail(str(exc), EXIT_RUNTIME) from exc
+    finally:
+        store.close()
+    removed = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if v)
+    typer.echo(f"pruned: {removed or 'nothing to remove'}")
+
+
+@db_app.command("vacuum")
+def db_vacuum(
+    config: ConfigOption = None,
+    demo: DemoOption = False,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full", help="Rewrite the whole file (VACUUM); only while the daemon is stopped."
+        ),
+    ] = False,
+) -> None:
+    """Give free pages back to the file system (incremental; --full rewrites the file)."""
+    cfg, _ = _load(config, demo)
+    store = _open_store(cfg, write=True)
+    before = _db_files_bytes(cfg.database_path)
+    try:
+        if full:
+            if _daemon_running(store):
+                raise _fail(
+                    "the daemon is running: a full VACUUM would block its writes; stop it "
+                    "first, or run without --full",
+                    EXIT_RUNTIME,
+                )
+            store.db.execute("VACUUM")
+        else:
+            # Small steps, each its own short write, so the daemon's batches never wait long.
+            while store.db.execute("PRAGMA freelist_count").fetchone()[0] > 0:
+                pages = store.db.execute("PRAGMA freelist_count").fetchone()[0]
+                store.db.execute("PRAGMA incremental_vacuum(2000)").fetchall()
+                if store.db.execute("PRAGMA freelist_count").fetchone()[0] >= pages:
+                    break  # auto_vacuum is off for this file: only --full helps
+        store.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    except sqlite3.Error as exc:
+        raise _fail(f"vacuum failed: {exc}", EXIT_RUNTIME) from exc
+    finally:
+        store.close()
+    after = _db_files_bytes(cfg.database_path)
+    typer.echo(f"vacuumed: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB on disk (with WAL)")
+
+
+# --- plot ------------------------------------------------------------------------------
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise typer.BadParameter("use WIDTHxHEIGHT in pixels, e.g. 1200x700") from exc
+    if not (200 <= w <= 8000 and 150 <= h <= 8000):
+        raise typer.BadParameter("width 200..8000 and height 150..8000 pixels")
+    return w, h
+
+
+@app.command()
+def plot(
+    stream: Annotated[str, typer.Argument(help="The stream to draw.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The PNG file to write.")],
+    config: ConfigOption = None,
+    demo: DemoOption = False,
+    since: Annotated[str, typer.Option(help="How far back, e.g. 15m, 1h, 1d.")] = "1h",
+    size: Annotated[str, typer.Option(help="Image size in pixels, WIDTHxHEIGHT.")] = "1200x700",
+) -> None:
+    """Draw a stream: signal, expected band, anomaly score and alerts, as a PNG (needs [plot])."""
+    from gateway.cli.plot import PlotError, render, series
+
+    cfg, _ = _load(config, demo)
+    since_ts = _since(since)
+    pixels = _size(size)
+    with _open_store(cfg) as store, store.snapshot():
+        rows = [
+            (r["ts"], r["value"], r["expected"], r["score"], r["alert"])
+            for r in store.db.query(
+                "SELECT ts, value, expected, score, alert FROM readings "
+                "WHERE stream = ? AND ts >= ? ORDER BY ts, id",
+                [stream, since_ts],
+            )
+        ]
+        alerts = store.list_alerts(since_ts=since_ts, state="all", limit=100_000)
+        known = [s["stream"] for s in store.streams()] if not rows else []
+    if not rows:
+        hint = f" (streams: {', '.join(known[:20])})" if known and stream not in known else ""
+        raise _fail(f"no readings of {stream!r} in the last {since}{hint}", EXIT_RUNTIME)
+    mine = [
+        a
+        for a in alerts
+        if a["stream"] == stream or any(c.get("stream") == stream for c in a["contributors"])
+    ]
+    unit = next((a["unit"] for a in mine if a["stream"] == stream and a.get("unit")), None)
+    try:
+        render(
+            series(rows),
+            out,
+            title=f"{stream} on {cfg.gateway.id}, last {since} ({len(rows)} readings, "
+            f"{len(mine)} alerts)",
+            unit=unit,
+            threshold=cfg.detector.threshold,
+            raised_at=[a["raised_ts"] for a in mine],
+            size=pixels,
+        )
+    except PlotError as exc:
+        raise _fail(str(exc), EXIT_RUNTIME) from exc
+    except OSError as exc:
+        raise _fail(f"cannot write {out}: {exc.strerror}", EXIT_RUNTIME) from exc
+    typer.echo(f"wrote {out} ({pixels[0]}x{pixels[1]}, {len(rows)} readings)", err=True)
+
+
+# --- config ----------------------------------------------------------------------------
+
+
+@config_app.command("validate")
+def config_validate(
+    file: Annotated[Path, typer.Argument(help="The YAML config file to check.")],
+) -> None:
+    """Check a config file; print every error with file:line and key path (exit 78)."""
+    cfg, _ = _load(file)
+    typer.echo(
+        f"{file}: ok ({len(cfg.sources)} sources, upstream "
+        f"{'configured' if cfg.upstream else 'none'})"
+    )
+
+
+@config_app.command("show")
+def config_show(config: ConfigOption = None, demo: DemoOption = False) -> None:
+    """Print the effective config (defaults filled in, secrets redacted)."""
+    import yaml
+
+    cfg, _ = _load(config, demo)
+    typer.echo(yaml.safe_dump(redacted(cfg), sort_keys=False), nl=False)
+
+
+# --- model -----------------------------------------------------------------------------
+
+
+@model_app.command("info")
+def model_info(
+    config: ConfigOption = None,
+    demo: DemoOption = False,
+    path: Annotated[Path | None, typer.Option(help="A model file instead of the config's.")] = None,
+) -> None:
+    """Which model runs, on which runtime, with its card."""
+    from gateway.model.runtime import load_model
+
+    if path is None:
+        cfg, _ = (
+            _load(config, demo)
+            if (config or demo or _config_path(None).exists())
+            else (Config(), None)
+        )
+        path, runtime = cfg.model.path, cfg.model.runtime
+    else:
+        runtime = "auto"
+    try:
+        model = load_model(path, runtime)
+    except ModelError as exc:
+        raise _fail(str(exc), EXIT_RUNTIME) from exc
+    card = getattr(model, "card", None)
+    typer.echo(f"model     {model.model_id}")
+    typer.echo(f"runtime   {model.runtime}")
+    typer.echo(f"detector  {_detector_core()}")
+    typer.echo(f"sha256    {model.sha256}")
+    typer.echo(f"tensors   hidden {model.hidden_size}, features {model.features}")
+    if card is not None:
+        raw = getattr(card, "raw", None) or {}
+        for key in ("parameters", "created", "command"):
+            if key in raw:
+                typer.echo(f"{key:<9} {raw[key]}")
+        if "metrics" in raw:
+            typer.echo(f"metrics   {json.dumps(raw['metrics'])}")
+
+
+def _detector_core() -> str:
+    """Which detector core runs here, and why when it is the slower one."""
+    from gateway.detector.engine import KERNEL_PROBLEM, PURE_ENV, default_core
+
+    core = default_core()
+    if core == "compiled":
+        return "compiled core"
+    if not KERNEL_PROBLEM:
+        return f"python core ({PURE_ENV} is set)"
+    return (
+        f"python core (the compiled core is {KERNEL_PROBLEM}: with gcc and python3-dev, "
+        "reinstall, or in a checkout run python -m gateway.detector.build)"
+    )
+
+
+# --- replay ----------------------------------------------------------------------------
+
+
+@app.command()
+def replay(
+    input_csv: Annotated[Path, typer.Argument(metavar="INPUT.csv", help="CSV with a time column.")],
+    config: ConfigOption = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output CSV [default: stdout].")
+    ] = None,
+    sep: Annotated[str, typer.Option(help="Field separator of the input.")] = ",",
+    time_column: Annotated[
+        str | None, typer.Option(help="Name of the time column [default: auto].")
+    ] = None,
+    ignore_column: Annotated[
+        list[str] | None,
+        typer.Option(help="A numeric column that is not a channel (e.g. labels); repeatable."),
+    ] = None,
+) -> None:
+    """Backtest: score a CSV offline with the daemon's detector (strictly causal)."""
+    from gateway.model.runtime import load_model
+    from gateway.pipeline.replay import ReplayError
+    from gateway.pipeline.replay import replay as do_replay
+
+    cfg = _load(config)[0] if config is not None else Config()
+    if len(sep) != 1 and sep != "\\t":
+        raise typer.BadParameter("the separator must be one character", param_hint="--sep")
+    sep = "\t" if sep == "\\t" else sep
+    try:
+        model = load_model(cfg.model.path, cfg.model.runtime)
+        handle = open(out, "w", newline="", encoding="utf-8") if out else sys.stdout  # noqa: SIM115
+        try:
+            summary = do_replay(
+                input_csv,
+                handle,
+                cfg,
+                model,
+                sep=sep,
+                time_column=time_column,
+                ignore=tuple(ignore_column or ()),
+            )
+        finally:
+            if out:
+                handle.close()
+    except (ReplayError, ModelError) as exc:
+        raise _fail(str(exc), EXIT_RUNTIME) from exc
+    except OSError as exc:
+        raise _fail(f"cannot write {out}: {exc.strerror}", EXIT_RUNTIME) from exc
+    rate = summary.rows / summary.seconds if summary.seconds else 0.0
+    typer.echo(
+        f"replayed {summary.rows} rows x {len(summary.channels)} channels in "
+        f"{summary.seconds:.2f}s ({rate:,.0f} rows/s, {summary.core} detector core); "
+        f"{summary.alerts_raised} alerts raised"
+        + (f"; {summary.bad_cells} bad cells" if summary.bad_cells else "")
+        + (f"; {summary.bad_timestamps} bad timestamps" if summary.bad_timestamps else ""),
+        err=True,
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app(prog_name="liquid-gateway")

@@ -1,0 +1,718 @@
+"""Load one YAML file into typed, frozen config objects — once, at start and on reload.
+
+Every error names ``file:line`` and the key path (``gw.yaml:14: sources[1].baudrate: ...``).
+Unknown keys and duplicate keys are errors. Durations (``90s``, ``5m``, ``1h30m``) and sizes
+(``512MB``, ``1GiB``) are accepted wherever a duration or size is expected. Secrets never
+live in the YAML body: they come from ``*_file`` keys (resolved against systemd's
+``$CREDENTIALS_DIRECTORY`` when relative and that is set) or ``*_env`` keys naming an
+environment variable, and ``config show`` redacts them.
+
+Past this module nothing sees a dict: each component gets its own frozen section.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from gateway.errors import ConfigError, ConfigIssue
+
+# Names that end up inside MQTT topics and file names: no wildcards, separators or spaces.
+# Always checked with fullmatch (``is_name``): with ``match``, "$" also matches before a final
+# newline, and one stream named "ok\n" made every upstream publish behind it fail.
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
+_NAME_RE = re.compile(NAME_PATTERN)
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?)[bB]?\s*")
+_SIZE_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``90``, ``90s``, ``1.5h``, ``1h30m``, ``250ms``. Rejects negatives and junk."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 90s, 5m or 1h")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError("expected a duration such as 90s, 5m or 1h")
+    text = value.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    pos, total = 0, 0.0
+    for match in _DURATION_RE.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise ValueError(f"{value!r} is not a duration (use e.g. 90s, 5m, 1h30m, 7d)")
+    return total
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from ``4096``, ``512MB`` (10^6), ``1GiB`` (2^30)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 512MB")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected a size such as 512MB")
+    match = _SIZE_RE.fullmatch(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a size (use e.g. 512MB, 2GiB, 100000)")
+    number, prefix, binary = match.groups()
+    base = 1024 if binary else 1000
+    return int(float(number) * base ** _SIZE_POWERS[prefix.lower()])
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+def is_name(value: str) -> bool:
+    """Whether ``value`` is a valid gateway, source, stream or asset name (the whole string)."""
+    return _NAME_RE.fullmatch(value) is not None
+
+
+def check_name(value: str, what: str = "name") -> str:
+    if not is_name(value):
+        raise ValueError(
+            f"{value!r} is not a valid {what}: use letters, digits and _ . : - "
+            "(no spaces, '/', '+' or '#'), at most 128 characters"
+        )
+    return value
+
+
+Name = Annotated[str, BeforeValidator(lambda v: check_name(v) if isinstance(v, str) else v)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def check_regex(pattern: str | None, timestamp_field: str | None = None) -> re.Pattern[str]:
+    """A line pattern for format regex: it must compile and name at least one group."""
+    if not pattern:
+        raise ValueError("format regex needs a 'pattern' with named groups, e.g. (?P<temp>\\S+)")
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"pattern does not compile: {exc}") from exc
+    names = set(compiled.groupindex)
+    if not names - {timestamp_field}:
+        raise ValueError("pattern needs at least one named group (?P<name>...) for a reading")
+    return compiled
+
+
+class GatewaySection(Section):
+    id: Name = "liquid-gateway"
+    data_dir: Path = Path("/var/lib/liquid-gateway")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class ModelSection(Section):
+    path: Path | None = None  # None: the packaged default model
+    runtime: Literal["auto", "litert", "tflite-runtime", "tensorflow", "numpy"] = "auto"
+
+
+class DetectorSection(Section):
+    warmup: int = Field(300, ge=0, description="readings per stream before alerts are allowed")
+    baseline_halflife: Duration = 3600.0
+    threshold: float = Field(0.999, gt=0.0, lt=1.0)
+    clear_threshold: float = Field(0.99, gt=0.0, lt=1.0)
+    min_duration: int = Field(3, ge=1, description="consecutive readings over threshold")
+    cooldown: Duration = 300.0
+    # During the cooldown a new alert needs this many consecutive readings over threshold
+    # (a sustained fault is reported, a flapping signal is not re-alerted); 0: none at all.
+    cooldown_min_duration: int = Field(30, ge=0)
+    max_gap: Duration = 600.0
+    drift_threshold: float = Field(3.0, gt=0.0, description="baseline move, in scales")
+    drift_halflife: Duration = 86400.0
+    # An alert open this long is taken as a new normal: the baseline adapts again (so the
+    # alert clears) and a new_normal event records it. null: only an operator ends it.
+    accept_after: Duration | None = 7200.0
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> DetectorSection:
+        if self.clear_threshold > self.threshold:
+            raise ValueError("clear_threshold must not be above threshold")
+        return self
+
+
+class TlsSection(Section):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+class BrokerSection(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    tls: TlsSection | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    password_env: str | None = None
+    keepalive: int = Field(30, ge=5, le=3600)
+    protocol: Literal["5", "3.1.1"] = "5"
+    client_id: Name | None = None
+    # Filled by load_config from password_file / password_env; never read from YAML.
+    password: SecretStr | None = Field(None, exclude=True)
+
+    @field_validator("host")
+    @classmethod
+    def _host_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("host must not be empty")
+        return value
+
+
+class FieldSpec(Section):
+    """How to turn one raw field into a stream value."""
+
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str | None = None
+
+
+class SerialSource(Section):
+    type: Literal["serial"]
+    name: Name
+    port: str
+    baudrate: int = Field(9600, ge=50, le=4_000_000)
+    bytesize: Literal[5, 6, 7, 8] = 8
+    parity: Literal["N", "E", "O", "M", "S"] = "N"
+    stopbits: float = 1  # 1, 1.5 or 2 (a Literal of floats is not a valid type for mypy)
+    format: Literal["csv", "kv", "json", "regex"] = "csv"
+    fields: list[Name] = Field(default_factory=list)
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    # format regex: named groups are the fields, e.g. "T=(?P<temperature>\\S+) P=(?P<pressure>\\S+)"
+    pattern: str | None = Field(None, max_length=4096)
+    timestamp_field: str | None = None
+    max_line: int = Field(4096, ge=16, le=1_048_576)
+    read_timeout: Duration = 1.0
+    stream_prefix: str = ""  # stream = stream_prefix + field name
+    units: dict[str, FieldSpec] = Field(default_factory=dict)
+    # Reopen a lost port after reconnect_min, doubling up to reconnect_max.
+    reconnect_min: Duration = Field(0.5, gt=0.0, le=60.0)
+    reconnect_max: Duration = Field(2.0, gt=0.0, le=300.0)
+
+    @model_validator(mode="after")
+    def _format_needs(self) -> SerialSource:
+        if self.format == "csv" and not self.fields:
+            raise ValueError("format csv needs a 'fields' list naming the columns")
+        if self.format == "regex":
+            check_regex(self.pattern, self.timestamp_field)
+        elif self.pattern is not None:
+            raise ValueError("'pattern' is only used with format regex")
+        if self.reconnect_max < self.reconnect_min:
+            raise ValueError("reconnect_max must not be below reconnect_min")
+        return self
+
+    @field_validator("stopbits")
+    @classmethod
+    def _standard_stopbits(cls, value: float) -> float:
+        if value not in (1, 1.5, 2):
+            raise ValueError("stopbits must be 1, 1.5 or 2")
+        return value
+
+
+class Subscription(Section):
+    topic: str
+    format: Literal["json", "number"] = "json"
+    qos: Literal[0, 1, 2] = 1
+    # Stream name template: {topic} (topic with '/' turned into '.'), {0}, {1}, ... (topic
+    # segments), {field} (JSON key). Default: '{topic}.{field}' for json, '{topic}' for number.
+    stream: str | None = None
+    fields: list[str] = Field(default_factory=list)  # JSON keys to take; empty = every number
+    timestamp_field: str | None = None
+    max_payload: int = Field(65536, ge=16, le=16_777_216)
+    # Scale/offset/unit per JSON key (or per stream name): like SerialSource.units.
+    units: dict[str, FieldSpec] = Field(default_factory=dict)
+
+    @field_validator("topic")
+    @classmethod
+    def _valid_filter(cls, value: str) -> str:
+        if not value or "\x00" in value:
+            raise ValueError("topic filter must not be empty")
+        parts = value.split("/")
+        for i, part in enumerate(parts):
+            if "#" in part and (part != "#" or i != len(parts) - 1):
+                raise ValueError("'#' must be a whole last level of the topic filter")
+            if "+" in part and part != "+":
+                raise ValueError("'+' must stand for a whole topic level")
+        return value
+
+
+class MqttSource(Section):
+    type: Literal["mqtt"]
+    name: Name
+    broker: BrokerSection = Field(default_factory=BrokerSection)
+    subscribe: list[Subscription] = Field(min_length=1)
+
+
+class SimulateSource(Section):
+    type: Literal["simulate"]
+    name: Name = "sim"
+    streams: int = Field(4, ge=1, le=10_000)
+    rate_hz: float = Field(10.0, gt=0.0, le=10_000.0)
+    seed: int = 7
+    faults: bool = True
+    fault_after: Duration = 60.0  # first fault, after start
+    fault_every: Duration = 45.0
+    fault_length: Duration = 10.0
+    drift_per_hour: float = 2.0  # in noise standard deviations
+
+
+class ModbusRegister(Section):
+    """One value read from a slave: a holding/input register run, a coil or a discrete input."""
+
+    stream: Name  # the stream name (the slave's stream_prefix is put in front)
+    address: int = Field(ge=0, le=65535)  # 0-based protocol address (40001 is address 0)
+    function: Literal["holding", "input", "coil", "discrete"] = "holding"
+    type: Literal["int16", "uint16", "int32", "uint32", "float32", "int64", "uint64", "float64"] = (
+        "uint16"
+    )
+    byte_order: Literal["big", "little"] = "big"  # bytes inside each 16-bit register
+    word_order: Literal["big", "little"] = "big"  # big: the first register holds the high word
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str | None = None
+
+    @model_validator(mode="after")
+    def _bits_are_plain(self) -> ModbusRegister:
+        if self.function in ("coil", "discrete") and self.type != "uint16":
+            raise ValueError("coils and discrete inputs are bits: leave 'type' out")
+        if self.address + register_count(self.type) > 65536:
+            raise ValueError("the value runs past register 65535")
+        return self
+
+
+def register_count(dtype: str) -> int:
+    """16-bit registers a value of this type occupies."""
+    return {"16": 1, "32": 2, "64": 4}[dtype[-2:]]
+
+
+class ModbusSlave(Section):
+    id: int = Field(ge=1, le=247)  # the slave (unit / device) address on the bus
+    name: Name | None = None  # for events and logs; default "slave-<id>"
+    poll_interval: Duration = Field(1.0, ge=0.01)
+    timeout: Duration = Field(0.5, gt=0.0, le=30.0)  # per request; a dead slave costs this
+    backoff_max: Duration = Field(30.0, gt=0.0)  # a failing slave is retried at most this rarely
+    stream_prefix: str = ""
+    registers: list[ModbusRegister] = Field(min_length=1)
+
+    @property
+    def label(self) -> str:
+        return self.name or f"slave-{self.id}"
+
+
+class ModbusSource(Section):
+    """One RS-485 bus (one port), polled by one thread, with any number of slaves."""
+
+    type: Literal["modbus"]
+    name: Name
+    port: str
+    baudrate: int = Field(19200, ge=50, le=4_000_000)
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "E"  # the Modbus RTU default is 8E1
+    stopbits: Literal[1, 2] = 1
+    reconnect_min: Duration = Field(0.5, gt=0.0, le=60.0)
+    reconnect_max: Duration = Field(2.0, gt=0.0, le=300.0)
+    slaves: list[ModbusSlave] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> ModbusSource:
+        ids = [s.id for s in self.slaves]
+        if len(set(ids)) != len(ids):
+            raise ValueError("slave ids must be unique on one bus")
+        streams = [s.stream_prefix + r.stream for s in self.slaves for r in s.registers]
+        dupes = sorted({n for n in streams if streams.count(n) > 1})
+        if dupes:
+            raise ValueError(f"stream names must be unique: {', '.join(dupes)}")
+        if self.reconnect_max < self.reconnect_min:
+            raise ValueError("reconnect_max must not be below reconnect_min")
+        return self
+
+
+SourceSection = Annotated[
+    SerialSource | MqttSource | SimulateSource | ModbusSource, Field(discriminator="type")
+]
+
+
+class IngestSection(Section):
+    """The queue between sources and the pipeline, and stale-stream detection."""
+
+    queue_size: int = Field(100_000, ge=100, le=10_000_000)  # readings
+    overflow: Literal["drop_oldest", "drop_newest"] = "drop_oldest"  # readings only, ever
+    dead_letter_queue: int = Field(10_000, ge=100, le=1_000_000)
+    # A stream silent for stale_factor x its usual interval (and at least stale_min) is stale.
+    stale_factor: float | None = Field(5.0, gt=1.0)  # null: no stale detection
+    stale_min: Duration = 10.0
+    # A stream that goes stale flap_limit times within flap_window is reported once as
+    # flapping; its stale/recovered events are then held back until it is steady again.
+    flap_limit: int = Field(5, ge=2)
+    flap_window: Duration = 600.0
+
+
+class UpstreamSection(Section):
+    broker: BrokerSection
+    topic_prefix: str = "liquid-gateway"
+    qos: Literal[1, 2] = 1
+    max_inflight: int = Field(20, ge=1, le=1000)
+    # Reconnect: exponential back-off between these bounds, each wait jittered to 50-100 %
+    # so a fleet that lost the same broker does not come back in lock-step.
+    reconnect_min_delay: Duration = 1.0
+    reconnect_max_delay: Duration = 60.0
+    # A row the broker refused (PUBACK reason >= 128) is parked and retried with back-off.
+    retry_min_delay: Duration = 2.0
+    retry_max_delay: Duration = 300.0
+    # On SIGTERM: how long in-flight publishes may take to be acknowledged (and `offline` sent).
+    drain_timeout: Duration = 5.0
+
+    @model_validator(mode="after")
+    def _delays_ordered(self) -> UpstreamSection:
+        if self.reconnect_min_delay <= 0 or self.reconnect_min_delay > self.reconnect_max_delay:
+            raise ValueError("need 0 < reconnect_min_delay <= reconnect_max_delay")
+        if self.retry_min_delay <= 0 or self.retry_min_delay > self.retry_max_delay:
+            raise ValueError("need 0 < retry_min_delay <= retry_max_delay")
+        return self
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _valid_prefix(cls, value: str) -> str:
+        parts = value.split("/")
+        if not value or any(not is_name(p) for p in parts):
+            raise ValueError(
+                "topic_prefix must be '/'-separated names of letters, digits and _ . : -"
+            )
+        return value
+
+
+class StorageSection(Section):
+    readings_retention: Duration = 7 * 86400.0
+    max_db_size: Size = 512_000_000
+    durability: Literal["normal", "full"] = "normal"
+    checkpoint_every: Duration = 300.0  # a crash loses at most this much adaptation, no data
+    # At start, check the database (quick: structure, O(N); full: also every index entry,
+    # slower); a damaged one is moved aside, never deleted, and a fresh one is made.
+    check_on_start: Literal["off", "quick", "full"] = "quick"
+
+
+class MetricsSection(Section):
+    listen: str | None = "127.0.0.1:9464"  # host:port of the Prometheus endpoint; null: off
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("listen must be host:port, e.g. 127.0.0.1:9464")
+        return value
+
+
+class HomeAssistantSection(Section):
+    """Opt-in MQTT discovery on the upstream broker: one `problem` binary sensor per stream."""
+
+    enabled: bool = False
+    discovery_prefix: str = "homeassistant"
+
+    @field_validator("discovery_prefix")
+    @classmethod
+    def _valid_prefix(cls, value: str) -> str:
+        if not value or any(not is_name(p) for p in value.split("/")):
+            raise ValueError("discovery_prefix must be '/'-separated names")
+        return value
+
+
+class Config(Section):
+    gateway: GatewaySection = Field(default_factory=GatewaySection)
+    model: ModelSection = Field(default_factory=ModelSection)
+    detector: DetectorSection = Field(default_factory=DetectorSection)
+    sources: list[SourceSection] = Field(default_factory=list)
+    assets: dict[Name, list[Name]] = Field(default_factory=dict)
+    upstream: UpstreamSection | None = None
+    ingest: IngestSection = Field(default_factory=IngestSection)
+    storage: StorageSection = Field(default_factory=StorageSection)
+    metrics: MetricsSection = Field(default_factory=MetricsSection)
+    homeassistant: HomeAssistantSection = Field(default_factory=HomeAssistantSection)
+
+    @model_validator(mode="after")
+    def _homeassistant_needs_upstream(self) -> Config:
+        if self.homeassistant.enabled and self.upstream is None:
+            raise ValueError("homeassistant.enabled needs an upstream broker to announce on")
+        return self
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Config:
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique: {', '.join(dupes)}")
+        seen: dict[str, str] = {}
+        for asset, streams in self.assets.items():
+            for stream in streams:
+                if stream in seen:
+                    raise ValueError(
+                        f"stream {stream!r} is in two assets: {seen[stream]!r} and {asset!r}"
+                    )
+                seen[stream] = asset
+        return self
+
+    @property
+    def database_path(self) -> Path:
+        return self.gateway.data_dir / "gateway.db"
+
+
+# --- loading -----------------------------------------------------------------------------
+
+
+class _Lines:
+    """Maps key paths to the line they stand on, from PyYAML's node tree."""
+
+    def __init__(self) -> None:
+        self.lines: dict[tuple[Any, ...], int] = {}
+        self.duplicates: list[tuple[tuple[Any, ...], int]] = []
+
+    def walk(self, node: yaml.Node, path: tuple[Any, ...] = ()) -> None:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, value_node in node.value:
+                key = key_node.value
+                if key in seen:
+                    self.duplicates.append((path + (key,), key_node.start_mark.line + 1))
+                seen.add(key)
+                self.lines[path + (key,)] = key_node.start_mark.line + 1
+                self.walk(value_node, path + (key,))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self.walk(item, path + (index,))
+
+    def line_of(self, path: tuple[Any, ...]) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get(())
+
+
+def format_path(path: tuple[Any, ...]) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Pydantic's error location with the union-tag steps removed, so it follows the YAML."""
+    path: list[Any] = []
+    current = data
+    for part in loc:
+        if (
+            isinstance(current, dict)
+            and part in current
+            or isinstance(current, list)
+            and isinstance(part, int)
+            and 0 <= part < len(current)
+        ):
+            path.append(part)
+            current = current[part]
+        elif isinstance(current, dict | list):
+            # A tag (e.g. the union member 'serial') or a key that is missing: keep missing
+            # keys, they are what the message is about; skip tags.
+            if isinstance(part, str) and isinstance(current, dict) and not _is_union_tag(part):
+                path.append(part)
+                current = None
+        else:
+            break
+    return tuple(path)
+
+
+def _is_union_tag(part: str) -> bool:
+    return part in {"serial", "mqtt", "simulate", "modbus"} or part.startswith(
+        ("function-", "tagged-")
+    )
+
+
+def _resolve_secret(
+    broker: dict[str, Any], base: Path, where: tuple[Any, ...], issues: list[tuple[Any, str]]
+) -> None:
+    pw_file, pw_env = broker.get("password_file"), broker.get("password_env")
+    if "password" in broker:
+        issues.append(
+            (
+                where + ("password",),
+                "secrets may not be written in the config; use "
+                "password_file (or a systemd credential) or password_env",
+            )
+        )
+        return
+    secret: str | None = None
+    if pw_file:
+        path = Path(str(pw_file)).expanduser()
+        if not path.is_absolute():
+            creds = os.environ.get("CREDENTIALS_DIRECTORY")
+            path = (Path(creds) / path) if creds else (base / path)
+        try:
+            secret = path.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            issues.append((where + ("password_file",), f"cannot read {path}: {exc.strerror}"))
+    elif pw_env:
+        if str(pw_env) not in os.environ:
+            issues.append((where + ("password_env",), f"environment variable {pw_env} is not set"))
+        else:
+            secret = os.environ[str(pw_env)]
+    if secret is not None:
+        broker["password"] = secret
+
+
+def _brokers(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    found: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    upstream = data.get("upstream")
+    if isinstance(upstream, dict) and isinstance(upstream.get("broker"), dict):
+        found.append((("upstream", "broker"), upstream["broker"]))
+    sources = data.get("sources")
+    if isinstance(sources, list):
+        for i, source in enumerate(sources):
+            if isinstance(source, dict) and isinstance(source.get("broker"), dict):
+                found.append((("sources", i, "broker"), source["broker"]))
+    return found
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    def fix(path: Path | None) -> Path | None:
+        if path is None:
+            return None
+        path = path.expanduser()
+        return path if path.is_absolute() else (base / path)
+
+    def fix_broker(broker: BrokerSection) -> BrokerSection:
+        if broker.tls is None:
+            return broker
+        files = ("ca_file", "cert_file", "key_file")
+        tls = broker.tls.model_copy(update={k: fix(getattr(broker.tls, k)) for k in files})
+        return broker.model_copy(update={"tls": tls})
+
+    gateway = config.gateway.model_copy(update={"data_dir": fix(config.gateway.data_dir)})
+    model = config.model.model_copy(update={"path": fix(config.model.path)})
+    sources = [
+        s.model_copy(update={"broker": fix_broker(s.broker)}) if isinstance(s, MqttSource) else s
+        for s in config.sources
+    ]
+    updates: dict[str, Any] = {"gateway": gateway, "model": model, "sources": sources}
+    if config.upstream is not None:
+        broker = fix_broker(config.upstream.broker)
+        updates["upstream"] = config.upstream.model_copy(update={"broker": broker})
+    return config.model_copy(update=updates)
+
+
+def parse_config(text: str, filename: str = "<config>", base: Path | None = None) -> Config:
+    """Validate YAML text. Raises ConfigError with every issue found."""
+    base = base or Path.cwd()
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([ConfigIssue(filename, line, "", f"invalid YAML: {problem}")]) from exc
+    lines = _Lines()
+    if root is not None:
+        lines.walk(root)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [ConfigIssue(filename, 1, "", "the config must be a mapping of sections")]
+        )
+
+    raw_issues: list[tuple[tuple[Any, ...], str]] = [
+        (path, "duplicate key") for path, _ in lines.duplicates
+    ]
+    for where, broker in _brokers(data):
+        _resolve_secret(broker, base, where, raw_issues)
+
+    config: Config | None = None
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            path = _data_path(data, tuple(error["loc"]))
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown key"
+            raw_issues.append((path, message))
+
+    if raw_issues:
+        issues = [
+            ConfigIssue(filename, lines.line_of(path), format_path(path), message)
+            for path, message in raw_issues
+        ]
+        issues.sort(key=lambda i: (i.line or 0, i.path))
+        raise ConfigError(issues)
+    assert config is not None
+    return _resolve_paths(config, base)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a config file; relative paths in it are taken from its folder."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError([ConfigIssue(str(file), None, "", f"cannot read: {reason}")]) from exc
+    return parse_config(text, filename=str(file), base=file.resolve().parent)
+
+
+def demo_config_path() -> Path:
+    """The embedded demo config: in the wheel, or in the source tree."""
+    package = Path(__file__).resolve().parents[1]
+    packaged = package / "_data" / "demo.yaml"
+    if packaged.exists():
+        return packaged
+    return package.parent / "config" / "demo.yaml"
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The effective config as plain data, with every secret shown as '***'."""
+    data = config.model_dump(mode="json")
+
+    def scrub(node: Any, model: Any) -> None:
+        if isinstance(model, BrokerSection) and isinstance(node, dict):
+            node["password"] = "***" if model.password is not None else None
+        if isinstance(model, BaseModel) and isinstance(node, dict):
+            for key in node:
+                scrub(node[key], getattr(model, key, None))
+        elif isinstance(model, list) and isinstance(node, list):
+            for n, m in zip(node, model, strict=False):
+                scrub(n, m)
+
+    scrub(data, config)
+    return data

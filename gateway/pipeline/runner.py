@@ -1,0 +1,337 @@
+"""The pipeline thread: ingest queue -> detector (batched over streams) -> store.
+
+It owns the detector and its own database connection. Each iteration takes what the sources
+queued (up to a bound), scores it, and writes readings, alerts (with their outbox rows),
+events and dead letters in ONE transaction. It checkpoints detector state periodically and
+at shutdown, publishes a status snapshot for the `status` command, and prunes old readings.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from gateway.config import Config
+from gateway.detector import Detector
+from gateway.errors import StorageError
+from gateway.pipeline.ingest import IngestQueue
+from gateway.pipeline.staleness import StalenessTracker
+from gateway.records import Batch, DeadLetter, Event
+from gateway.store import Store
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 5000
+POLL_S = 0.2
+BATCH_WINDOW_S = 0.01
+STATUS_EVERY_S = 1.0
+PRUNE_EVERY_S = 300.0
+# Alerts, events and dead letters held in memory while storage is degraded, at most.
+MAX_CARRIED = 10_000
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: Config,
+        queue: IngestQueue,
+        detector: Detector,
+        on_commit: Callable[[], None] = lambda: None,
+        extra_status: Callable[[], dict[str, Any]] = dict,
+    ) -> None:
+        self.config = config
+        self.queue = queue
+        self.detector = detector
+        self._on_commit = on_commit
+        self._extra_status = extra_status
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
+        self.started_at = time.time()
+        self.readings = 0
+        self.alerts: Counter[str] = Counter()
+        self.events: Counter[str] = Counter()
+        self.dead_letters: Counter[str] = Counter()
+        self.write_errors = 0
+        # Storage health: set while writes fail (disk full, I/O error); see _write.
+        self.storage_degraded = threading.Event()
+        self.degraded_since: float | None = None
+        self.storage_error: str | None = None
+        self.readings_lost = 0  # readings of batches that could not be written
+        self.records_lost = 0  # alerts/events/dead letters beyond MAX_CARRIED
+        self._carried = Batch()
+        self.pruned: Counter[str] = Counter()
+        self.restored_streams = 0
+        self.last_batch_at: float | None = None
+        self.failure: BaseException | None = None
+        self.staleness = StalenessTracker(config.ingest)
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> None:
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise StorageError("the pipeline did not open the database in time")
+        if self.failure is not None:
+            raise self.failure
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self.queue.wake()
+        self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        cfg = self.config
+        try:
+            store = Store.open(
+                cfg.database_path,
+                cfg.storage.durability,
+                outbox=cfg.upstream is not None,
+                gateway_id=cfg.gateway.id,
+                recover=cfg.storage.check_on_start,
+            )
+            self.restored_streams = self.detector.restore(
+                store.load_states(self.detector.model.sha256)
+            )
+            if self.restored_streams:
+                log.info("restored detector state of %d streams", self.restored_streams)
+        except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
+            self.failure = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        last_checkpoint = last_status = last_prune = time.monotonic()
+        try:
+            while True:
+                stopping = self._stop.is_set()
+                readings, side = self.queue.get_batch(MAX_BATCH, 0.0 if stopping else POLL_S)
+                if (readings or side) and not stopping and len(readings) < MAX_BATCH:
+                    # Linger a moment so a trickle of readings shares one tick and one
+                    # transaction instead of paying for both per reading.
+                    self._stop.wait(BATCH_WINDOW_S)
+                    more, more_side = self.queue.get_batch(MAX_BATCH - len(readings), 0.0)
+                    readings += more
+                    side += more_side
+                now = time.monotonic()
+                batch = self._score(readings, side)
+                checkpoint = stopping or now - last_checkpoint >= cfg.storage.checkpoint_every
+                if checkpoint:
+                    batch.states = self.detector.snapshot()
+                    batch.state_model_hash = self.detector.model.sha256
+                    last_checkpoint = now
+                if checkpoint or now - last_status >= STATUS_EVERY_S:
+                    batch.events.extend(self._new_normals(store))
+                    batch.status = self.status()
+                    if stopping:  # so `status` can tell a clean stop from a crash
+                        batch.status["stopped_at"] = time.time()
+                    last_status = now
+                if self._has_content(batch):
+                    self._write(store, batch)
+                if now - last_prune >= PRUNE_EVERY_S:
+                    self._prune(store)
+                    last_prune = now
+                if stopping and not readings and not side:
+                    break
+        finally:
+            store.close()
+
+    def _score(self, readings: list[Any], side: list[DeadLetter | Event]) -> Batch:
+        batch = Batch()
+        for record in side:
+            if isinstance(record, DeadLetter):
+                batch.dead_letters.append(record)
+                self.dead_letters[f"{record.source}/{record.reason}"] += 1
+            else:
+                batch.events.append(record)
+        if readings:
+            out = self.detector.process(readings)
+            batch.readings = out.scored
+            batch.alerts = out.alerts
+            batch.events.extend(out.events)
+            self.readings += len(out.scored)
+            for change in out.alerts:
+                self.alerts[change.state] += 1
+                log.warning(
+                    "alert %s %s: score %.4f, observed %.6g, expected %.6g",
+                    change.state,
+                    change.stream,
+                    change.score,
+                    change.observed,
+                    change.expected,
+                )
+            self.last_batch_at = time.time()
+        batch.events.extend(self.staleness.observe(readings))
+        batch.events.extend(self.staleness.check())
+        for event in batch.events:
+            self.events[event.kind] += 1
+            log.info("event %s %s %s", event.kind, event.subject, event.detail)
+        return batch
+
+    def _new_normals(self, store: Store) -> list[Event]:
+        """Apply `alerts ack --new-normal` from the CLI: the detector adapts to the level."""
+        try:
+            pending = store.pending_new_normals()
+            events = []
+            for alert_id, stream in pending:
+                applied = self.detector.accept_new_normal(stream, alert_id)
+                detail = {"alert_id": alert_id, "by": "operator", "applied": applied}
+                events.append(Event("new_normal", stream, time.time(), detail))
+                self.events["new_normal"] += 1
+                log.info(
+                    "alert %s on %s acknowledged as a new normal (applied: %s)",
+                    alert_id,
+                    stream,
+                    applied,
+                )
+            store.mark_new_normals_applied([alert_id for alert_id, _ in pending])
+        except StorageError as exc:
+            log.error("could not read new-normal acknowledgements: %s", exc)
+            return []
+        return events
+
+    @staticmethod
+    def _has_content(batch: Batch) -> bool:
+        return bool(
+            batch.readings
+            or batch.alerts
+            or batch.events
+            or batch.dead_letters
+            or batch.states
+            or batch.status
+        )
+
+    def _write(self, store: Store, batch: Batch) -> None:
+        """Write one batch; on a storage error (disk full, I/O error) keep running degraded.
+
+        Degraded: the batch's alerts, events and dead letters are carried into the next write
+        (bounded), its readings are counted as lost; a ``storage_degraded`` event is recorded
+        as soon as anything can be written, and ``storage_recovered`` when writes work again.
+        """
+        carried = self._carried
+        batch.alerts[:0] = carried.alerts
+        batch.events[:0] = carried.events
+        batch.dead_letters[:0] = carried.dead_letters
+        self._carried = Batch()
+        try:
+            store.write_batch(batch)
+        except StorageError as exc:
+            self.write_errors += 1
+            self.readings_lost += len(batch.readings)
+            self._carry(batch)
+            if not self.storage_degraded.is_set():
+                self._enter_degraded(store, str(exc))
+            return
+        if self.storage_degraded.is_set():
+            self._leave_degraded(store)
+        if batch.alerts or batch.events:
+            self._on_commit()
+
+    def _carry(self, batch: Batch) -> None:
+        """Keep what must not be lost for the next write, within MAX_CARRIED records."""
+        room = MAX_CARRIED
+        self._carried.alerts = batch.alerts[:room]
+        room -= len(self._carried.alerts)
+        self._carried.events = batch.events[-room:] if room > 0 else []
+        room -= len(self._carried.events)
+        self._carried.dead_letters = batch.dead_letters[-room:] if room > 0 else []
+        lost = (
+            len(batch.alerts)
+            + len(batch.events)
+            + len(batch.dead_letters)
+            - len(self._carried.alerts)
+            - len(self._carried.events)
+            - len(self._carried.dead_letters)
+        )
+        if lost:
+            self.records_lost += lost
+            log.error("storage degraded: %d alerts/events/dead letters could not be kept", lost)
+
+    def _enter_degraded(self, store: Store, error: str) -> None:
+        self.storage_degraded.set()
+        self.degraded_since = time.time()
+        self.storage_error = error
+        log.error("storage degraded, still running: %s", error)
+        event = Event("storage_degraded", "database", detail={"error": error[:500]})
+        try:
+            # A tiny write often still fits (WAL space is reused after a checkpoint): it
+            # makes the degraded state visible in `status` and upstream right away.
+            store.write_batch(Batch(events=[event], status=self.status()))
+        except StorageError:
+            self._carried.events.insert(0, event)
+            return
+        self._on_commit()
+
+    def _leave_degraded(self, store: Store) -> None:
+        since = self.degraded_since or time.time()
+        self.storage_degraded.clear()
+        self.degraded_since = None
+        log.warning(
+            "storage recovered after %.0f s; %d readings were lost meanwhile",
+            time.time() - since,
+            self.readings_lost,
+        )
+        event = Event(
+            "storage_recovered",
+            "database",
+            detail={
+                "degraded_since": since,
+                "readings_lost": self.readings_lost,
+                "error": self.storage_error,
+            },
+        )
+        try:
+            store.write_batch(Batch(events=[event], status=self.status()))
+        except StorageError:
+            self._carried.events.append(event)
+            return
+        self._on_commit()
+
+    def _prune(self, store: Store) -> None:
+        storage = self.config.storage
+        try:
+            result = store.prune(storage.readings_retention, storage.max_db_size)
+        except StorageError as exc:
+            log.error("pruning failed: %s", exc)
+            return
+        self.pruned.update({k: v for k, v in result.items() if v})
+        if any(result.values()):
+            log.info("pruned: %s", result)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "gateway": self.config.gateway.id,
+            "started_at": self.started_at,
+            "updated_at": time.time(),
+            "readings": self.readings,
+            "alerts": dict(self.alerts),
+            "events": dict(self.events),
+            "dead_letters": dict(self.dead_letters),
+            "dropped_readings": self.queue.dropped_readings,
+            "dropped_events": self.queue.dropped_side,
+            "ingest": self.queue.stats(),
+            "stale_streams": self.staleness.stale_streams(),
+            "queue_depth": len(self.queue),
+            "write_errors": self.write_errors,
+            "storage": {
+                "degraded": self.storage_degraded.is_set(),
+                "degraded_since": self.degraded_since,
+                "last_error": self.storage_error,
+                "readings_lost": self.readings_lost,
+                "records_lost": self.records_lost,
+                "pruned": dict(self.pruned),
+            },
+            "streams": len(self.detector.streams),
+            "model": self.detector.model.model_id,
+            "runtime": self.detector.model.runtime,
+            "detector_core": getattr(self.detector, "core", None),
+            **self._extra_status(),
+        }

@@ -1,0 +1,37 @@
+"""The gateway's SQLite database: readings, alerts, events, the outbox, dead letters and
+detector state. ``database.py`` holds the ``Store`` and its schema migrations; this module is
+the public face other packages import from."""
+
+from gateway.store.database import (
+    MIGRATIONS,
+    AlertRow,
+    AlertState,
+    Durability,
+    EventRow,
+    Migration,
+    OutboxRow,
+    StartCheck,
+    Store,
+    StreamRow,
+    find_damage,
+    migrate,
+    move_aside,
+    schema_version,
+)
+
+__all__ = [
+    "AlertRow",
+    "AlertState",
+    "Durability",
+    "EventRow",
+    "MIGRATIONS",
+    "Migration",
+    "OutboxRow",
+    "StartCheck",
+    "Store",
+    "StreamRow",
+    "find_damage",
+    "migrate",
+    "move_aside",
+    "schema_version",
+]

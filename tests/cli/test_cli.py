@@ -1,0 +1,267 @@
+"""The CLI as operators and scripts use it: help, documentation, exit codes, queries."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from gateway.cli.app import app
+from gateway.records import AlertChange, Batch, Contribution, Event, ScoredReading
+from gateway.store import Store
+
+runner = CliRunner()
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def all_commands() -> list[list[str]]:
+    found: list[list[str]] = []
+
+    def walk(cmd: Any, path: list[str]) -> None:
+        # Typer bundles its own click: test for the shape, not the class.
+        if isinstance(getattr(cmd, "commands", None), dict):
+            for name, sub in cmd.commands.items():
+                walk(sub, path + [name])
+        else:
+            found.append(path)
+
+    walk(get_command(app), [])
+    return found
+
+
+@pytest.mark.parametrize("path", all_commands(), ids=" ".join)
+def test_every_command_has_help_and_is_documented(path: list[str]) -> None:
+    result = runner.invoke(app, path + ["--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+    if path != ["version"]:
+        assert f"`{' '.join(path[-2:] if len(path) > 1 else path)}" in README, path
+
+
+def test_usage_error_exits_2() -> None:
+    assert runner.invoke(app, ["alerts", "list", "--state", "bogus"]).exit_code == 2
+    assert runner.invoke(app, ["no-such-command"]).exit_code == 2
+
+
+@pytest.fixture
+def gateway_db(tmp_path: Path) -> tuple[Path, str]:
+    config = tmp_path / "gw.yaml"
+    config.write_text(f"gateway: {{id: gw, data_dir: {tmp_path / 'data'}}}\n")
+    store = Store.open(tmp_path / "data" / "gateway.db", outbox=False)
+    alert_id = uuid.uuid4().hex
+    now = time.time()
+    contributors = (
+        Contribution("pump.flow", 14.0, 10.0, (9.0, 11.0), 0.8, "l/min"),
+        Contribution("pump.temp", 50.0, 49.0, (47.0, 51.0), 0.2, "degC", "prediction"),
+    )
+    raised = AlertChange(
+        alert_id,
+        "pump",
+        "raised",
+        now - 60,
+        0.9995,
+        14.0,
+        10.0,
+        (9.0, 11.0),
+        "l/min",
+        "cfc-default@12345678",
+        contributors,
+    )
+    store.write_batch(
+        Batch(
+            readings=[ScoredReading("pump.flow", now - 60, 14.0, 10.0, 0.9995, True)],
+            alerts=[raised],
+            events=[Event("drift", "pump.temp", now - 30, {"scales": 3.2})],
+            status={
+                "gateway": "gw",
+                "updated_at": now,
+                "started_at": now - 100,
+                "readings": 1,
+                "streams": 1,
+            },
+        )
+    )
+    store.close()
+    return config, alert_id
+
+
+def test_alerts_list_show_ack(gateway_db: tuple[Path, str]) -> None:
+    config, alert_id = gateway_db
+    table = runner.invoke(app, ["alerts", "list", "-c", str(config)])
+    assert table.exit_code == 0 and alert_id in table.output and "pump" in table.output
+    as_json = json.loads(
+        runner.invoke(app, ["alerts", "list", "-c", str(config), "-f", "json"]).output
+    )
+    assert as_json[0]["id"] == alert_id and as_json[0]["state"] == "open"
+    as_csv = runner.invoke(app, ["alerts", "list", "-c", str(config), "--format", "csv"]).output
+    assert as_csv.splitlines()[0].startswith("id,stream,raised")
+    shown = runner.invoke(app, ["alerts", "show", alert_id[:8], "-c", str(config)])
+    assert shown.exit_code == 0, shown.output
+    assert re.search(
+        r"observed 14 l/min, expected 10 l/min \(normal band 9 \.\. 11 l/min\)", shown.output
+    )
+    assert "pump.flow: 80% of the score" in shown.output
+    assert "(far from its usual level)" in shown.output
+    assert "(not what the model expected next)" in shown.output
+    acked = runner.invoke(app, ["alerts", "ack", alert_id, "-c", str(config), "--note", "valve"])
+    assert acked.exit_code == 0, acked.output
+    assert runner.invoke(app, ["alerts", "ack", alert_id, "-c", str(config)]).exit_code == 1
+    still_open = runner.invoke(app, ["alerts", "list", "-c", str(config), "-f", "json"])
+    assert json.loads(still_open.output) == []  # empty result: exit 0
+    assert still_open.exit_code == 0
+    acked_list = runner.invoke(app, ["alerts", "list", "-c", str(config), "--state", "acked"])
+    assert alert_id in acked_list.output
+    assert runner.invoke(app, ["alerts", "show", "nope", "-c", str(config)]).exit_code == 1
+
+
+def test_status_streams_events(gateway_db: tuple[Path, str]) -> None:
+    config, _ = gateway_db
+    status = runner.invoke(app, ["status", "-c", str(config)])
+    assert status.exit_code == 0 and "gateway   gw" in status.output
+    streams = runner.invoke(app, ["streams", "-c", str(config), "-f", "json"])
+    assert json.loads(streams.output)[0]["stream"] == "pump.flow"
+    events = runner.invoke(app, ["events", "list", "-c", str(config)])
+    assert "drift" in events.output and "pump.temp" in events.output
+
+
+def test_queries_without_a_database_fail_cleanly(tmp_path: Path) -> None:
+    config = tmp_path / "gw.yaml"
+    config.write_text(f"gateway: {{data_dir: {tmp_path / 'none'}}}\n")
+    result = runner.invoke(app, ["alerts", "list", "-c", str(config)])
+    assert result.exit_code == 1 and "no database" in result.output
+    assert not (tmp_path / "none").exists()  # a query never creates anything
+
+
+def test_model_info_names_the_runtime() -> None:
+    result = runner.invoke(
+        app, ["model", "info", "--path", str(Path("models/cfc-default.tflite").resolve())]
+    )
+    assert result.exit_code == 0, result.output
+    assert "cfc-default@" in result.output and "runtime   litert" in result.output
+    bad = runner.invoke(app, ["model", "info", "--path", "/nonexistent.tflite"])
+    assert bad.exit_code == 1
+
+
+def test_status_shows_health_and_degraded_flags(gateway_db: tuple[Path, str]) -> None:
+    config, _ = gateway_db
+    as_json = json.loads(runner.invoke(app, ["status", "-c", str(config), "-f", "json"]).output)[0]
+    assert as_json["gateway"] == "gw" and as_json["open_alerts"] == 1
+    assert as_json["outbox_backlog"] == 0 and "degraded" in as_json
+    as_csv = runner.invoke(app, ["status", "-c", str(config), "-f", "csv"]).output
+    assert as_csv.splitlines()[0] == "key,value" and "gateway,gw" in as_csv
+    table = runner.invoke(app, ["status", "-c", str(config)]).output
+    assert "health" in table and "upstream  none" in table
+
+
+def test_db_check_prune_vacuum_and_alerts_export(
+    gateway_db: tuple[Path, str], tmp_path: Path
+) -> None:
+    config, alert_id = gateway_db
+    check = runner.invoke(app, ["db", "check", "-c", str(config), "-f", "json"])
+    assert check.exit_code == 0, check.output
+    report = json.loads(check.output)
+    assert report["ok"] and report["rows"]["alerts"] == 1
+    pruned = runner.invoke(app, ["db", "prune", "-c", str(config), "--older-than", "1s"])
+    assert pruned.exit_code == 0 and "readings expired 1" in pruned.output
+    vacuum = runner.invoke(app, ["db", "vacuum", "-c", str(config)])
+    assert vacuum.exit_code == 0, vacuum.output
+    # The fixture's status says the daemon runs (fresh, this pid): a full VACUUM is refused.
+    assert runner.invoke(app, ["db", "vacuum", "-c", str(config), "--full"]).exit_code == 1
+    out = tmp_path / "alerts.csv"
+    export = runner.invoke(app, ["alerts", "export", "-c", str(config), "-o", str(out)])
+    assert export.exit_code == 0, export.output
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("id,stream,") and "contributors" in lines[0]
+    assert alert_id in lines[1] and "pump.temp" in lines[1]
+    as_json = runner.invoke(app, ["alerts", "export", "-c", str(config), "-f", "json"])
+    assert json.loads(as_json.output)[0]["contributors"][0]["stream"] == "pump.flow"
+
+
+def test_db_check_reports_a_damaged_file(gateway_db: tuple[Path, str]) -> None:
+    config, _ = gateway_db
+    db = config.parent / "data" / "gateway.db"
+    data = bytearray(db.read_bytes())
+    for offset in range(4096 * 2, len(data), 4096):  # scribble over every page but the first
+        data[offset + 8 : offset + 64] = b"\xff" * 56
+    db.write_bytes(bytes(data))
+    for side in ("gateway.db-wal", "gateway.db-shm"):
+        (config.parent / "data" / side).unlink(missing_ok=True)
+    result = runner.invoke(app, ["db", "check", "-c", str(config)])
+    assert result.exit_code == 1, result.output
+
+
+def test_plot_writes_a_png_of_the_requested_size(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    import math
+    import struct
+
+    config = tmp_path / "gw.yaml"
+    config.write_text(f"gateway: {{id: gw, data_dir: {tmp_path / 'data'}}}\n")
+    store = Store.open(tmp_path / "data" / "gateway.db", outbox=False)
+    now = time.time()
+    readings = [
+        ScoredReading(
+            "line.temp",
+            now - 600 + i,
+            20 + math.sin(i / 20) + (3 if 400 <= i < 420 else 0),
+            20 + math.sin(i / 20),
+            0.9999 if 400 <= i < 420 else 0.2,
+            400 <= i < 425,
+        )
+        for i in range(600)
+    ]
+    store.write_batch(Batch(readings=readings))
+    store.close()
+    out = tmp_path / "plot.png"
+    result = runner.invoke(
+        app,
+        [
+            "plot",
+            "line.temp",
+            "-c",
+            str(config),
+            "--since",
+            "1h",
+            "-o",
+            str(out),
+            "--size",
+            "900x500",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    assert struct.unpack(">II", data[16:24]) == (900, 500)
+    missing = runner.invoke(app, ["plot", "nope", "-c", str(config), "-o", str(out)])
+    assert missing.exit_code == 1 and "line.temp" in missing.output
+
+
+def test_logging_uses_journald_priorities_only_under_journald(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import logging
+    import os
+    import sys
+
+    from gateway.cli.app import setup_logging
+
+    st = os.fstat(sys.stderr.fileno())
+    monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+    setup_logging("info")
+    logging.getLogger("gateway.test").warning("port %s lost", "/dev/ttyUSB0")
+    logging.getLogger("gateway.test").debug("not shown at info")
+    monkeypatch.setenv("JOURNAL_STREAM", "1:2")  # someone else's stream: plain lines
+    setup_logging("info")
+    logging.getLogger("gateway.test").error("plain")
+    err = capfd.readouterr().err.splitlines()
+    assert err[0] == "<4>gateway.test: port /dev/ttyUSB0 lost"
+    assert "not shown" not in "\n".join(err)
+    assert err[1].endswith("ERROR gateway.test: plain") and not err[1].startswith("<")
+    logging.getLogger().handlers.clear()
