@@ -37,7 +37,7 @@ class ListSink:
         return len(self.events(kind))
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
     """Poll until ``predicate`` returns something truthy; generous, never a timing check."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -45,4 +45,4 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
         if result:
             return result
         time.sleep(0.005)
-    raise AssertionError(f"condition not met within {timeout}s")
+    raise AssertionError(f"condition not met within {timeout}s: {what or predicate}")

@@ -7,13 +7,13 @@ import uuid
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import Broker
 from hypothesis import given
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import is_name
 from gateway.mqtt.topics import MAX_TOPIC_BYTES, check_topic, topic_problem
+from tests.conftest import Broker
 
 BAD = [
     "", "a/b\n", "a\x00b", "a\rb", "tab\there", "del\x7f", "c1\x85", "a/+/b", "a/#",

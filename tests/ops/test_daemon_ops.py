@@ -13,11 +13,10 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from conftest import free_port
-
 from gateway.config import load_config
 from gateway.ops.daemon import Gateway
 from gateway.store import Store
+from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

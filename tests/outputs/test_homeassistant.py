@@ -7,11 +7,11 @@ import queue
 import time
 
 import paho.mqtt.client as mqtt
-from conftest import Broker
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import BrokerSection, HomeAssistantSection, UpstreamSection
 from gateway.outputs.homeassistant import Announcer, discovery_message
+from tests.conftest import Broker
 
 
 def _upstream(broker: Broker) -> UpstreamSection:

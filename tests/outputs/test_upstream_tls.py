@@ -14,15 +14,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from test_forwarder import GW, PREFIX, Subscriber, alert, wait_for
 
 from gateway.config import Config, ConfigError, parse_config, redacted
 from gateway.outputs.forwarder import Forwarder
 from gateway.records import Batch
 from gateway.store import Store
+from tests.helpers import wait_for
+from tests.upstream import GW, PREFIX, Subscriber, alert
 
 if TYPE_CHECKING:
-    from conftest import TlsBroker
+    from tests.conftest import TlsBroker
 
 
 def tls_config(

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from conftest import Broker
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import MqttSource, SerialSource
@@ -28,6 +27,7 @@ from gateway.pipeline.ingest import IngestQueue
 from gateway.records import DeadLetter, Reading
 from gateway.sources.mqtt import MqttSubscriber
 from gateway.sources.serial import SerialReader
+from tests.conftest import Broker
 
 SEED = 20_240_611
 SERIAL_BULK = 52_000

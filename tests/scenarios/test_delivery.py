@@ -18,16 +18,16 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from test_forwarder import GW, PREFIX, Subscriber, alert, reconfigure, wait_for
-
 from gateway.config import BrokerSection, UpstreamSection
 from gateway.outputs.forwarder import Forwarder, backoff
 from gateway.records import Batch, ScoredReading
 from gateway.store import Store
+from tests.helpers import wait_for
+from tests.upstream import GW, PREFIX, Subscriber, alert, reconfigure
 from tools.soak_kill import Watcher, gateway_config
 
 if TYPE_CHECKING:
-    from conftest import Broker
+    from tests.conftest import Broker
 
 WINDOW = 8
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
-from test_forwarder import wait_for
 
+from tests.helpers import wait_for
 from tools.soak_kill import PREFIX, gateway_config
 
 if TYPE_CHECKING:
-    from conftest import Broker
+    from tests.conftest import Broker
 
 ROOT = Path(__file__).resolve().parents[2]
 FLEET = 10

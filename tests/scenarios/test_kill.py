@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from tools.soak_kill import run_soak
 
 if TYPE_CHECKING:
-    from conftest import Broker
+    from tests.conftest import Broker
 
 KILLS = 30
 

@@ -9,13 +9,13 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import Broker, free_port
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import MqttSource
 from gateway.errors import SourceError
 from gateway.sources import build_source
 from gateway.sources.mqtt import BufferedClient, MqttSubscriber, source_protocol
+from tests.conftest import Broker, free_port
 from tests.helpers import ListSink, wait_for
 
 

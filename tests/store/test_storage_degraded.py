@@ -23,12 +23,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from test_forwarder import wait_for
-
+from tests.helpers import wait_for
 from tools.soak_kill import PREFIX, gateway_config
 
 if TYPE_CHECKING:
-    from conftest import Broker
+    from tests.conftest import Broker
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT = 1_500_000  # bytes: any file the gateway writes may not grow past this
