@@ -1,8 +1,8 @@
-"""Wheel build hook: compile the detector's C core into the wheel when this machine can.
+"""Wheel build hook: compile the detector's core with mypyc into the wheel when this machine can.
 
 ``pip install .`` must never fail for want of a compiler: where gcc or the Python headers are
 missing (a Raspberry Pi without build-essential/python3-dev), the wheel is pure Python and the
-detector runs its Python core, slower but the same. The compile itself is
+detector runs ``core.py`` as it is, slower but the same. The compile itself is
 ``gateway/detector/build.py``, loaded by path (the package's dependencies are not installed in
 the isolated build environment).
 """
@@ -37,15 +37,16 @@ class KernelBuildHook(BuildHookInterface):
         build = _load_build_module(Path(self.root))
         self._tmp = tempfile.TemporaryDirectory()
         try:
-            module = build.build(Path(self._tmp.name))
+            modules = build.build(Path(self._tmp.name))
         except build.BuildError as exc:
             print(
                 f"WARNING: liquid-gateway: the compiled detector core was not built ({exc}); "
-                "installing the pure-Python core (same results, about 4x slower replay).",
+                "installing the interpreted core (same results, about 10x slower).",
                 file=sys.stderr,
             )
             return
-        build_data["force_include"][str(module)] = f"gateway/detector/{module.name}"
+        for module in modules:
+            build_data["force_include"][str(module)] = f"gateway/detector/{module.name}"
         build_data["pure_python"] = False
         build_data["infer_tag"] = True
 

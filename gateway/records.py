@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 # Dead-letter payloads are truncated to this many characters before they are stored.
 DEAD_LETTER_MAX_PAYLOAD = 512
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
+class Reading(NamedTuple):
+    """One value of one stream. A named tuple, not a dataclass: the hot paths make one per
+    value (a frozen dataclass's ``__init__`` costs 1.3 us, a named tuple's 0.3 us)."""
+
     stream: str
     ts: float  # seconds since the Unix epoch (device time when present, else receive time)
     value: float
@@ -60,8 +62,7 @@ class Event:
 Record = Reading | DeadLetter | Event
 
 
-@dataclass(frozen=True, slots=True)
-class ScoredReading:
+class ScoredReading(NamedTuple):
     """A reading after the detector: what the store keeps in ``readings``."""
 
     stream: str

@@ -199,3 +199,25 @@ def tls_broker(tmp_path: Path) -> Iterator[TlsBroker]:
         yield b
     finally:
         b.stop()
+
+
+# --- the detector: both builds of its one source, the shipped model ------------------------
+
+
+@pytest.fixture(params=["python", "compiled"])
+def core(request: pytest.FixtureRequest) -> str:
+    """Every detector and replay test runs on ``core.py`` as it is and on its mypyc build; a
+    missing or stale build is a failure, not a skip (``python -m gateway.detector.build``)."""
+    from gateway.detector.engine import COMPILED_PROBLEM, compiled_core_available
+
+    if request.param == "compiled" and not compiled_core_available():
+        pytest.fail(f"the compiled detector core is {COMPILED_PROBLEM}: run "
+                    "python -m gateway.detector.build")  # fmt: skip
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def model():  # noqa: ANN201 - a StepModel
+    from gateway.model.runtime import load_model
+
+    return load_model(None, "auto")

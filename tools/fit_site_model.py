@@ -2,9 +2,10 @@
 
 Input is the site's history, either CSV files (every numeric column is one univariate series,
 picked the way ``liquid-gateway replay`` picks channels) or the gateway's own SQLite database
-(table ``readings``, opened read-only, parameterised SQL only). Each series is normalised
-causally exactly like the base model's training (half-life, warm-up, scale floor and z clip are
-read from the base model's card), with ``dt`` in units of the series' median interval.
+(table ``readings``, opened read-only, parameterised SQL only). Each series goes through the
+gateway's own detector to give the model's inputs exactly as the daemon computes them
+(``tools/signals.model_arrays``, the same path as the base model's training), with ``dt`` in
+the series' typical intervals.
 
 The fit starts from the base model's weights (its ``.npz``), and never sees the last
 ``--holdout`` fraction of any series: that tail is where the card's metrics come from (the site
@@ -101,7 +102,7 @@ class Prepared:
 
     name: str
     z: np.ndarray  # [n] float32 input z_k
-    dt: np.ndarray  # [n] float32, units of the median interval
+    dt: np.ndarray  # [n] float32, typical intervals (as the detector computes them)
     y: np.ndarray  # [n] float32 target z_{k+1}
     interval: float  # median interval, seconds
     train_end: int  # windows use pairs [0, train_end)
@@ -194,22 +195,9 @@ def read_db(path: Path, streams: list[str], since_s: float | None) -> list[Serie
 # --- data preparation -----------------------------------------------------------------------
 
 
-def normalisation_of(card: dict[str, Any]) -> dict[str, float]:
-    """The base model's normalisation recipe from its card (train_cfc.py's defaults if absent)."""
-    norm = (card.get("training") or {}).get("normalisation") or {}
-    recipe = {
-        "halflife": float(norm.get("halflife_samples", signals.HALFLIFE)),
-        "warmup": int(norm.get("warmup_cumulative_samples", signals.WARMUP)),
-        "floor": float(norm.get("scale_floor", signals.SCALE_FLOOR)),
-        "clip": float(norm.get("z_clip", signals.Z_CLIP)),
-    }
-    if not norm:
-        log.warning("the base card has no normalisation recipe; using tools/signals.py's")
-    return recipe
-
-
-def prepare(s: Series, norm: dict[str, float], holdout: float, val: float) -> Prepared | None:
-    """``(z_k, dt_k, z_{k+1})`` like ``signals.model_arrays``, dt in median intervals."""
+def prepare(s: Series, holdout: float, val: float) -> Prepared | None:
+    """``(z_k, dt_k, z_{k+1})`` as the gateway's detector feeds them to the model
+    (``signals.model_arrays``), dt in typical intervals."""
     if len(s.x) < MIN_SAMPLES:
         log.warning("%s: %d samples, fewer than %d: skipped", s.name, len(s.x), MIN_SAMPLES)
         return None
@@ -219,24 +207,11 @@ def prepare(s: Series, norm: dict[str, float], holdout: float, val: float) -> Pr
         log.warning("%s: no time passes between samples: skipped", s.name)
         return None
     interval = float(np.median(positive))
-    t = np.concatenate([[0.0], np.cumsum(np.maximum(steps, 0.0))]) / interval
-    z = signals.causal_normalise(
-        t, s.x, halflife=norm["halflife"], warmup=int(norm["warmup"]),
-        floor=norm["floor"], clip=norm["clip"],
-    )  # fmt: skip
-    dt = np.diff(t, prepend=t[0] - 1.0)
-    n = len(z) - 1
+    z_in, dt_in, y_in = signals.model_arrays(s.t[None, :], np.asarray(s.x, float)[None, :])
+    n = z_in.shape[1]
     val_end = int(round(n * (1.0 - holdout)))
     train_end = int(round(n * (1.0 - holdout - val)))
-    return Prepared(
-        s.name,
-        z[:-1].astype(np.float32),
-        dt[:-1].astype(np.float32),
-        z[1:].astype(np.float32),
-        interval,
-        train_end,
-        val_end,
-    )
+    return Prepared(s.name, z_in[0], dt_in[0], y_in[0], interval, train_end, val_end)
 
 
 def run_cell(cell: NumpyCfc, series: list[Prepared]) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -437,8 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     verify_file(base_card, base_npz)
     with np.load(base_npz, allow_pickle=False) as data:
         base_weights = {k: data[k] for k in data.files}
-    norm = normalisation_of(dict(base_card.raw))
-    warmup = int(norm["warmup"])
+    warmup = signals.WARMUP
     args.out.mkdir(parents=True, exist_ok=True)
     model_path = args.out / f"{args.name}.tflite"
     if model_path.resolve() == args.base.resolve():
@@ -466,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
             "streams": args.stream or "all",
             "since_seconds": args.since,
         }
-    prepared = [p for s in raw if (p := prepare(s, norm, args.holdout, args.val)) is not None]
+    prepared = [p for s in raw if (p := prepare(s, args.holdout, args.val)) is not None]
     if not prepared:
         raise SystemExit("no usable series in the site history")
     by_name = {s.name: s for s in raw}

@@ -2,14 +2,18 @@
 
 The shipped model has to work zero-config on any univariate stream, so it is trained on a broad
 mix of "normal" behaviour rather than on one site's data: slowly drifting baselines, periodic
-signals with harmonics, random walks, AR(1)/Ornstein-Uhlenbeck processes, plain noise and
-mixtures of these, at arbitrary offset and scale, optionally quantised like an ADC, and sampled
-irregularly (jitter plus occasional gaps). Processes are defined in continuous time and evaluated
-at the sample times, so a gap really lets a random walk wander further.
+signals with harmonics (periods of 6 to 1,000 samples), square, sawtooth and pulse waves, duty
+cycles (a motor that runs and stops, its running level creeping), regime switches (a process
+that jumps between operating states with their own level, spread and dynamics), random walks,
+AR(1)/Ornstein-Uhlenbeck processes, heavy-tailed noise and mixtures of these, at arbitrary
+offset and scale, optionally quantised like an ADC, and sampled irregularly (jitter plus
+occasional gaps). Processes are defined in continuous time and evaluated at the sample times,
+so a gap really lets a random walk wander further.
 
-The module also holds the causal normaliser the training uses (``causal_normalise``); it is the
-reference for what the gateway feeds the model at run time. numpy only, deterministic given the
-``numpy.random.Generator`` passed in, importable by the gateway's tests and by ``tools/``.
+What the model is trained on is what the gateway feeds it, computed by the gateway itself:
+``model_arrays`` runs the detector's own engine over the series (``gateway.detector``; its
+baseline, cycle and elapsed-time rules exist once, there) and records the model's inputs. numpy
+only besides the gateway, deterministic given the ``numpy.random.Generator`` passed in.
 """
 
 from __future__ import annotations
@@ -19,13 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FAMILIES: tuple[str, ...] = ("drift", "periodic", "random_walk", "ar1", "noise", "mixture")
-
-# Normalisation recipe (shared with the model card and the gateway's detector).
-HALFLIFE = 300.0  # samples (nominal units); alpha = 1 - 2**(-dt / HALFLIFE)
-WARMUP = 50  # samples normalised with the cumulative mean/std before the EW phase
-SCALE_FLOOR = 1e-3
-Z_CLIP = 8.0
+FAMILIES: tuple[str, ...] = (
+    "drift", "periodic", "random_walk", "ar1", "noise", "mixture", "wave", "duty", "regime",
+)  # fmt: skip
+WARMUP = 50  # samples at the start of a series that the loss ignores (the baseline settles)
 
 
 @dataclass(frozen=True)
@@ -94,17 +95,86 @@ def _components(rng: np.random.Generator, t: np.ndarray) -> dict[str, np.ndarray
         rng.standard_normal((b, n)),
         rng.standard_t(np.where(np.isinf(dof), 30.0, dof), size=(b, n)) / np.sqrt(2.0),
     )
-    return {"drift": drift, "periodic": periodic, "random_walk": walk, "ar1": ar1, "noise": noise}
+    return {
+        "drift": drift, "periodic": periodic, "random_walk": walk, "ar1": ar1, "noise": noise,
+        "wave": _waves(rng, t), "duty": _duty(rng, t), "regime": _regimes(rng, t),
+    }  # fmt: skip
 
 
-# Weight ranges per family for (drift, periodic, random_walk, ar1, noise).
+def _waves(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
+    """Square (any duty), sawtooth and pulse waves, periods of 6 to 1,000 samples."""
+    b, _ = t.shape
+    period = np.exp(rng.uniform(np.log(6.0), np.log(1000.0), (b, 1)))
+    phase = (t / period + rng.random((b, 1))) % 1.0
+    duty = rng.uniform(0.1, 0.9, (b, 1))
+    shape = rng.integers(0, 3, (b, 1))
+    square = np.where(phase < duty, 1.0, -1.0)
+    saw = 2.0 * phase - 1.0
+    pulse = np.where(phase < 0.5 * duty, 2.0, 0.0) - 0.5
+    return np.where(shape == 0, square, np.where(shape == 1, saw, pulse))
+
+
+def _duty(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
+    """A machine that runs and stops: on/off cycles of random length (10 to 500 samples),
+    a start-up overshoot decaying, and a running level that creeps over the series."""
+    b, n = t.shape
+    mean_on = np.exp(rng.uniform(np.log(10.0), np.log(500.0), (b, 1)))
+    mean_off = mean_on * np.exp(rng.uniform(np.log(0.2), np.log(5.0), (b, 1)))
+    on = np.zeros((b, n), bool)
+    since = np.zeros((b, n))
+    for i in range(b):
+        state, next_switch, last = bool(rng.random() < 0.5), 0.0, 0.0
+        for k in range(n):
+            if t[i, k] >= next_switch:
+                state = not state
+                last = t[i, k]
+                length = mean_on[i, 0] if state else mean_off[i, 0]
+                next_switch = t[i, k] + rng.exponential(length) + 1.0
+            on[i, k] = state
+            since[i, k] = t[i, k] - last
+    span = np.maximum(t[:, -1:], 1.0)
+    creep = 1.0 + rng.uniform(-0.3, 0.3, (b, 1)) * t / span
+    overshoot = rng.uniform(0.0, 0.6, (b, 1)) * np.exp(-since / rng.uniform(2.0, 30.0, (b, 1)))
+    return np.where(on, creep * (2.0 + overshoot), 0.0) - 1.0
+
+
+def _regimes(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
+    """A process that switches between two or three operating states (each with its own
+    level, spread and time constant), staying 50 to 2,000 samples in each."""
+    b, n = t.shape
+    out = np.zeros((b, n))
+    for i in range(b):
+        states = int(rng.integers(2, 4))
+        level = rng.normal(0.0, 1.5, states)
+        spread = np.exp(rng.uniform(np.log(0.1), np.log(1.0), states))
+        tau = np.exp(rng.uniform(np.log(1.0), np.log(50.0), states))
+        stay = np.exp(rng.uniform(np.log(50.0), np.log(2000.0), states))
+        state, until, value = 0, rng.exponential(stay[0]), level[0]
+        for k in range(n):
+            if t[i, k] >= until:
+                state = int((state + rng.integers(1, states)) % states)
+                until = t[i, k] + rng.exponential(stay[state]) + 1.0
+            gap = t[i, k] - t[i, k - 1] if k else 1.0
+            a = np.exp(-gap / tau[state])
+            noise = rng.standard_normal() * spread[state] * np.sqrt(1.0 - a * a)
+            value = level[state] + a * (value - level[state]) + noise
+            out[i, k] = value
+    return out
+
+
+# Weight ranges per family for each component, in the order of _COMPONENTS.
+_COMPONENTS = ("drift", "periodic", "random_walk", "ar1", "noise", "wave", "duty", "regime")
+_NONE = (0.0, 0.0)
 _MIX: dict[str, tuple[tuple[float, float], ...]] = {
-    "drift": ((1.0, 1.0), (0.0, 0.0), (0.0, 0.0), (0.0, 0.3), (0.05, 0.5)),
-    "periodic": ((0.0, 0.3), (1.0, 1.0), (0.0, 0.0), (0.0, 0.2), (0.02, 0.4)),
-    "random_walk": ((0.0, 0.0), (0.0, 0.0), (1.0, 1.0), (0.0, 0.0), (0.0, 0.3)),
-    "ar1": ((0.0, 0.2), (0.0, 0.0), (0.0, 0.0), (1.0, 1.0), (0.0, 0.3)),
-    "noise": ((0.0, 0.0), (0.0, 0.0), (0.0, 0.0), (0.0, 0.0), (1.0, 1.0)),
-    "mixture": ((0.0, 1.0), (0.0, 1.0), (0.0, 0.5), (0.0, 1.0), (0.05, 0.6)),
+    "drift": ((1.0, 1.0), _NONE, _NONE, (0.0, 0.3), (0.05, 0.5), _NONE, _NONE, _NONE),
+    "periodic": ((0.0, 0.3), (1.0, 1.0), _NONE, (0.0, 0.2), (0.02, 0.4), _NONE, _NONE, _NONE),
+    "random_walk": (_NONE, _NONE, (1.0, 1.0), _NONE, (0.0, 0.3), _NONE, _NONE, _NONE),
+    "ar1": ((0.0, 0.2), _NONE, _NONE, (1.0, 1.0), (0.0, 0.3), _NONE, _NONE, _NONE),
+    "noise": (_NONE, _NONE, _NONE, _NONE, (1.0, 1.0), _NONE, _NONE, _NONE),
+    "mixture": ((0.0, 1.0), (0.0, 1.0), (0.0, 0.5), (0.0, 1.0), (0.05, 0.6), _NONE, _NONE, _NONE),
+    "wave": ((0.0, 0.3), _NONE, _NONE, (0.0, 0.2), (0.0, 0.3), (1.0, 1.0), _NONE, _NONE),
+    "duty": ((0.0, 0.3), _NONE, _NONE, (0.0, 0.1), (0.02, 0.2), _NONE, (1.0, 1.0), _NONE),
+    "regime": ((0.0, 0.3), _NONE, _NONE, _NONE, (0.0, 0.2), _NONE, _NONE, (1.0, 1.0)),
 }
 
 
@@ -129,7 +199,7 @@ def make_batch(
         raise ValueError(f"timestamps have shape {t.shape}, expected {(b, n)}")
     comps = _components(rng, t)
     x = np.zeros((b, n))
-    for i, name in enumerate(("drift", "periodic", "random_walk", "ar1", "noise")):
+    for i, name in enumerate(_COMPONENTS):
         lo = np.array([_MIX[f][i][0] for f in families])[:, None]
         hi = np.array([_MIX[f][i][1] for f in families])[:, None]
         x += rng.uniform(lo, hi) * comps[name]
@@ -150,51 +220,52 @@ def make_series(
     return batch.t[0], batch.x[0]
 
 
-def causal_normalise(
-    t: np.ndarray,
-    x: np.ndarray,
-    halflife: float = HALFLIFE,
-    warmup: int = WARMUP,
-    floor: float = SCALE_FLOOR,
-    clip: float = Z_CLIP,
-) -> np.ndarray:
-    """``z_k = (x_k - m_{k-1}) / s_{k-1}`` along the last axis, ``z_0 = 0``.
+class _Recorder:
+    """The StepModel interface, recording what the engine feeds the model; it predicts the
+    current input ("next = current"), which the recording never depends on."""
 
-    ``m``/``s`` are the cumulative mean/std for the first ``warmup`` samples, then an
-    exponentially weighted mean/std with a time-based ``alpha = 1 - 2**(-dt/halflife)``, seeded
-    by the cumulative values. ``s`` is floored at ``floor`` and ``z`` clipped to ``[-clip, clip]``.
-    """
-    t = np.asarray(t, dtype=np.float64)
-    x = np.asarray(x, dtype=np.float64)
-    n = x.shape[-1]
-    z = np.zeros_like(x)
-    m = x[..., 0].copy()
-    v = np.zeros_like(m)
-    for k in range(1, n):
-        s = np.maximum(np.sqrt(v), floor)
-        z[..., k] = (x[..., k] - m) / s
-        if k < warmup:
-            alpha = np.full_like(m, 1.0 / (k + 1))
-        else:
-            alpha = 1.0 - np.exp2(-(t[..., k] - t[..., k - 1]) / halflife)
-        d = x[..., k] - m
-        m = m + alpha * d
-        v = (1.0 - alpha) * (v + alpha * d * d)
-    return np.clip(z, -clip, clip)
+    runtime = "record"
+    name = "record"
+    sha256 = "0" * 64
+    model_id = "record@00000000"
+    hidden_size = 1
+    features = 1
+    card = None
+    path = None
+
+    def __init__(self) -> None:
+        self.x: list[np.ndarray] = []
+        self.dt: list[np.ndarray] = []
+
+    def step(self, x: np.ndarray, h: np.ndarray, dt: np.ndarray) -> tuple[np.ndarray, ...]:
+        self.x.append(x[:, 0].copy())
+        self.dt.append(dt[:, 0].copy())
+        return x.copy(), np.zeros_like(x), h
 
 
 def model_arrays(t: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Training triples along the last axis: input ``z_k``, ``dt_k`` and target ``z_{k+1}``.
+    """Training triples along the last axis, ``[b, n-1]`` float32: the model's input ``z_k``
+    and ``dt_k`` (typical intervals) as the gateway's detector computes them for ``x`` sampled
+    at ``t``, and the target ``z_{k+1}``, the input it is given next. Alerts are switched off
+    (a fault would freeze the baseline), so this is the normal behaviour of each series."""
+    from gateway.config import DetectorSection
+    from gateway.detector import Detector
+    from gateway.records import Reading
 
-    ``dt_k = t_k - t_{k-1}`` in nominal sample units (``dt_0 = 1``). Float32, length ``n - 1``.
-    """
-    z = causal_normalise(t, x)
-    dt = np.diff(t, axis=-1, prepend=t[..., :1] - 1.0)
-    return (
-        z[..., :-1].astype(np.float32),
-        dt[..., :-1].astype(np.float32),
-        z[..., 1:].astype(np.float32),
-    )
+    t = np.atleast_2d(np.asarray(t, np.float64))
+    x = np.atleast_2d(np.asarray(x, np.float64))
+    b, n = x.shape
+    recorder = _Recorder()
+    quiet = DetectorSection(threshold=0.99, clear_threshold=0.99)
+    detector = Detector(quiet, recorder)  # type: ignore[arg-type]
+    names = [f"s{i}" for i in range(b)]
+    for k in range(n):
+        detector.process_ticks(
+            [[Reading(names[i], float(t[i, k]), float(x[i, k]), "train") for i in range(b)]]
+        )
+    z = np.stack(recorder.x, axis=1)
+    dt = np.stack(recorder.dt, axis=1)
+    return z[:, :-1].astype(np.float32), dt[:, :-1].astype(np.float32), z[:, 1:].astype(np.float32)
 
 
 def training_batches(seed: int, b: int, n: int) -> Iterator[tuple[np.ndarray, ...]]:

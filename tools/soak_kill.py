@@ -39,16 +39,34 @@ PREFIX = "soak"
 MAX_INFLIGHT = 20
 
 
-def gateway_config(workdir: Path, host: str, port: int, gateway_id: str = "gw-soak") -> Path:
+def gateway_config(
+    workdir: Path,
+    host: str,
+    port: int,
+    gateway_id: str = "gw-soak",
+    *,
+    streams: int = 16,
+    rate_hz: float = 100.0,
+    fault_every: float = 0.05,
+) -> Path:
+    """A gateway whose simulated sensors keep a fault open on some stream most of the time.
+
+    A fault of ``fault_every`` / 2 every ``fault_every`` seconds cycles through the streams,
+    so within a life of a second or two every stream sees one or two, and is faulty 3% of
+    the time: rare enough for its tail tests to learn what healthy looks like. The threshold
+    is low (0.5: as rare as one healthy block in 10), because this is a delivery soak: it
+    wants many alerts, not only the certain ones. The detector checkpoints every 200 ms, so
+    a gateway killed within a second keeps what it learned and alerts in its next life.
+    """
     config = workdir / "gw.yaml"
     config.write_text(
         f"gateway: {{id: {gateway_id}, data_dir: {workdir / 'data'}}}\n"
-        "detector: {warmup: 10, baseline_halflife: 10s, threshold: 0.9, clear_threshold: 0.8,\n"
+        "detector: {warmup: 10, baseline_halflife: 10s, threshold: 0.5, clear_threshold: 0.4,\n"
         "           min_duration: 1, cooldown: 0s, max_gap: 1h}\n"
-        "storage: {checkpoint_every: 1s}\n"
+        "storage: {checkpoint_every: 200ms}\n"
         "sources:\n"
-        "  - {type: simulate, streams: 16, rate_hz: 100, fault_after: 0.1s, fault_every: 0.3s,\n"
-        "     fault_length: 0.15s}\n"
+        f"  - {{type: simulate, streams: {streams}, rate_hz: {rate_hz:g}, fault_after: 0.1s,\n"
+        f"     fault_every: {fault_every:g}s, fault_length: {fault_every / 2:g}s}}\n"
         f"upstream:\n  broker: {{host: {host}, port: {port}, keepalive: 5}}\n"
         f"  topic_prefix: {PREFIX}\n  max_inflight: {MAX_INFLIGHT}\n"
         "  reconnect_min_delay: 100ms\n  reconnect_max_delay: 1s\n  drain_timeout: 5s\n"

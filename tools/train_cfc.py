@@ -5,9 +5,11 @@ Why it looks like this:
   untracked Keras-3 variables convert *without error* into a model with variable ops and no
   weights (NaN or a crash on the gateway). The export is checked for that, for finite outputs,
   and for parity with the gateway's own numpy cell over long fed-back runs; any failure exits 1.
-- Inputs are normalised causally exactly as ``tools/signals.causal_normalise`` (the gateway's
-  recipe), with the real ``dt`` (irregular sampling, gaps), so the state learns dynamics in the
-  units the daemon feeds it.
+- Inputs are what the gateway feeds the model, computed by the gateway's own detector
+  (``tools/signals.model_arrays``: its baseline, its cycle, elapsed time in typical
+  intervals), so the state learns dynamics in exactly the units the daemon uses. The series are
+  generated and passed through the detector once (``--series`` of them), then sampled in
+  batches for ``--steps`` optimiser steps.
 - Adam is written out here (a few lines) so nothing depends on Keras optimiser/variable plumbing.
 
 Run (TensorFlow CPU only needed here, never on the gateway)::
@@ -41,6 +43,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
+from gateway.model.runtime import PARITY_TOLERANCE  # noqa: E402
 from tools import signals  # noqa: E402
 
 log = logging.getLogger("train_cfc")
@@ -48,7 +51,6 @@ log = logging.getLogger("train_cfc")
 LECUN_SCALE = 1.7159
 LECUN_SLOPE = 0.666
 VARIABLE_OPS = {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE"}
-PARITY_TOLERANCE = 1e-5
 
 
 class CfcCell(tf.Module):
@@ -145,15 +147,21 @@ def gaussian_nll(y: tf.Tensor, pred: tf.Tensor, log_var: tf.Tensor) -> tf.Tensor
 
 
 def multichannel(rng: np.random.Generator, b: int, n: int, f: int) -> tuple[np.ndarray, ...]:
-    """``[b, n-1, f]`` inputs/targets and ``[b, n-1, 1]`` dt; the channels share timestamps."""
-    t = signals.sample_times(rng, b, n)
-    zs, ys = [], []
-    for _ in range(f):
-        batch = signals.make_batch(rng, b, n, t=t)
-        z, dt, y = signals.model_arrays(batch.t, batch.x)
-        zs.append(z)
-        ys.append(y)
-    return np.stack(zs, -1), dt[..., None], np.stack(ys, -1)
+    """``[b, n-1, f]`` inputs/targets and ``[b, n-1, 1]`` dt; the channels share timestamps.
+    Generated and passed through the detector in chunks (one detector per chunk)."""
+    t_all, zs, ys, dts = signals.sample_times(rng, b, n), [], [], []
+    for start in range(0, b, 256):
+        t = t_all[start : start + 256]
+        z_ch, y_ch = [], []
+        for _ in range(f):
+            batch = signals.make_batch(rng, len(t), n, t=t)
+            z, dt, y = signals.model_arrays(batch.t, batch.x)
+            z_ch.append(z)
+            y_ch.append(y)
+        zs.append(np.stack(z_ch, -1))
+        ys.append(np.stack(y_ch, -1))
+        dts.append(dt[..., None])
+    return np.concatenate(zs), np.concatenate(dts), np.concatenate(ys)
 
 
 def evaluate(cell: Any, z: np.ndarray, dt: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -244,6 +252,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seq-len", type=int, default=1025, help="samples per training series")
     p.add_argument("--unroll", type=int, default=128, help="truncated-BPTT window")
     p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--series", type=int, default=8192, help="series generated for training")
     p.add_argument("--steps", type=int, default=5000, help="optimiser steps (windows)")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=20240601)
@@ -317,10 +326,14 @@ def main(argv: list[str] | None = None) -> int:
         return loss, h
 
     windows = (args.seq_len - 1) // t_win
+    prepared = time.monotonic()
+    data_z, data_dt, data_y = multichannel(rng, args.series, args.seq_len, f)
+    log.info("%d series through the detector in %.0fs", args.series, time.monotonic() - prepared)
     started = time.monotonic()
     step, losses = 0, []
     while step < args.steps:
-        z, dt, y = multichannel(rng, args.batch, args.seq_len, f)
+        pick = rng.integers(0, args.series, args.batch)
+        z, dt, y = data_z[pick], data_dt[pick], data_y[pick]
         mask = (np.arange(args.seq_len - 1) >= signals.WARMUP).astype(np.float32)
         mask = np.broadcast_to(mask[None, :, None], z.shape).astype(np.float32)
         h = tf.zeros((args.batch, hs))
@@ -366,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     outputs = tensor_specs(sig.get_output_details())
 
     cmd = [
-        f"PYTHONPATH=. {Path(sys.executable)}",
+        "PYTHONPATH=. python",
         "tools/train_cfc.py",
         "--out",
         str(args.out),
@@ -390,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
         str(t_win),
         "--batch",
         str(args.batch),
+        "--series",
+        str(args.series),
         "--steps",
         str(args.steps),
         "--lr",
@@ -432,19 +447,20 @@ def main(argv: list[str] | None = None) -> int:
                 "generator": "tools/signals.py",
                 "families": list(signals.FAMILIES),
                 "series_length": args.seq_len,
+                "series": args.series,
                 "sampling": "dt = 1 +/- per-series jitter (0..0.4), gaps of 2..200 at rate "
                 "0..3%; timestamps in nominal sample units",
                 "scale": "offset and scale randomised (scale 0.1..1000), 20% ADC-quantised",
             },
             "normalisation": {
-                "z": "z_t = (x_t - m_{t-1}) / s_{t-1}, z_0 = 0",
-                "halflife_samples": signals.HALFLIFE,
-                "alpha": "1 - 2**(-dt / halflife)",
-                "warmup_cumulative_samples": signals.WARMUP,
-                "scale_floor": signals.SCALE_FLOOR,
-                "z_clip": signals.Z_CLIP,
+                "by": "the gateway's detector, gateway/detector/core.py (tools/signals.py "
+                "model_arrays records what its engine feeds the model)",
+                "z": "the reading's residual (less its cycle, when the channel has one) "
+                "against the channel's baseline, in its scales, clipped to [-8, 8]",
+                "dt": "time since the channel's previous reading, in its typical intervals",
+                "state_version": 2,
             },
-            "inputs": "x = z_t, dt = t_t - t_{t-1} (1.0 = regular), target z_{t+1}",
+            "inputs": "x = z_t, dt_t as above, target z_{t+1} (the next input)",
             "loss": f"Gaussian NLL, first {signals.WARMUP} samples of each series masked",
             "optimiser": f"Adam lr {args.lr} cosine to 10%, grad-norm clip 1.0",
             "unroll": t_win,

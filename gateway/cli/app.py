@@ -929,15 +929,15 @@ def model_info(
 
 def _detector_core() -> str:
     """Which detector core runs here, and why when it is the slower one."""
-    from gateway.detector.engine import KERNEL_PROBLEM, PURE_ENV, default_core
+    from gateway.detector.engine import COMPILED_PROBLEM, PURE_ENV, default_core
 
     core = default_core()
     if core == "compiled":
         return "compiled core"
-    if not KERNEL_PROBLEM:
+    if not COMPILED_PROBLEM:
         return f"python core ({PURE_ENV} is set)"
     return (
-        f"python core (the compiled core is {KERNEL_PROBLEM}: with gcc and python3-dev, "
+        f"python core (the compiled core is {COMPILED_PROBLEM}: with gcc and python3-dev, "
         "reinstall, or in a checkout run python -m gateway.detector.build)"
     )
 

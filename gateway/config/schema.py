@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,6 +24,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     SecretStr,
     ValidationError,
     field_validator,
@@ -89,6 +91,55 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 
 
+@dataclass(frozen=True)
+class Span:
+    """A detector time constant: ``value`` typical intervals of the stream (``300x``), or
+    ``value`` seconds when pinned by a site (``1h``, ``90s``)."""
+
+    value: float
+    per_interval: bool
+
+    def __str__(self) -> str:
+        return f"{self.value:g}x" if self.per_interval else format_duration(self.value)
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact spelling that ``parse_duration`` reads back: ``90s``, ``5m``, ``1h``."""
+    for unit in ("w", "d", "h", "m", "s"):
+        size = _DURATION_UNITS[unit]
+        if seconds >= size and float(seconds / size).is_integer():
+            return f"{int(seconds / size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def parse_span(value: Any, allow_zero: bool = False) -> Span:
+    """``300x`` (typical intervals of each stream) or a duration (``1h``, ``90``: seconds)."""
+    if isinstance(value, Span):
+        return value
+    least = "0 or longer" if allow_zero else "longer than 0"
+    if isinstance(value, str) and value.strip().lower().endswith("x"):
+        number = value.strip()[:-1].strip()
+        if not re.fullmatch(r"\d+(\.\d+)?", number) or (float(number) <= 0.0 and not allow_zero):
+            raise ValueError(
+                f"{value!r} is not a number of intervals {least} (use e.g. 300x: 300 times "
+                "each stream's typical interval)"
+            )
+        return Span(float(number), True)
+    seconds = parse_duration(value)
+    if seconds < 0.0 or (seconds == 0.0 and not allow_zero):
+        raise ValueError(f"a time constant must be {least}")
+    return Span(seconds, False)
+
+
+def parse_pause(value: Any) -> Span:
+    """A span that may be 0 (none): the cooldown."""
+    return parse_span(value, allow_zero=True)
+
+
+SpanField = Annotated[Span, BeforeValidator(parse_span), PlainSerializer(str, return_type=str)]
+PauseField = Annotated[Span, BeforeValidator(parse_pause), PlainSerializer(str, return_type=str)]
+
+
 def is_name(value: str) -> bool:
     """Whether ``value`` is a valid gateway, source, stream or asset name (the whole string)."""
     return _NAME_RE.fullmatch(value) is not None
@@ -136,21 +187,46 @@ class ModelSection(Section):
 
 
 class DetectorSection(Section):
-    warmup: int = Field(300, ge=0, description="readings per stream before alerts are allowed")
-    baseline_halflife: Duration = 3600.0
-    threshold: float = Field(0.999, gt=0.0, lt=1.0)
-    clear_threshold: float = Field(0.99, gt=0.0, lt=1.0)
+    """Every time constant counts each stream's own typical interval (``300x``), so one
+    default serves a 10 Hz vibration channel and an hourly tank level; a site may pin any of
+    them in seconds instead (``1h``). Thresholds are on the score's scale: a score ``s``
+    means "as rare as one healthy block of readings in 10^(s/(1-s))"."""
+
+    warmup: int = Field(
+        300,
+        ge=0,
+        description="readings per stream before alerts are allowed (the tests themselves "
+        "need 128 healthy readings to calibrate, whatever this says)",
+    )
+    threshold: float = Field(0.8, gt=0.0, le=0.99)
+    clear_threshold: float = Field(0.7, gt=0.0, le=0.99)
     min_duration: int = Field(3, ge=1, description="consecutive readings over threshold")
-    cooldown: Duration = 300.0
+    baseline_halflife: SpanField = Span(300.0, True)
+    # The relation test (multi-channel assets) learns the channels' joint behaviour this slowly.
+    relation_halflife: SpanField = Span(2000.0, True)
+    # After a clear (0: no cooldown).
+    cooldown: PauseField = Span(100.0, True)
     # During the cooldown a new alert needs this many consecutive readings over threshold
     # (a sustained fault is reported, a flapping signal is not re-alerted); 0: none at all.
     cooldown_min_duration: int = Field(30, ge=0)
-    max_gap: Duration = 600.0
+    max_gap: SpanField = Span(100.0, True)
     drift_threshold: float = Field(3.0, gt=0.0, description="baseline move, in scales")
-    drift_halflife: Duration = 86400.0
+    drift_halflife: SpanField = Span(10000.0, True)
     # An alert open this long is taken as a new normal: the baseline adapts again (so the
-    # alert clears) and a new_normal event records it. null: only an operator ends it.
-    accept_after: Duration | None = 7200.0
+    # alert clears) and a new_normal event records it. null (the default): a fault stays
+    # open until it ends or an operator acknowledges it.
+    accept_after: SpanField | None = None
+
+    @field_validator("threshold", "clear_threshold", mode="before")
+    @classmethod
+    def _score_scale(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool) and 0.99 < value < 1:
+            raise ValueError(
+                f"{value} is on the old likelihood scale; thresholds are now on the score's "
+                "scale, where 0.99 already means one healthy block in 10^99 (the default "
+                "threshold is 0.8, clear_threshold 0.7)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> DetectorSection:

@@ -1,14 +1,17 @@
-"""Compile the detector's C core (``_kernel.c``) for the running interpreter.
+"""Compile the detector's one source, ``core.py``, with mypyc into ``_core_compiled``.
 
-Two callers: the wheel build (``hatch_build.py`` loads this file by path, so it must use the
-standard library only) and a source checkout, where the tests import the package from the
-tree::
+Two callers: the wheel build (``hatch_build.py`` loads this file by path, so it uses the
+standard library only and imports mypyc and setuptools only inside ``build``) and a source
+checkout, where the tests import the package from the tree::
 
-    python -m gateway.detector.build            # in place, next to _kernel.c; exit 1 on failure
-    python -m gateway.detector.build --optional # warn instead (the Python core still works)
+    python -m gateway.detector.build            # in place, next to core.py; exit 1 on failure
+    python -m gateway.detector.build --optional # warn instead (core.py still runs as it is)
 
-No setuptools: one C file, one compiler call, with the flags that keep the arithmetic equal
-to Python's (-O2, no -ffast-math, no fused multiply-add contraction).
+The build copies ``core.py`` to ``_core_compiled.py`` with one line added, the SHA-256 of the
+source it came from, compiles that copy, and deletes it: the copy is a build artefact, never a
+second source. ``gateway.detector.engine`` uses the result only when the stamp matches the
+``core.py`` beside it. mypyc writes two extension modules: ``_core_compiled`` and its runtime
+library ``_core_compiled__mypyc``.
 """
 
 from __future__ import annotations
@@ -16,74 +19,104 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import shlex
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 from pathlib import Path
 
-SOURCE = Path(__file__).resolve().with_name("_kernel.c")
-MODULE = "_kernel"
-# -ffp-contract=off: no a*b+c fused into one rounding (aarch64 compilers do it by default),
-# which would make results differ from Python's in the last bit.
-CFLAGS = ["-O2", "-std=c99", "-fPIC", "-ffp-contract=off", "-fno-strict-aliasing"]
+HERE = Path(__file__).resolve().parent
+SOURCE = HERE / "core.py"
+MODULE = "_core_compiled"
+ROOT = HERE.parents[1]  # the folder that holds the gateway package
+
+_SETUP = """
+import sys
+from setuptools import setup
+from mypyc.build import mypycify
+
+setup(
+    name="liquid-gateway-detector-core",
+    packages=[],
+    py_modules=[],
+    ext_modules=mypycify(
+        ["--ignore-missing-imports", sys.argv[1]], opt_level="3", target_dir=sys.argv[2]
+    ),
+    script_args=["build_ext", "--inplace", "--build-temp", sys.argv[2]],
+)
+"""
 
 
 class BuildError(Exception):
     pass
 
 
-def extension_name() -> str:
-    return MODULE + (sysconfig.get_config_var("EXT_SUFFIX") or ".so")
-
-
 def source_sha256() -> str:
-    """Stamped into the module: a build of an older _kernel.c is not used (engine.py)."""
+    """Stamped into the build: a build of another core.py is not used (engine.py)."""
     return hashlib.sha256(SOURCE.read_bytes()).hexdigest()
 
 
-def compiler() -> list[str]:
-    """$CC, else the compiler Python was built with, else cc/gcc/clang from PATH."""
-    for candidate in (os.environ.get("CC"), sysconfig.get_config_var("CC"), "cc", "gcc", "clang"):
-        if not candidate:
-            continue
-        argv = shlex.split(candidate)
-        if argv and shutil.which(argv[0]):
-            return argv
-    raise BuildError("no C compiler found (install gcc, e.g. apt-get install gcc)")
+def built_files(folder: Path) -> list[Path]:
+    suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+    return [folder / f"{MODULE}{suffix}", folder / f"{MODULE}__mypyc{suffix}"]
 
 
-def build(out_dir: Path | None = None) -> Path:
-    """Compile into ``out_dir`` (default: next to the source); the path of the module."""
-    include = Path(sysconfig.get_paths()["include"])
-    if not (include / "Python.h").is_file():
+def build(out_dir: Path | None = None) -> list[Path]:
+    """Compile into ``out_dir`` (default: next to core.py); the paths of the modules."""
+    try:
+        import mypyc  # noqa: F401
+        import setuptools  # noqa: F401
+    except ImportError as exc:
         raise BuildError(
-            f"no Python headers at {include} (install them, e.g. apt-get install python3-dev)"
-        )
+            f"mypyc and setuptools are needed to compile ({exc.name} missing)"
+        ) from exc
     if not SOURCE.is_file():
         raise BuildError(f"{SOURCE} is missing")
-    out_dir = SOURCE.parent if out_dir is None else Path(out_dir)
-    target = out_dir / extension_name()
-    partial = target.with_name(target.name + ".partial")
-    stamp = f'-DKERNEL_SOURCE_SHA256="{source_sha256()}"'
-    argv = [*compiler(), *CFLAGS, stamp, "-shared", f"-I{include}", str(SOURCE), "-o", str(partial)]
-    if sys.platform == "darwin":
-        argv[-2:-2] = ["-undefined", "dynamic_lookup"]
-    argv.append("-lm")
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file():
+        raise BuildError("no Python headers (install them, e.g. apt-get install python3-dev)")
+    if shutil.which(os.environ.get("CC", "cc").split()[0]) is None and not shutil.which("gcc"):
+        raise BuildError("no C compiler found (install gcc, e.g. apt-get install gcc)")
+    # Unlink rather than overwrite: a running gateway keeps the old files mapped.
+    for old in built_files(HERE):
+        old.unlink(missing_ok=True)
+    copy = HERE / f"{MODULE}.py"
+    text = SOURCE.read_text(encoding="utf-8")
+    copy.write_text(
+        f"{text}\n\n# Written by gateway/detector/build.py; never edit, never commit.\n"
+        f'COMPILED_FROM: Final = "{source_sha256()}"\n',
+        encoding="utf-8",
+    )
     try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
-    except OSError as exc:
-        raise BuildError(f"cannot run the compiler {argv[0]}: {exc}") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise BuildError("the compiler took more than 5 minutes") from exc
-    if result.returncode != 0:
-        partial.unlink(missing_ok=True)
-        raise BuildError(
-            f"compiling {SOURCE.name} failed ({shlex.join(argv)}):\n{result.stderr.strip()}"
-        )
-    os.replace(partial, target)  # atomic: a running process keeps the old file mapped
-    return target
+        with tempfile.TemporaryDirectory(prefix="mypyc-") as tmp:
+            setup = Path(tmp) / "setup_core.py"
+            setup.write_text(_SETUP, encoding="utf-8")
+            argv = [sys.executable, str(setup), str(copy.relative_to(ROOT)), str(Path(tmp) / "b")]
+            try:
+                result = subprocess.run(
+                    argv, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False
+                )
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise BuildError(f"cannot run mypyc: {exc}") from exc
+            if result.returncode != 0:
+                tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-30:])
+                raise BuildError(f"mypyc failed on {SOURCE.name}:\n{tail}")
+    finally:
+        copy.unlink(missing_ok=True)
+    produced = built_files(HERE)
+    missing = [p.name for p in produced if not p.is_file()]
+    if missing:
+        raise BuildError(f"mypyc ran but did not write {', '.join(missing)}")
+    if out_dir is None or Path(out_dir).resolve() == HERE:
+        return produced
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    moved = []
+    for path in produced:
+        target = out / path.name
+        os.replace(path, target)
+        moved.append(target)
+    return moved
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,12 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--optional", action="store_true", help="warn instead of failing")
     args = parser.parse_args(argv)
     try:
-        target = build()
+        targets = build()
     except BuildError as exc:
-        print(f"warning: detector core not compiled, the Python core will be used: {exc}",
+        print(f"warning: detector core not compiled, core.py runs as it is: {exc}",
               file=sys.stderr)  # fmt: skip
         return 0 if args.optional else 1
-    print(f"built {target}")
+    print("built " + ", ".join(str(t) for t in targets))
     return 0
 
 

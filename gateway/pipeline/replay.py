@@ -22,7 +22,6 @@ from typing import TextIO
 
 from gateway.config import Config, check_name
 from gateway.detector import Detector
-from gateway.detector.engine import _kernel, record_constructor
 from gateway.errors import GatewayError
 from gateway.model.runtime import StepModel
 from gateway.records import Reading, ScoredReading
@@ -156,11 +155,8 @@ def replay(
         writer.writerow(
             ["timestamp", "anomaly_score", "alert"] + [f"expected_{c}" for c in channels]
         )
-        # Per row this loop is a good part of the cost: names and constants are hoisted, and
-        # readings are built by record_constructor (same objects, without the frozen
-        # dataclass's interpreted __init__).
-        reading = record_constructor(Reading) if detector.core == "compiled" else Reading
-        format_expected = _format_expected if detector.core == "python" else _kernel.format_expected
+        # Per row this loop is a good part of the cost: names and constants are hoisted.
+        reading, format_expected = Reading, _format_expected
         process_ticks, isfinite, nan = detector.process_ticks, math.isfinite, math.nan
         columns = list(enumerate(zip(channels, numeric, strict=True)))
         last_ts = 0.0
@@ -218,7 +214,7 @@ def replay(
 
 
 def _format_expected(scored: list[ScoredReading]) -> list[str]:
-    """Expected columns, as ``_kernel.format_expected`` writes them with the compiled core."""
+    """The ``expected_<channel>`` cells of one row."""
     return ["" if s.expected is None else f"{s.expected:.6g}" for s in scored]
 
 

@@ -20,10 +20,10 @@ from gateway.errors import ModelError
 from gateway.model import default_model_path, load_card, load_model, op_names
 from gateway.model import runtime as rt
 from gateway.model.card import file_sha256
+from gateway.model.runtime import PARITY_TOLERANCE as PARITY
 from tools import signals
 
 VARIABLE_OPS = {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE"}
-PARITY = 1e-5
 
 
 @pytest.fixture(scope="module")

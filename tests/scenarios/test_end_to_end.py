@@ -202,12 +202,13 @@ def test_demo_runs_without_a_broker_and_alerts_on_injected_faults(tmp_path: Path
         (Path(__file__).resolve().parents[2] / "config" / "demo.yaml").read_text()
     )
     demo["gateway"]["data_dir"] = str(tmp_path / "data")
-    demo["detector"]["warmup"] = 100
+    # The tail tests speak after 8 blocks of 16 readings (12.8 s at 10 Hz), whatever warmup says.
+    demo["detector"]["warmup"] = 150
     sim = demo["sources"][0]
-    sim.update(fault_after="12s", fault_every="5s", fault_length="4s")
+    sim.update(fault_after="16s", fault_every="5s", fault_length="4s")
     config = tmp_path / "demo.yaml"
     config.write_text(yaml.safe_dump(demo))
-    result = runner.invoke(app, ["run", "-c", str(config), "--duration", "33s"])
+    result = runner.invoke(app, ["run", "-c", str(config), "--duration", "37s"])
     assert result.exit_code == 0, result.output
 
     def query(*args: str) -> list[dict]:

@@ -278,7 +278,9 @@ def test_no_prediction_ablation_leaves_only_the_level_and_stuck_tests(core: str)
     assert raised and 1000 <= raised[0].ts <= 1010
     reasons = {c.reason for a in alerts for c in a.contributors}
     assert reasons == {"level"}  # the prediction test never decided
-    assert all(e is None for e in expected)  # and nothing was predicted
+    # Nothing was predicted: "expected" is the slow baseline, not a forecast of each value.
+    before = np.array(expected[300:1000], dtype=float)
+    assert np.all(np.abs(before - 20.0) < 0.1)
 
 
 def test_compare_draws_counts_the_right_direction_per_metric_and_skips_undefined_draws() -> None:
