@@ -465,6 +465,9 @@ class Forwarder(threading.Thread):
 
     def _publish_row(self, client: mqtt.Client, row: OutboxRow) -> bool:
         """Hand one row to paho; False when paho cannot take more right now."""
+        if row.problem is not None:
+            self._quarantine(row.seq, f"not published: {row.problem}")
+            return True
         if row.kind == "alert":
             if not is_name(row.subject):
                 reason = f"not published: {row.subject[:200]!r} is not a valid stream name"

@@ -171,6 +171,33 @@ class OutboxRow:
     payload: str  # JSON text, published as is
     created_ts: float
     attempts: int
+    # Why the row cannot be sent as stored (bytes that are not UTF-8, a missing payload): the
+    # forwarder quarantines it and goes on with the rows behind it.
+    problem: str | None = None
+
+
+def _outbox_row(
+    seq: int, msg_id: Any, kind: Any, subject: Any, payload: Any, created: Any, attempts: Any
+) -> OutboxRow:
+    """An outbox row from its stored bytes; what cannot be read becomes its ``problem``."""
+    texts: list[str] = []
+    problem = None
+    for column, raw in (("msg_id", msg_id), ("kind", kind), ("subject", subject),
+                        ("payload", payload)):  # fmt: skip
+        if raw is None:
+            problem = problem or f"its {column} is missing"
+            texts.append("")
+            continue
+        try:
+            texts.append(bytes(raw).decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            problem = problem or f"its {column} is not valid UTF-8 (byte {exc.start})"
+            texts.append(bytes(raw).decode("utf-8", "replace"))
+    msg, kind_text, subject_text, payload_text = texts
+    return OutboxRow(
+        seq, msg, kind_text, subject_text, payload_text, float(created or 0.0),
+        int(attempts or 0), problem,
+    )  # fmt: skip
 
 
 P = ParamSpec("P")
@@ -784,13 +811,17 @@ class Store:
     @_converts_errors
     def pending(self, limit: int, after_seq: int = 0) -> list[OutboxRow]:
         """Undelivered rows with ``seq > after_seq``, oldest first."""
+        # Text columns are read as bytes and decoded here: one row that is not valid UTF-8
+        # (a damaged page, a foreign writer) would otherwise make the whole query raise, every
+        # round, and hold back every row behind it.
         rows = self._conn.execute(
-            "SELECT seq, msg_id, kind, subject, payload, created_ts, attempts FROM outbox "
+            "SELECT seq, CAST(msg_id AS BLOB), CAST(kind AS BLOB), CAST(subject AS BLOB), "
+            "CAST(payload AS BLOB), created_ts, attempts FROM outbox "
             "WHERE delivered_ts IS NULL AND quarantined_ts IS NULL AND seq > ? "
             "ORDER BY seq LIMIT ?",
             (after_seq, int(limit)),
         ).fetchall()
-        return [OutboxRow(*row) for row in rows]
+        return [_outbox_row(*row) for row in rows]
 
     @_converts_errors
     def mark_delivered(self, seqs: Sequence[int]) -> None:

@@ -226,6 +226,43 @@ def test_a_topic_the_broker_would_drop_us_for_is_quarantined_and_blocks_nothing(
         watcher.close()
 
 
+def test_an_unreadable_outbox_row_is_quarantined_and_the_rest_delivered(
+    broker: Broker, db_path: Path, store: Store
+) -> None:
+    """A payload that is not UTF-8 made ``pending()`` raise every round: 0 of 109 rows
+    published while ``status`` said ok. It is set aside, reported, and the rest go out."""
+    watcher = Subscriber(broker)
+    good = [alert(f"pump-{i}") for i in range(5)]
+    store.write_batch(Batch(alerts=[alert("damaged-1"), alert("damaged-2")]))
+    store.write_batch(Batch(alerts=good))
+    with store.db.conn:
+        store.db.execute(
+            "UPDATE outbox SET payload = CAST(X'7b2273223a22ff227d' AS TEXT) "
+            "WHERE subject = 'damaged-1'"
+        )
+        store.db.execute(
+            "UPDATE outbox SET subject = CAST(X'70756d70ff' AS TEXT) WHERE subject = 'damaged-2'"
+        )
+    forwarder = make_forwarder(broker, db_path)
+    forwarder.start()
+    try:
+        wait_for(lambda: len(watcher.alerts()) == 5, what="every readable alert")
+        wait_for(lambda: store.outbox_backlog()[0] == 0, what="nothing left to send")
+        assert [a["id"] for a in watcher.alerts()] == [f"{c.alert_id}:raised" for c in good]
+        assert store.outbox_quarantined() == 2
+        wait_for(lambda: forwarder.stats()["quarantined"] == 2, what="quarantine in stats")
+        errors = store.db.execute(
+            "SELECT last_error FROM outbox WHERE quarantined_ts IS NOT NULL ORDER BY seq"
+        ).fetchall()
+        assert [e[0] for e in errors] == [
+            "not published: its payload is not valid UTF-8 (byte 6)",
+            "not published: its subject is not valid UTF-8 (byte 4)",
+        ]
+    finally:
+        forwarder.stop(5)
+        watcher.close()
+
+
 def test_a_row_the_broker_drops_the_connection_for_is_isolated_then_quarantined(
     broker: Broker, db_path: Path, store: Store
 ) -> None:
