@@ -211,10 +211,18 @@ def _converts_errors(fn: Callable[Concatenate[Store, P], R]) -> Callable[Concate
     def wrapper(self: Store, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(self, *args, **kwargs)
-        except (sqlite3.Error, UnicodeEncodeError) as exc:
-            raise StorageError(f"{fn.__name__} on {self.path}: {exc}") from exc
+        except (sqlite3.Error, UnicodeError) as exc:
+            raise StorageError(f"{fn.__name__} on {self.path}: {_readable(exc)}") from exc
 
     return wrapper
+
+
+def _readable(exc: BaseException) -> str:
+    """An error as text, even when it is SQLite's message quoting bytes that are not UTF-8."""
+    if isinstance(exc, UnicodeDecodeError):
+        quoted = exc.object.decode("utf-8", "replace") if isinstance(exc.object, bytes) else ""
+        return f"{quoted} (text that is not valid UTF-8: {exc.reason} at byte {exc.start})"
+    return str(exc)
 
 
 _ROWS_PER_STATEMENT = 128  # x 6 columns stays under SQLite's oldest variable limit (999)
@@ -287,6 +295,9 @@ def find_damage(path: Path, full: bool = False, timeout: float = 5.0) -> str | N
         conn = sqlite3.connect(path, timeout, isolation_level=None)
     except sqlite3.Error as exc:
         return f"cannot open: {exc}"
+    # A damaged file may hold bytes that are not UTF-8 anywhere, the schema included: the
+    # check's report must still be readable, never an exception of its own.
+    conn.text_factory = lambda raw: raw.decode("utf-8", "replace")
     try:
         rows = conn.execute(f"PRAGMA {'integrity_check' if full else 'quick_check'}").fetchall()
     except sqlite3.OperationalError as exc:
@@ -295,6 +306,8 @@ def find_damage(path: Path, full: bool = False, timeout: float = 5.0) -> str | N
         return str(exc)
     except sqlite3.Error as exc:
         return str(exc)
+    except UnicodeDecodeError as exc:  # SQLite's own message quoted the undecodable bytes
+        return _readable(exc)
     finally:
         conn.close()
     if rows == [("ok",)]:
@@ -376,8 +389,9 @@ class Store:
             store._prepare(durability, read_only)
         except BaseException as exc:
             conn.close()
-            if isinstance(exc, sqlite3.Error):
-                raise StorageError(f"cannot open the database {path}: {exc}") from exc
+            if isinstance(exc, sqlite3.Error | UnicodeDecodeError):
+                # A damaged schema can quote bytes that are not UTF-8 in SQLite's message.
+                raise StorageError(f"cannot open the database {path}: {_readable(exc)}") from exc
             raise
         return store
 

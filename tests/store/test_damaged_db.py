@@ -136,3 +136,45 @@ def test_a_locked_database_is_not_moved_aside(pristine: bytes, tmp_path: Path) -
         holder.execute("ROLLBACK")
         holder.close()
     assert not list(tmp_path.glob("*.corrupt-*"))
+
+
+def _undecodable_schema(db: Path) -> None:
+    """A table whose name and SQL in ``sqlite_master`` hold a byte that is not UTF-8."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("PRAGMA writable_schema = ON")
+        conn.execute(
+            "UPDATE sqlite_master SET name = CAST(X'74ff' AS TEXT), "
+            "tbl_name = CAST(X'74ff' AS TEXT), "
+            "sql = CAST(X'435245415445205441424c452022ff22286129' AS TEXT) WHERE name = 'events'"
+        )
+    finally:
+        conn.close()
+
+
+def test_a_schema_that_is_not_utf8_is_reported_and_moved_aside(
+    pristine: bytes, tmp_path: Path
+) -> None:
+    """The quick-check message quoted the bad bytes; its UnicodeDecodeError escaped
+    find_damage, and run, db check and status all crashed with the file left in place."""
+    from typer.testing import CliRunner
+
+    from gateway.cli.app import app
+
+    db = tmp_path / "data" / "gateway.db"
+    db.parent.mkdir()
+    db.write_bytes(pristine)
+    _undecodable_schema(db)
+    assert "not valid UTF-8" in (find_damage(db) or ""), find_damage(db)
+    config = tmp_path / "gw.yaml"
+    config.write_text(f"gateway: {{id: gw-7, data_dir: {db.parent}}}\n")
+    runner = CliRunner()
+    check = runner.invoke(app, ["db", "check", "-c", str(config)])
+    assert check.exit_code == 1 and "UTF-8" in check.output, check.output
+    assert check.exception is None or isinstance(check.exception, SystemExit)
+    status = runner.invoke(app, ["status", "-c", str(config)])
+    assert status.exception is None or isinstance(status.exception, SystemExit), status.output
+    with Store.open(db, gateway_id="gw-7", recover="quick") as store:
+        events = [e for e in store.list_events() if e["kind"] == "database_recovered"]
+    assert len(events) == 1 and "UTF-8" in events[0]["detail"]["reason"]
+    assert len(list(db.parent.glob("gateway.db.corrupt-*[!lm]"))) == 1
