@@ -1,0 +1,1 @@
+"""Benchmark corpora, generated at bench time (never committed): see ``base.py``."""
