@@ -41,10 +41,17 @@ setup(
     packages=[],
     py_modules=[],
     ext_modules=mypycify(
-        ["--ignore-missing-imports", sys.argv[1]], opt_level="3", target_dir=sys.argv[2]
+        ["--config-file", sys.argv[3], sys.argv[1]], opt_level="3", target_dir=sys.argv[2]
     ),
     script_args=["build_ext", "--inplace", "--build-temp", sys.argv[2]],
 )
+"""
+
+
+_MYPY_SETTINGS = """
+[mypy]
+ignore_missing_imports = True
+follow_imports = silent
 """
 
 
@@ -91,7 +98,12 @@ def build(out_dir: Path | None = None) -> list[Path]:
         with tempfile.TemporaryDirectory(prefix="mypyc-") as tmp:
             setup = Path(tmp) / "setup_core.py"
             setup.write_text(_SETUP, encoding="utf-8")
-            argv = [sys.executable, str(setup), str(copy.relative_to(ROOT)), str(Path(tmp) / "b")]
+            # Its own mypy settings, not the project's: those name plugins (pydantic's) that
+            # the wheel's isolated build environment does not have, and core.py needs none.
+            settings = Path(tmp) / "mypy.ini"
+            settings.write_text(_MYPY_SETTINGS, encoding="utf-8")
+            argv = [sys.executable, str(setup), str(copy.relative_to(ROOT)), str(Path(tmp) / "b"),
+                    str(settings)]  # fmt: skip
             try:
                 result = subprocess.run(
                     argv, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False

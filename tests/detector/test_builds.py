@@ -39,6 +39,29 @@ def test_the_env_var_forces_the_interpreted_core(monkeypatch: pytest.MonkeyPatch
         Detector(DetectorSection(), NaiveModel(), core="fast")
 
 
+def test_the_wheel_carries_the_compiled_core(tmp_path: Path) -> None:
+    """``pip install .`` builds in an isolated environment with only the build requirements:
+    there the project's mypy settings (the pydantic plugin) once made mypyc fail, and every
+    wheel silently shipped the interpreted core. Build one as pip does and look inside."""
+    import subprocess
+    import sys
+    import zipfile
+
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(root), "-w", str(tmp_path)],
+        capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "was not built" not in result.stderr, result.stderr[-3000:]
+    [wheel] = tmp_path.glob("liquid_gateway-*.whl")
+    assert not wheel.name.endswith("-none-any.whl"), wheel.name  # a platform wheel
+    names = zipfile.ZipFile(wheel).namelist()
+    compiled = [n for n in names if n.startswith("gateway/detector/_core_compiled")]
+    assert len(compiled) == 2 and all(n.endswith(".so") for n in compiled), compiled
+    assert "gateway/detector/core.py" in names  # the source ships too: it is the fallback
+
+
 def test_a_build_of_another_source_is_not_used(tmp_path: Path, monkeypatch) -> None:
     edited = tmp_path / "core.py"
     shutil.copy(engine.SOURCE, edited)
