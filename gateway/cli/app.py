@@ -12,6 +12,7 @@ import datetime as dt
 import io
 import json
 import logging
+import math
 import os
 import sqlite3
 import sys
@@ -251,7 +252,23 @@ _REASON_WORDS = {
     "level": "far from its usual level",
     "prediction": "not what the model expected next",
     "stuck": "the same value far longer than usual",
+    "relation": "no longer moving with the asset's other channels",
 }
+
+
+def _rarity(score: Any) -> str:
+    """What a score means, for people: "as rare as one healthy block of readings in 10^D"."""
+    if not isinstance(score, int | float) or score <= 0.0:
+        return "-"
+    from gateway.detector.core import NATS_PER_DIGIT, surprise_of
+
+    digits = surprise_of(float(score)) / NATS_PER_DIGIT
+    if not math.isfinite(digits) or digits >= 1e15:
+        return "1 in 10^1e15+"  # past what a double can tell apart from a score of 1
+    if digits < 10:
+        return f"1 in 10^{digits:.1f}"
+    return f"1 in 10^{digits:.3g}" if digits < 1e3 else f"1 in 10^{digits:.2e}"
+
 
 ALERT_COLUMNS = [
     "id",
@@ -261,6 +278,7 @@ ALERT_COLUMNS = [
     "condition",
     "state",
     "score",
+    "rarity",
     "observed",
     "expected",
     "unit",
@@ -275,6 +293,7 @@ def _alert_row(alert: dict[str, Any]) -> dict[str, Any]:
         "cleared": _when(alert.get("cleared_ts")),
         "condition": "active" if alert.get("active") else "cleared",
         "state": "acked" if alert.get("acked_ts") else "open",
+        "rarity": _rarity(alert.get("score")),
     }
 
 
@@ -334,7 +353,8 @@ def alerts_show(
     lines = [
         f"Alert {alert['id']} on {alert['stream']}",
         f"  raised   {_when(alert.get('raised_ts'))} UTC with score {_num(alert.get('score'), 6)}"
-        f" (peak {_num(alert.get('max_score'), 6)})",
+        f", as rare as {_rarity(alert.get('score'))} healthy blocks of readings (peak "
+        f"{_num(alert.get('max_score'), 6)}, {_rarity(alert.get('max_score'))})",
         f"  status   {'still active' if alert.get('active') else 'cleared ' + _when(alert.get('cleared_ts')) + ' UTC'}"
         f", {'acknowledged ' + _when(alert.get('acked_ts')) + ' UTC' if alert.get('acked_ts') else 'not acknowledged'}",
         f"  why      observed {_num(alert.get('observed'), 6)}{unit}, expected "

@@ -66,7 +66,7 @@ def gateway_db(tmp_path: Path) -> tuple[Path, str]:
         "pump",
         "raised",
         now - 60,
-        0.9995,
+        0.8,
         14.0,
         10.0,
         (9.0, 11.0),
@@ -76,7 +76,7 @@ def gateway_db(tmp_path: Path) -> tuple[Path, str]:
     )
     store.write_batch(
         Batch(
-            readings=[ScoredReading("pump.flow", now - 60, 14.0, 10.0, 0.9995, True)],
+            readings=[ScoredReading("pump.flow", now - 60, 14.0, 10.0, 0.8, True)],
             alerts=[raised],
             events=[Event("drift", "pump.temp", now - 30, {"scales": 3.2})],
             status={
@@ -96,6 +96,9 @@ def test_alerts_list_show_ack(gateway_db: tuple[Path, str]) -> None:
     config, alert_id = gateway_db
     table = runner.invoke(app, ["alerts", "list", "-c", str(config)])
     assert table.exit_code == 0 and alert_id in table.output and "pump" in table.output
+    # The score's meaning beside it: 0.8 is as rare as one healthy block in 10^4.
+    header, row = table.output.splitlines()[:2]
+    assert "SCORE  RARITY" in header and "0.8    1 in 10^4.0" in row, table.output
     as_json = json.loads(
         runner.invoke(app, ["alerts", "list", "-c", str(config), "-f", "json"]).output
     )
@@ -108,6 +111,7 @@ def test_alerts_list_show_ack(gateway_db: tuple[Path, str]) -> None:
         r"observed 14 l/min, expected 10 l/min \(normal band 9 \.\. 11 l/min\)", shown.output
     )
     assert "pump.flow: 80% of the score" in shown.output
+    assert "with score 0.8, as rare as 1 in 10^4.0 healthy blocks of readings" in shown.output
     assert "(far from its usual level)" in shown.output
     assert "(not what the model expected next)" in shown.output
     acked = runner.invoke(app, ["alerts", "ack", alert_id, "-c", str(config), "--note", "valve"])
