@@ -31,22 +31,24 @@ EXIT_RUNTIME = 1
 EXIT_CONFIG = 78
 DEFAULT_CONFIG = Path("/etc/liquid-gateway/liquid-gateway.yaml")
 
+# Help text is plain text: with Rich markup on, "[default: ...]" or "(needs [plot])" would be
+# eaten as markup tags. Every Typer of this CLI is made here, with markup off.
+_PLAIN: dict[str, Any] = {"no_args_is_help": True, "rich_markup_mode": None}
+
 app = typer.Typer(
     help="Liquid Gateway: sensors in, liquid-network anomaly detection, alerts upstream.",
-    no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
+    **_PLAIN,
 )
-alerts_app = typer.Typer(help="List, show and acknowledge alerts.", no_args_is_help=True)
-config_app = typer.Typer(help="Check and show the configuration.", no_args_is_help=True)
-model_app = typer.Typer(help="The anomaly model.", no_args_is_help=True)
-events_app = typer.Typer(
-    help="Drift, gaps, ports lost and recovered, injected faults.", no_args_is_help=True
-)
+alerts_app = typer.Typer(help="List, show and acknowledge alerts.", **_PLAIN)
+config_app = typer.Typer(help="Check and show the configuration.", **_PLAIN)
+model_app = typer.Typer(help="The anomaly model.", **_PLAIN)
+events_app = typer.Typer(help="Drift, gaps, ports lost and recovered, injected faults.", **_PLAIN)
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(events_app, name="events")
 app.add_typer(config_app, name="config")
-db_app = typer.Typer(help="Check, prune and vacuum the database.", no_args_is_help=True)
+db_app = typer.Typer(help="Check, prune and vacuum the database.", **_PLAIN)
 app.add_typer(model_app, name="model")
 app.add_typer(db_app, name="db")
 

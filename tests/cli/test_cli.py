@@ -45,6 +45,28 @@ def test_every_command_has_help_and_is_documented(path: list[str]) -> None:
         assert f"`{' '.join(path[-2:] if len(path) > 1 else path)}" in README, path
 
 
+def _command(path: list[str]) -> Any:
+    cmd = get_command(app)
+    for name in path:
+        cmd = cmd.commands[name]
+    return cmd
+
+
+@pytest.mark.parametrize("path", all_commands(), ids=" ".join)
+def test_help_renders_every_text_as_written(path: list[str]) -> None:
+    """Rich markup once ate "[default: ...]" and "(needs [plot])": every option's help, and
+    the command's own, must appear in --help exactly as written (line breaks aside)."""
+    result = runner.invoke(app, path + ["--help"], terminal_width=100)
+    # Compared without whitespace: the help formatter wraps lines, also after a hyphen.
+    shown = "".join(result.output.split())
+    cmd = _command(path)
+    texts = [p.help for p in cmd.params if getattr(p, "help", None)]
+    texts.append((cmd.help or "").split("\n\n")[0])
+    assert texts
+    for text in texts:
+        assert "".join(text.split()) in shown, (text, result.output)
+
+
 def test_usage_error_exits_2() -> None:
     assert runner.invoke(app, ["alerts", "list", "--state", "bogus"]).exit_code == 2
     assert runner.invoke(app, ["no-such-command"]).exit_code == 2
