@@ -84,6 +84,32 @@ def build(out_dir: Path | None = None) -> list[Path]:
         raise BuildError("no Python headers (install them, e.g. apt-get install python3-dev)")
     if shutil.which(os.environ.get("CC", "cc").split()[0]) is None and not shutil.which("gcc"):
         raise BuildError("no C compiler found (install gcc, e.g. apt-get install gcc)")
+    if out_dir is None or Path(out_dir).resolve() == HERE:
+        return _compile_in_place()
+    # A build elsewhere (the wheel's) must leave the in-place build of a checkout as it was:
+    # pip builds a local folder in place, and the tests use that build.
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="core-kept-") as kept:
+        saved = []
+        for path in built_files(HERE):
+            if path.is_file():
+                os.replace(path, Path(kept) / path.name)
+                saved.append(path)
+        try:
+            moved = []
+            for path in _compile_in_place():
+                target = out / path.name
+                os.replace(path, target)
+                moved.append(target)
+        finally:
+            for path in saved:
+                os.replace(Path(kept) / path.name, path)
+    return moved
+
+
+def _compile_in_place() -> list[Path]:
+    """mypyc on a stamped copy of core.py; the modules land next to core.py."""
     # Unlink rather than overwrite: a running gateway keeps the old files mapped.
     for old in built_files(HERE):
         old.unlink(missing_ok=True)
@@ -119,16 +145,7 @@ def build(out_dir: Path | None = None) -> list[Path]:
     missing = [p.name for p in produced if not p.is_file()]
     if missing:
         raise BuildError(f"mypyc ran but did not write {', '.join(missing)}")
-    if out_dir is None or Path(out_dir).resolve() == HERE:
-        return produced
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    moved = []
-    for path in produced:
-        target = out / path.name
-        os.replace(path, target)
-        moved.append(target)
-    return moved
+    return produced
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,6 +48,8 @@ def test_the_wheel_carries_the_compiled_core(tmp_path: Path) -> None:
     import zipfile
 
     root = Path(__file__).resolve().parents[2]
+    in_place = {p: p.stat().st_ino for p in engine_build_files() if p.is_file()}
+    assert len(in_place) == 2, "python -m gateway.detector.build first"
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(root), "-w", str(tmp_path)],
         capture_output=True, text=True, timeout=900, check=False,
@@ -60,6 +62,14 @@ def test_the_wheel_carries_the_compiled_core(tmp_path: Path) -> None:
     compiled = [n for n in names if n.startswith("gateway/detector/_core_compiled")]
     assert len(compiled) == 2 and all(n.endswith(".so") for n in compiled), compiled
     assert "gateway/detector/core.py" in names  # the source ships too: it is the fallback
+    # pip builds a local folder in place: the checkout's own build is left as it was.
+    assert {p: p.stat().st_ino for p in engine_build_files() if p.is_file()} == in_place
+
+
+def engine_build_files() -> list[Path]:
+    from gateway.detector.build import HERE, built_files
+
+    return built_files(HERE)
 
 
 def test_a_build_of_another_source_is_not_used(tmp_path: Path, monkeypatch) -> None:
