@@ -186,6 +186,28 @@ def _decay(steps: float, halflife: float) -> float:
     return 1.0 - 2.0 ** (-steps / _max(halflife, 1e-9))
 
 
+def _follow(
+    mean: float,
+    var: float,
+    scale: float,
+    x: float,
+    steps: float,
+    halflife: float,
+    n: int,
+    warm: bool,
+) -> tuple[float, float]:
+    """A running mean and variance after ``x``, ``steps`` intervals after the last reading:
+    cumulative until ``n`` reaches a half-life of readings, then exponential; once ``warm``,
+    a reading moves it by at most ``HUBER`` scales."""
+    alpha = _decay(steps, halflife)
+    if n <= halflife:
+        alpha = _max(alpha, 1.0 / n)
+    dev = x - mean
+    if warm:
+        dev = _clip(dev, -HUBER * scale, HUBER * scale)
+    return mean + alpha * dev, (1.0 - alpha) * (var + alpha * dev * dev)  # fmt: skip
+
+
 # --- judging a statistic against its own healthy history -----------------------------------
 
 
@@ -1393,27 +1415,14 @@ class Engine:
         # once warm, a reading moves it by at most HUBER scales.
         halflife = _in_intervals(s.baseline_x, s.baseline_s, interval)
         if not frozen:
-            alpha = _decay(steps, halflife)
-            if c.n <= halflife:
-                alpha = _max(alpha, 1.0 / c.n)
-            scale = c.scale
-            dev = residual - c.mean
-            if warm:
-                dev = _clip(dev, -HUBER * scale, HUBER * scale)
-            c.mean += alpha * dev
-            c.var = (1.0 - alpha) * (c.var + alpha * dev * dev)
-        # The relation's slow baseline, on the same terms with its own half-life.
-        if not frozen:
+            c.mean, c.var = _follow(
+                c.mean, c.var, c.scale, residual, steps, halflife, c.n, warm
+            )  # fmt: skip
+            # The relation's slow baseline, on the same terms with its own half-life.
             rel_half = _in_intervals(s.relation_x, s.relation_s, interval)
-            beta = _decay(steps, rel_half)
-            if c.n <= rel_half:
-                beta = _max(beta, 1.0 / c.n)
-            rel_scale = c.rel_scale
-            rel_dev = value - c.rel_mean
-            if warm:
-                rel_dev = _clip(rel_dev, -HUBER * rel_scale, HUBER * rel_scale)
-            c.rel_mean += beta * rel_dev
-            c.rel_var = (1.0 - beta) * (c.rel_var + beta * rel_dev * rel_dev)
+            c.rel_mean, c.rel_var = _follow(
+                c.rel_mean, c.rel_var, c.rel_scale, value, steps, rel_half, c.n, warm
+            )  # fmt: skip
         # Recalibrate the model's variance to the error it really achieves on this channel.
         if c.prediction.has and not frozen:
             ratio = _min(c.prediction.raw * c.calib, 1e4)
