@@ -202,3 +202,47 @@ def test_source_and_ingest_options_are_validated_and_located(tmp_path: Path) -> 
     assert f"{file}:17: sources[2].slaves[0].registers[0].word_order:" in text, text
     for key, line in (("queue_size", 19), ("overflow", 20), ("stale_factor", 21)):
         assert f"{file}:{line}: ingest.{key}:" in text, text
+
+
+# --- README: the configuration reference and the two commands it starts with ----------------
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def _spelled(value: object) -> str:
+    """A default as the reference table writes it (and as ``config show`` prints it)."""
+    if value is None:
+        return "null"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def test_readme_lists_every_detector_setting_with_its_default() -> None:
+    from gateway.config import DetectorSection
+
+    defaults = DetectorSection()
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[2].strip()
+        for line in README.splitlines()
+        if line.startswith("| `detector.")
+    }
+    for name in DetectorSection.model_fields:
+        key = f"`detector.{name}`"
+        assert key in rows, f"README's configuration reference has no row for {key}"
+        assert rows[key] == f"`{_spelled(getattr(defaults, name))}`", key
+    assert len(rows) == len(DetectorSection.model_fields), sorted(rows)
+
+
+def test_readme_test_command_is_what_ci_runs() -> None:
+    ci = (Path(__file__).resolve().parents[2] / ".ci" / "run").read_text()
+    tests_line = ci.strip().splitlines()[-1]
+    commands = [line for line in README.splitlines() if "python3 -m venv .venv" in line]
+    assert len(commands) >= 2, "README starts with the demo and the test command"
+    assert commands[1].endswith(tests_line), (commands[1], tests_line)
+    extras = next(w for w in ci.split() if w.startswith("'.["))
+    assert f"pip install {extras}" in commands[1]
+    for command in commands[:2]:
+        # As root (no sudo on a bare Debian) and as a sudo user; apt needs fresh lists.
+        assert 'S=$([ "$(id -u)" = 0 ] || echo sudo)' in command
+        assert "$S apt-get update" in command and "python3-venv" in command
