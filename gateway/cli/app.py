@@ -29,6 +29,7 @@ from gateway.errors import ConfigError, GatewayError, ModelError, StorageError
 
 EXIT_RUNTIME = 1
 EXIT_CONFIG = 78
+EXIT_DEGRADED = 3  # status: the gateway answered, but something is wrong (see its flags)
 DEFAULT_CONFIG = Path("/etc/liquid-gateway/liquid-gateway.yaml")
 
 # Help text is plain text: with Rich markup on, "[default: ...]" or "(needs [plot])" would be
@@ -504,14 +505,14 @@ def status(
     }
     if fmt is OutputFormat.json:  # a list of one, like every other command's JSON
         typer.echo(json.dumps([snapshot], indent=2, default=str))
-        return
-    if fmt is OutputFormat.csv:
+    elif fmt is OutputFormat.csv:
         _emit([{"key": k, "value": v} for k, v in _flatten(snapshot)], ["key", "value"], fmt)
-        return
-    if "updated_at" not in snapshot:
+    elif "updated_at" not in snapshot:
         typer.echo(f"gateway {cfg.gateway.id}: no status yet (has it run?)")
-        return
-    typer.echo(_status_table(snapshot, backlog, oldest))
+    else:
+        typer.echo(_status_table(snapshot, backlog, oldest))
+    if degraded:  # for scripts and monitoring: the same answer in every format
+        raise typer.Exit(EXIT_DEGRADED)
 
 
 def _status_table(s: dict[str, Any], backlog: int, oldest: float | None) -> str:

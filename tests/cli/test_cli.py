@@ -186,6 +186,26 @@ def test_status_shows_health_and_degraded_flags(gateway_db: tuple[Path, str]) ->
     assert "health" in table and "upstream  none" in table
 
 
+def test_status_exits_3_when_degraded_in_every_format(tmp_path: Path) -> None:
+    config = tmp_path / "gw.yaml"
+    config.write_text(f"gateway: {{id: gw, data_dir: {tmp_path / 'data'}}}\n")
+    store = Store.open(tmp_path / "data" / "gateway.db", outbox=False)
+    now = time.time()
+    snapshot = {"gateway": "gw", "updated_at": now, "started_at": now - 100}
+    store.write_batch(Batch(status={**snapshot, "degraded": ["upstream disconnected"]}))
+    for fmt in ("table", "json", "csv"):
+        result = runner.invoke(app, ["status", "-c", str(config), "-f", fmt])
+        assert result.exit_code == 3, (fmt, result.output)
+        assert "upstream disconnected" in result.output
+    # Healthy: 0. Silent for an hour without a clean stop: crashed or killed, 3 again.
+    store.write_batch(Batch(status=snapshot))
+    assert runner.invoke(app, ["status", "-c", str(config)]).exit_code == 0
+    store.write_batch(Batch(status={**snapshot, "updated_at": now - 3600}))
+    crashed = runner.invoke(app, ["status", "-c", str(config)])
+    assert crashed.exit_code == 3 and "not running" in crashed.output, crashed.output
+    store.close()
+
+
 def test_db_check_prune_vacuum_and_alerts_export(
     gateway_db: tuple[Path, str], tmp_path: Path
 ) -> None:
