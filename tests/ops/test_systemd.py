@@ -44,6 +44,7 @@ def test_unit_has_what_operations_need() -> None:
     # Serial ports: tty devices allowed, /dev not private, no user namespace (dialout mapping).
     assert "PrivateDevices" not in d and "PrivateUsers" not in d
     assert {"char-ttyUSB rw", "char-ttyACM rw", "char-ttyS rw"} <= set(d["DeviceAllow"])
+    assert d["PrivateMounts"] == ["yes"]  # systemd-analyze counted it against us when unset
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
