@@ -18,8 +18,13 @@ An interpreter is not thread-safe: a loaded model belongs to the one thread that
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -357,8 +362,48 @@ def _load_numpy(path: Path, sha: str, card: ModelCard | None, name: str) -> Nump
     return NumpyModel(cell, path, sha, card, name)
 
 
+@contextlib.contextmanager
+def _native_info_to_log() -> Iterator[None]:
+    """TFLite's C++ logger prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+    straight to file descriptor 2, outside the log's format (and there is no API to silence
+    it). While a model is loaded, descriptor 2 goes to a scratch file; its INFO lines then
+    become debug records of this logger, and anything else is written back as it was."""
+    try:
+        fd = sys.__stderr__.fileno() if sys.__stderr__ is not None else -1
+    except (OSError, ValueError):
+        fd = -1
+    if fd < 0:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as scratch:
+        os.dup2(scratch.fileno(), fd)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            scratch.seek(0)
+            others = []
+            for line in scratch.read(1 << 20).decode("utf-8", "replace").splitlines(True):
+                if line.startswith("INFO: "):
+                    log.debug("tflite: %s", line[6:].rstrip())
+                else:
+                    others.append(line)
+            if others:
+                os.write(fd, "".join(others).encode("utf-8", "replace"))
+
+
 def load_model(path: Path | None = None, runtime: str = "auto") -> StepModel:
     """Load a model (``None`` = packaged default) on ``runtime``; any problem is a ModelError."""
+    with _native_info_to_log():
+        return _load_model(path, runtime)
+
+
+def _load_model(path: Path | None, runtime: str) -> StepModel:
     if runtime not in RUNTIMES:
         raise ModelError(f"unknown model runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
     path = _resolve(path)

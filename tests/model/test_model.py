@@ -250,3 +250,27 @@ def test_auto_falls_back_to_numpy_without_any_tflite_runtime(
     model = load_model(model_path, runtime="auto")
     assert model.runtime == "numpy"
     assert model.model_id == expected_id
+
+
+def test_the_runtimes_info_line_goes_to_the_log_not_to_stderr() -> None:
+    """LiteRT's C++ logger printed "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+    on descriptor 2, outside the log's format; it is a debug record of ours now."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.DEBUG, stream=sys.stdout, format='%(name)s %(message)s')\n"
+        "from gateway.model import load_model\n"
+        "load_model(None, 'litert')\n"
+        "print('after', file=sys.stderr)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "XNNPACK" not in result.stderr and result.stderr.strip() == "after", result.stderr
+    assert "gateway.model.runtime tflite: Created TensorFlow Lite XNNPACK" in result.stdout
