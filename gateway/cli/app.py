@@ -30,6 +30,7 @@ from gateway.errors import ConfigError, GatewayError, ModelError, StorageError
 EXIT_RUNTIME = 1
 EXIT_CONFIG = 78
 EXIT_DEGRADED = 3  # status: the gateway answered, but something is wrong (see its flags)
+EXIT_DATA = 65  # replay: the input file is not a table it can score (sysexits EX_DATAERR)
 DEFAULT_CONFIG = Path("/etc/liquid-gateway/liquid-gateway.yaml")
 
 # Help text is plain text: with Rich markup on, "[default: ...]" or "(needs [plot])" would be
@@ -986,7 +987,7 @@ def replay(
 ) -> None:
     """Backtest: score a CSV offline with the daemon's detector (strictly causal)."""
     from gateway.model.runtime import load_model
-    from gateway.pipeline.replay import ReplayError
+    from gateway.pipeline.replay import BadInputError, ReplayError
     from gateway.pipeline.replay import replay as do_replay
 
     cfg = _load(config)[0] if config is not None else Config()
@@ -1009,6 +1010,8 @@ def replay(
         finally:
             if out:
                 handle.close()
+    except BadInputError as exc:
+        raise _fail(f"{input_csv}: {exc}", EXIT_DATA) from exc
     except (ReplayError, ModelError) as exc:
         raise _fail(str(exc), EXIT_RUNTIME) from exc
     except OSError as exc:

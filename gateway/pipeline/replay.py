@@ -37,6 +37,14 @@ class ReplayError(GatewayError):
     pass
 
 
+class BadInputError(ReplayError):
+    """The file was read but is not a table replay can score (the CLI exits 65, EX_DATAERR)."""
+
+
+_SEPARATORS = (",", ";", "\t", "|")
+_BINARY_SHARE = 0.05  # more undecodable characters than this in the first 64 KiB: not text
+
+
 @dataclass
 class ReplaySummary:
     rows: int = 0
@@ -73,6 +81,18 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _looks_like_data(header: list[str]) -> bool:
+    """A first line of numbers only is data, not column names; but 0, 1, 2, ... (the header
+    pandas writes for unnamed columns) are names."""
+    named = [h for h in header if h]
+    if not named or not all(_is_number(h) for h in named):
+        return False
+    if all(h.isdigit() for h in named):
+        first = int(named[0])
+        return [int(h) for h in named] != list(range(first, first + len(named)))
+    return True
+
+
 def _channel_name(column: str, used: set[str]) -> str:
     """A stream name for a CSV column: readable, valid in topics, unique in the file."""
     name = "".join(c if c.isalnum() or c in "_.:-" else "_" for c in column.strip()) or "column"
@@ -94,22 +114,46 @@ def open_table(
     try:
         header = next(reader)
     except StopIteration as exc:
-        raise ReplayError("the input file is empty") from exc
+        raise BadInputError("the input file is empty") from exc
     except csv.Error as exc:
-        raise ReplayError(f"cannot read the CSV header: {exc}") from exc
+        raise BadInputError(f"cannot read the CSV header: {exc}") from exc
     header = [h.strip() for h in header]
+    if _looks_like_data(header):
+        raise BadInputError(
+            f"the first line holds only numbers ({', '.join(header[:4])}): the file needs a "
+            "header row naming its columns"
+        )
+    if len(header) == 1:
+        other = next((c for c in _SEPARATORS if c != sep and c in header[0]), None)
+        if other is not None:
+            shown = "\\t" if other == "\t" else other
+            raise BadInputError(
+                f"only one column found ({header[0][:60]!r}): is the separator {shown!r}? "
+                f"(--sep '{shown}')"
+            )
+    unknown = [name for name in ignore if name not in header]
+    if unknown:
+        raise BadInputError(
+            f"--ignore-column {', '.join(map(repr, unknown))}: no such column (the columns are "
+            f"{', '.join(header[:20])})"
+        )
     if time_column is not None:
         if time_column not in header:
-            raise ReplayError(f"time column {time_column!r} is not in the header: {header}")
+            raise BadInputError(f"time column {time_column!r} is not in the header: {header}")
         time_index: int | None = header.index(time_column)
     else:
         lowered = [h.lower() for h in header]
         time_index = next((lowered.index(n) for n in TIME_COLUMN_NAMES if n in lowered), None)
     sample: list[list[str]] = []
-    for row in reader:
-        sample.append(row)
-        if len(sample) >= _SNIFF_ROWS:
-            break
+    try:
+        for row in reader:
+            sample.append(row)
+            if len(sample) >= _SNIFF_ROWS:
+                break
+    except csv.Error as exc:
+        raise BadInputError(f"line {reader.line_num}: {exc}") from exc
+    if time_index is not None:
+        _check_time_order(sample, time_index)
     numeric = []
     for i, name in enumerate(header):
         if i == time_index or name in ignore:
@@ -119,9 +163,48 @@ def open_table(
         if cells and sum(_is_number(c) for c in cells) >= _NUMERIC_SHARE * len(cells):
             numeric.append(i)
     if not numeric:
-        raise ReplayError("no numeric columns found: nothing to score")
+        raise BadInputError("no numeric columns found: nothing to score")
 
-    return header, time_index, numeric, chain(sample, reader)
+    return header, time_index, numeric, chain(sample, _rows(reader))
+
+
+def _rows(reader: Iterator[list[str]]) -> Iterator[list[str]]:
+    """The rest of the file; a line the csv module cannot read is a clear error."""
+    try:
+        yield from reader
+    except csv.Error as exc:
+        raise BadInputError(f"line {getattr(reader, 'line_num', '?')}: {exc}") from exc
+
+
+def _check_time_order(sample: list[list[str]], time_index: int) -> None:
+    """A file sorted newest first is refused: scoring it would run the detector backwards."""
+    times = []
+    for row in sample:
+        try:
+            times.append(parse_time(row[time_index]))
+        except (ValueError, OverflowError, IndexError):
+            continue
+    steps = [b - a for a, b in zip(times, times[1:], strict=False) if b != a]
+    backwards = sum(1 for step in steps if step < 0)
+    if steps and backwards > len(steps) / 2:
+        raise BadInputError(
+            f"the timestamps run backwards ({backwards} of {len(steps)} steps in the first "
+            f"{len(sample)} rows): sort the file oldest first"
+        )
+
+
+def _check_text(path: Path) -> None:
+    """Binary data (NUL bytes, or mostly bytes that are not UTF-8) is not a CSV to guess at."""
+    try:
+        with open(path, "rb") as raw:
+            head = raw.read(65536)
+    except OSError as exc:
+        raise ReplayError(f"cannot open {path}: {exc.strerror}") from exc
+    if b"\x00" in head:
+        raise BadInputError("binary data (NUL bytes), not a text CSV")
+    text = head.decode("utf-8", "replace")
+    if text and text.count("\ufffd") > _BINARY_SHARE * len(text):
+        raise BadInputError("mostly not UTF-8 text: not a CSV replay can read")
 
 
 def replay(
@@ -139,6 +222,7 @@ def replay(
 
     started = _time.perf_counter()
     summary = ReplaySummary()
+    _check_text(input_path)
     try:
         handle = open(input_path, newline="", encoding="utf-8", errors="replace")  # noqa: SIM115
     except OSError as exc:

@@ -81,20 +81,50 @@ def test_bad_cells_are_missing_values_not_crashes(tmp_path: Path) -> None:
     assert "3 bad cells" in result.output and "1 bad timestamps" in result.output
 
 
+_ROWS = "".join(f"{i},{20 + i % 5},{i % 3}\n" for i in range(60))
+
+
 @pytest.mark.parametrize(
-    ("content", "message"),
-    [("", "empty"), ("time,name\n1,abc\n", "no numeric columns")],
-)
-def test_unusable_files_exit_1_with_a_reason(tmp_path: Path, content: str, message: str) -> None:
+    ("content", "args", "message"),
+    [
+        (b"", [], "empty"),
+        (b"time,name\n1,abc\n", [], "no numeric columns"),
+        # No header row: the data must not silently become column names.
+        (_ROWS.encode(), [], "needs a header row"),
+        # One column, and a separator in it that is not --sep: say which to use.
+        (("time;x;y\n" + _ROWS.replace(",", ";")).encode(), [], "--sep ';'"),
+        (("time,x,y\n" + _ROWS).encode(), ["--ignore-column", "label"], "'label': no such"),
+        (("time,x,y\n" + _ROWS).encode(), ["--time-column", "nope"], "'nope'"),
+        # Newest first: scoring it would run the detector backwards in time.
+        (("time,x,y\n" + "".join(reversed(_ROWS.splitlines(True)))).encode(), [], "backwards"),
+        (bytes(range(256)) * 64, [], "binary data"),
+        (bytes(range(128, 256)) * 256, [], "not UTF-8"),
+        # A line the csv module refuses (a 200 kB field), after the sniffed rows: its number.
+        (("time,x,y\n" + _ROWS * 5 + "1," + "9" * 200_000 + ",2\n").encode(), [], "line 302"),
+    ],
+    ids=["empty", "no-numbers", "no-header", "wrong-sep", "unknown-ignore", "unknown-time",
+         "reversed", "binary", "not-utf8", "huge-field"],
+)  # fmt: skip
+def test_bad_input_data_exits_65_with_a_reason(
+    tmp_path: Path, content: bytes, args: list[str], message: str
+) -> None:
     src = tmp_path / "x.csv"
-    src.write_text(content)
-    result = runner.invoke(app, ["replay", str(src)])
-    assert result.exit_code == 1
-    assert message in result.output
+    src.write_bytes(content)
+    result = runner.invoke(app, ["replay", str(src), "-o", str(tmp_path / "out.csv"), *args])
+    assert result.exit_code == 65, result.output
+    assert message in result.output, result.output
+    assert str(src) in result.output
 
 
-def test_missing_time_column_is_reported(tmp_path: Path) -> None:
+def test_columns_named_0_1_2_are_a_header(tmp_path: Path) -> None:
+    """pandas writes ``,0,1`` for a frame with unnamed columns: names, not a data row."""
     src = tmp_path / "x.csv"
-    write_csv(src, 10)
-    result = runner.invoke(app, ["replay", str(src), "--time-column", "nope"])
-    assert result.exit_code == 1 and "nope" in result.output
+    src.write_text(",0,1\n" + _ROWS)
+    result = runner.invoke(app, ["replay", str(src), "-o", str(tmp_path / "out.csv")])
+    assert result.exit_code == 0, result.output
+    assert "x 3 channels" in result.output  # the unnamed index column is numeric too
+
+
+def test_a_file_that_is_not_there_is_a_runtime_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["replay", str(tmp_path / "missing.csv")])
+    assert result.exit_code == 1 and "cannot open" in result.output
