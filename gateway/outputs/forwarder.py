@@ -335,6 +335,12 @@ class Forwarder(threading.Thread):
         total = max(0.0, deadline - time.monotonic())
         # Keep a share of the bound for the offline message and the disconnect.
         drain_until = deadline - 0.3 * total
+        # The pipeline's last batch (alerts raised in the final moments before a stop) is
+        # committed just before stop() is called: send one window of it, rather than leave it
+        # for the next start.
+        self._handle_events(client)
+        if self._connected:
+            self._publish_pending(client)
         self._wait_inflight(client, drain_until)
         if self._connected:
             self._inflight.clear()
