@@ -48,6 +48,7 @@ def gateway_config(
     streams: int = 16,
     rate_hz: float = 100.0,
     fault_every: float = 0.05,
+    sensors: bool = True,
 ) -> Path:
     """A gateway whose simulated sensors keep a fault open on some stream most of the time.
 
@@ -57,17 +58,24 @@ def gateway_config(
     is low (0.5: as rare as one healthy block in 10), because this is a delivery soak: it
     wants many alerts, not only the certain ones. The detector checkpoints every 200 ms, so
     a gateway killed within a second keeps what it learned and alerts in its next life.
+    ``sensors=False``: the same gateway with no sources (``drain.yaml``), which only forwards
+    what its outbox holds.
     """
-    config = workdir / "gw.yaml"
+    config = workdir / ("gw.yaml" if sensors else "drain.yaml")
+    source = (
+        "sources:\n"
+        f"  - {{type: simulate, streams: {streams}, rate_hz: {rate_hz:g}, fault_after: 0.1s,\n"
+        f"     fault_every: {fault_every:g}s, fault_length: {fault_every / 2:g}s}}\n"
+        if sensors
+        else "sources: []\n"
+    )
     config.write_text(
         f"gateway: {{id: {gateway_id}, data_dir: {workdir / 'data'}}}\n"
         "detector: {warmup: 10, baseline_halflife: 10s, threshold: 0.5, clear_threshold: 0.4,\n"
         "           min_duration: 1, cooldown: 0s, max_gap: 1h}\n"
         "storage: {checkpoint_every: 200ms}\n"
-        "sources:\n"
-        f"  - {{type: simulate, streams: {streams}, rate_hz: {rate_hz:g}, fault_after: 0.1s,\n"
-        f"     fault_every: {fault_every:g}s, fault_length: {fault_every / 2:g}s}}\n"
-        f"upstream:\n  broker: {{host: {host}, port: {port}, keepalive: 5}}\n"
+        + source
+        + f"upstream:\n  broker: {{host: {host}, port: {port}, keepalive: 5}}\n"
         f"  topic_prefix: {PREFIX}\n  max_inflight: {MAX_INFLIGHT}\n"
         "  reconnect_min_delay: 100ms\n  reconnect_max_delay: 1s\n  drain_timeout: 5s\n"
     )
@@ -195,8 +203,10 @@ def run_soak(
                 print(
                     f"  {i + 1} kills, {len(set(watcher.received()))} alerts upstream", flush=True
                 )
-        # One last, clean run: forward everything that is left, then SIGTERM.
-        proc = start(config, log)
+        # One last, clean run without sensors (they would keep raising alerts up to the very
+        # SIGTERM, and those wait in the outbox for the next start): forward everything that
+        # is left, then SIGTERM.
+        proc = start(gateway_config(workdir, host, port, sensors=False), log)
         try:
             watcher.wait_presence(b"online")
             deadline = time.monotonic() + 60
