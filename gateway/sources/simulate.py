@@ -86,7 +86,7 @@ class SignalModel:
         direction = rng.choice([-1.0, 1.0], n)
         self.drift_per_s = direction * section.drift_per_hour * sigma / 3600.0
         self._block_index = -1
-        self._block = np.zeros((NOISE_BLOCK, n))
+        self._block: np.ndarray = np.zeros((NOISE_BLOCK, n))
 
     def tick_time(self, k: int) -> float:
         return k / self.rate_hz
