@@ -156,7 +156,12 @@ def _emit(rows: list[dict[str, Any]], columns: list[str], fmt: OutputFormat) -> 
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        # Nested values (an alert's contributors) as JSON, never as Python's repr.
+        writer.writerows(
+            {k: json.dumps(v, default=str) if isinstance(v, dict | list) else v
+             for k, v in row.items()}
+            for row in rows
+        )  # fmt: skip
         typer.echo(buffer.getvalue(), nl=False)
         return
     if not rows:
@@ -335,6 +340,26 @@ def alerts_list(
     _emit(rows, columns, fmt)
 
 
+def _no_alert(config: Config, alert_id: str, unacknowledged: bool = False) -> str:
+    """Why ``alert_id`` found nothing: too short a prefix, several matches, or none."""
+    what = "unacknowledged alert" if unacknowledged else "alert"
+    with _open_store(config) as store:
+        matches = store.match_alert_ids(alert_id, limit=3)
+        if unacknowledged and len(matches) == 1 and len(alert_id) >= 6:
+            found = store.get_alert(alert_id)
+            if found is not None and found.get("acked_ts"):
+                return f"alert {found['id']} is already acknowledged"
+    if len(matches) > 1:
+        many = f"{len(matches)}{'+' if len(matches) == 3 else ''}"
+        return f"{alert_id!r} matches {many} alerts: give more characters"
+    if matches and len(alert_id) < 6:
+        return (
+            f"no {what} {alert_id!r}: an id prefix needs at least 6 characters "
+            f"(e.g. {matches[0][:8]})"
+        )
+    return f"no {what} {alert_id!r}"
+
+
 @alerts_app.command("show")
 def alerts_show(
     alert_id: Annotated[
@@ -349,7 +374,7 @@ def alerts_show(
     with _open_store(cfg) as store:
         alert = store.get_alert(alert_id)
     if alert is None:
-        raise _fail(f"no alert {alert_id!r}", EXIT_RUNTIME)
+        raise _fail(_no_alert(cfg, alert_id), EXIT_RUNTIME)
     if fmt is not OutputFormat.table:
         _emit([_alert_row(alert)], list(_alert_row(alert)), fmt)
         return
@@ -405,7 +430,7 @@ def alerts_ack(
     with _open_store(cfg, write=True) as store:
         done = store.ack_alert(alert_id, note, new_normal=new_normal)
     if not done:
-        raise _fail(f"no unacknowledged alert {alert_id!r}", EXIT_RUNTIME)
+        raise _fail(_no_alert(cfg, alert_id, unacknowledged=True), EXIT_RUNTIME)
     typer.echo(f"acknowledged {alert_id}" + (" as a new normal" if new_normal else ""))
 
 
@@ -859,7 +884,18 @@ def plot(
             )
         ]
         alerts = store.list_alerts(since_ts=since_ts, state="all", limit=100_000)
-        known = [s["stream"] for s in store.streams()] if not rows else []
+        # Suggest only what this command would plot: streams with readings in the window.
+        known = (
+            [
+                r["stream"]
+                for r in store.db.query(
+                    "SELECT DISTINCT stream FROM readings WHERE ts >= ? ORDER BY stream LIMIT 20",
+                    [since_ts],
+                )
+            ]
+            if not rows
+            else []
+        )
     if not rows:
         hint = f" (streams: {', '.join(known[:20])})" if known and stream not in known else ""
         raise _fail(f"no readings of {stream!r} in the last {since}{hint}", EXIT_RUNTIME)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import time
@@ -134,11 +136,20 @@ def test_alerts_list_show_ack(gateway_db: tuple[Path, str]) -> None:
     )
     assert "pump.flow: 80% of the score" in shown.output
     assert "with score 0.8, as rare as 1 in 10^4.0 healthy blocks of readings" in shown.output
+    # CSV: nested values are JSON a spreadsheet or a script can read back, not Python's repr.
+    as_csv_row = runner.invoke(app, ["alerts", "show", alert_id, "-c", str(config), "-f", "csv"])
+    [row] = list(csv.DictReader(io.StringIO(as_csv_row.output)))
+    assert json.loads(row["contributors"])[1]["reason"] == "prediction"
+    # A prefix too short to be trusted says so, and shows what a good one looks like.
+    short = runner.invoke(app, ["alerts", "show", alert_id[:4], "-c", str(config)])
+    assert short.exit_code == 1 and "at least 6 characters" in short.output, short.output
+    assert alert_id[:8] in short.output
     assert "(far from its usual level)" in shown.output
     assert "(not what the model expected next)" in shown.output
     acked = runner.invoke(app, ["alerts", "ack", alert_id, "-c", str(config), "--note", "valve"])
     assert acked.exit_code == 0, acked.output
-    assert runner.invoke(app, ["alerts", "ack", alert_id, "-c", str(config)]).exit_code == 1
+    again = runner.invoke(app, ["alerts", "ack", alert_id, "-c", str(config)])
+    assert again.exit_code == 1 and "already acknowledged" in again.output, again.output
     still_open = runner.invoke(app, ["alerts", "list", "-c", str(config), "-f", "json"])
     assert json.loads(still_open.output) == []  # empty result: exit 0
     assert still_open.exit_code == 0
@@ -241,6 +252,26 @@ def test_db_check_reports_a_damaged_file(gateway_db: tuple[Path, str]) -> None:
         (config.parent / "data" / side).unlink(missing_ok=True)
     result = runner.invoke(app, ["db", "check", "-c", str(config)])
     assert result.exit_code == 1, result.output
+
+
+def test_plot_suggests_only_streams_it_would_draw(tmp_path: Path) -> None:
+    """It once listed every known stream, then refused one that had no recent readings."""
+    config = tmp_path / "gw.yaml"
+    config.write_text(f"gateway: {{id: gw, data_dir: {tmp_path / 'data'}}}\n")
+    now = time.time()
+    with Store.open(tmp_path / "data" / "gateway.db", outbox=False) as store:
+        store.write_batch(
+            Batch(
+                readings=[
+                    ScoredReading("line.old", now - 86400, 1.0, 1.0, 0.1, False),
+                    ScoredReading("line.new", now - 60, 1.0, 1.0, 0.1, False),
+                ]
+            )
+        )
+    out = str(tmp_path / "x.png")
+    result = runner.invoke(app, ["plot", "line.nope", "-o", out, "-c", str(config)])
+    assert result.exit_code == 1, result.output
+    assert "(streams: line.new)" in result.output, result.output
 
 
 def test_plot_writes_a_png_of_the_requested_size(tmp_path: Path) -> None:
