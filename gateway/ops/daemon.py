@@ -132,6 +132,10 @@ class Gateway:
                 flags.append(
                     f"{upstream['quarantined']} outbox rows quarantined (never publishable)"
                 )
+            if upstream.get("unrecorded"):
+                flags.append(
+                    f"{upstream['unrecorded']} delivered outbox rows not yet recorded (storage)"
+                )
             oldest = upstream.get("oldest_pending_ts")
             if oldest is not None and now - oldest > STALE_OUTBOX_S:
                 flags.append(

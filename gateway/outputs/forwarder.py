@@ -131,6 +131,11 @@ class Forwarder(threading.Thread):
         self._drops: dict[int, int] = {}  # seq -> consecutive drops while alone in flight
         self._backlog_checked = 0.0
         self._last_logged_error = ""
+        # Rows the broker acknowledged whose delivery could not be recorded (a full disk):
+        # never sent again by this process, recorded again after a growing delay.
+        self._unrecorded: set[int] = set()
+        self._record_failures = 0
+        self._record_retry_at = 0.0
         # Read by stats() from other threads.
         self._lock = threading.Lock()
         self._stats: dict[str, Any] = {
@@ -143,6 +148,7 @@ class Forwarder(threading.Thread):
             "backlog": None,
             "oldest_pending_ts": None,
             "inflight": 0,
+            "unrecorded": 0,  # acknowledged, but the store could not record it yet
             "last_error": None,
         }
 
@@ -416,16 +422,42 @@ class Forwarder(threading.Thread):
             elif kind == "connect_failed":
                 self._connect_failed(f"upstream broker refused the connection: {arg}")
         assert self._store is not None
-        if delivered:
-            self._store.mark_delivered(delivered)
-            for seq in delivered:
-                self._retry_at.pop(seq, None)
+        self._record_delivered(delivered)
         for seq, error in refused:
             self._fail(seq, error)
         with self._lock:
             self._stats["delivered"] += len(delivered)
             self._stats["connected"] = self._connected
             self._stats["inflight"] = len(self._inflight)
+
+    def _record_delivered(self, delivered: list[int]) -> None:
+        """Mark acknowledged rows delivered. When the store cannot commit that (disk full),
+        the rows are held in memory as sent: re-sending them every round would flood the
+        broker with duplicates (659 messages for 20 alerts in 40 s once). Only a restart
+        before the store recovers sends them again, within the usual bound."""
+        assert self._store is not None
+        for seq in delivered:
+            self._retry_at.pop(seq, None)
+        self._unrecorded.update(delivered)
+        if not self._unrecorded or time.monotonic() < self._record_retry_at:
+            return
+        try:
+            self._store.mark_delivered(sorted(self._unrecorded))
+        except StorageError as exc:
+            self._record_failures += 1
+            delay = backoff(self._record_failures, 1.0, 60.0)
+            self._record_retry_at = time.monotonic() + delay
+            self._error(
+                f"cannot record {len(self._unrecorded)} delivered rows ({exc}); they are not "
+                f"sent again, next attempt in {delay:.0f} s",
+                key="record-delivered",
+            )
+        else:
+            self._unrecorded.clear()
+            self._record_failures = 0
+            self._record_retry_at = 0.0
+        with self._lock:
+            self._stats["unrecorded"] = len(self._unrecorded)
 
     def _suspect_rows_in_flight(self) -> None:
         """The connection dropped: if one row was alone in flight and sent just before, it
@@ -452,7 +484,7 @@ class Forwarder(threading.Thread):
         assert self._store is not None
         window = 1 if self._isolating else self._upstream.max_inflight
         free = window - sum(1 for entry in self._inflight.values() if entry.seq is not None)
-        busy = {entry.seq for entry in self._inflight.values()}
+        busy = {entry.seq for entry in self._inflight.values()} | self._unrecorded
         now = time.monotonic()
         after, scanned = 0, 0
         while free > 0 and scanned < _SCAN_LIMIT:

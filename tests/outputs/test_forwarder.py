@@ -254,6 +254,38 @@ def test_rows_committed_just_before_a_stop_are_sent_in_the_drain(
         watcher.close()
 
 
+def test_a_delivery_that_cannot_be_recorded_is_not_sent_again(
+    broker: Broker, db_path: Path, store: Store
+) -> None:
+    """Disk full with the broker up: mark_delivered failed, every round re-sent the same rows
+    (659 messages for 20 alerts in 40 s). The store's commit is made to fail for real (a
+    trigger that aborts the update, as a full disk aborts the write); the rows go out once,
+    are recorded when the store can again, and nothing is sent twice."""
+    store.db.execute(
+        "CREATE TRIGGER full BEFORE UPDATE OF delivered_ts ON outbox "
+        "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+    )
+    watcher = Subscriber(broker)
+    good = [alert(f"pump-{i}") for i in range(6)]
+    store.write_batch(Batch(alerts=good))
+    forwarder = make_forwarder(broker, db_path)
+    forwarder.start()
+    try:
+        wait_for(lambda: len(watcher.alerts()) == 6, what="every alert, once")
+        wait_for(lambda: forwarder.stats()["unrecorded"] == 6, what="held as sent")
+        time.sleep(2.0)  # ten poll rounds: the old code re-sent all six in each
+        assert len(watcher.alerts()) == 6, [a["id"] for a in watcher.alerts()]
+        assert store.outbox_backlog()[0] == 6  # not recorded: a restart would send them
+        assert "cannot record 6 delivered rows" in (forwarder.stats()["last_error"] or "")
+        store.db.execute("DROP TRIGGER full")  # space returns
+        wait_for(lambda: store.outbox_backlog()[0] == 0, timeout=90, what="recorded")
+        assert forwarder.stats()["unrecorded"] == 0
+        assert len(watcher.alerts()) == 6
+    finally:
+        forwarder.stop(5)
+        watcher.close()
+
+
 def test_an_unreadable_outbox_row_is_quarantined_and_the_rest_delivered(
     broker: Broker, db_path: Path, store: Store
 ) -> None:
