@@ -133,10 +133,11 @@ from gateway.model.naive import NaiveModel  # noqa: E402
 from gateway.model.runtime import StepModel, load_model  # noqa: E402
 from tools.corpora.base import LABEL_COLUMN, SIZES, Series, retime, write_csv  # noqa: E402
 from tools.detectors import (  # noqa: E402
-    SCALE_FLOOR_ABS,
-    SCALE_FLOOR_REL,
     NoPredictionModel,
+    as_2d,
+    floored,
     rolling_z_alert,
+    rolling_z_score,
     run_replay,
     static_band_alert,
 )
@@ -239,49 +240,12 @@ class BenchError(RuntimeError):
 # --- the baselines' scores and the PCA baseline --------------------------------------------
 
 
-def _floored(std: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    # The same floor as tools/detectors.py (and the engine): a constant channel is judged on
-    # relative, not infinite, deviations.
-    return np.maximum(std, SCALE_FLOOR_REL * np.abs(mean) + SCALE_FLOOR_ABS)
-
-
-def _as_2d(values: np.ndarray) -> np.ndarray:
-    x = np.asarray(values, dtype=float)
-    return x[:, None] if x.ndim == 1 else x
-
-
-def rolling_z_score(values: np.ndarray, window: int = ROLLING_WINDOW) -> np.ndarray:
-    """max |z| over channels as ``rolling_z_alert`` computes it (0 before ``window`` rows or
-    without two readings in the window), so ``score > z`` for ``min_run`` rows is its alert."""
-    x = _as_2d(values)
-    rows = x.shape[0]
-    score = np.zeros(rows)
-    if rows <= window:
-        return score
-    filled = np.where(np.isnan(x), 0.0, x)
-    zero = np.zeros((1, x.shape[1]))
-    c_n = np.concatenate([zero, np.cumsum(~np.isnan(x), axis=0)])
-    c_s = np.concatenate([zero, np.cumsum(filled, axis=0)])
-    c_q = np.concatenate([zero, np.cumsum(filled * filled, axis=0)])
-    i = np.arange(window, rows)
-    n = c_n[i] - c_n[i - window]
-    s = c_s[i] - c_s[i - window]
-    q = c_q[i] - c_q[i - window]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = s / n
-        std = np.sqrt(np.maximum(q / n - mean * mean, 0.0))
-        z = np.abs(x[i] - mean) / _floored(std, mean)
-    ok = (n >= 2) & ~np.isnan(z)
-    score[window:] = np.max(np.where(ok, z, 0.0), axis=1)
-    return score
-
-
 def static_band_score(values: np.ndarray, train_rows: int, k: float = STATIC_K) -> np.ndarray:
     """max over channels of ``|x - mean| / (k sd)`` with ``static_band_alert``'s mean and sd."""
-    x = _as_2d(values)
+    x = as_2d(values)
     train = x[:train_rows]
     mean = np.nanmean(train, axis=0)
-    std = _floored(np.nanstd(train, axis=0), mean)
+    std = floored(np.nanstd(train, axis=0), mean)
     distance = np.abs(x - mean) / (k * std)
     return np.max(np.where(np.isnan(distance), 0.0, distance), axis=1)
 
@@ -316,12 +280,12 @@ def pca_t2q(
     min_run: int = PCA_RUN,
 ) -> tuple[np.ndarray, np.ndarray, PcaFit]:
     """The ``pca-t2q`` baseline (module docstring): (alert 0/1, score, the fit)."""
-    x = _as_2d(values)
+    x = as_2d(values)
     if train_rows < 2 or x.shape[1] < 2:
         raise ValueError("pca-t2q needs two channels and two training rows")
     train = x[:train_rows]
     mean = np.nanmean(train, axis=0)
-    std = _floored(np.nanstd(train, axis=0), mean)
+    std = floored(np.nanstd(train, axis=0), mean)
     z = _carry_forward((x - mean) / std)
     zt = z[:train_rows]
     centre = zt.mean(axis=0)  # ~0; exactly 0 only without missing cells

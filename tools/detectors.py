@@ -125,49 +125,68 @@ def run_replay(
     )
 
 
-def _floored(std: np.ndarray, mean: np.ndarray) -> np.ndarray:
+def floored(std: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """The engine's scale floor: a constant channel is judged on relative, not infinite,
+    deviations."""
     return np.maximum(std, SCALE_FLOOR_REL * np.abs(mean) + SCALE_FLOOR_ABS)
+
+
+def as_2d(values: np.ndarray) -> np.ndarray:
+    """``values`` as float ``[rows, channels]``; a 1-D array is one channel."""
+    x = np.asarray(values, dtype=float)
+    return x[:, None] if x.ndim == 1 else x
+
+
+def rolling_z(values: np.ndarray, window: int = 60) -> np.ndarray:
+    """``|z|[rows, channels]`` of each reading against the mean and sd of the previous
+    ``window`` rows (NaN = missing); NaN where there is no z (before ``window`` rows, fewer than
+    two readings in the window, or a missing reading). Causal."""
+    x = as_2d(values)
+    rows = x.shape[0]
+    z = np.full(x.shape, np.nan)
+    if rows <= window:
+        return z
+    filled = np.where(np.isnan(x), 0.0, x)
+    zero = np.zeros((1, x.shape[1]))
+    c_n = np.concatenate([zero, np.cumsum(~np.isnan(x), axis=0)])
+    c_s = np.concatenate([zero, np.cumsum(filled, axis=0)])
+    c_q = np.concatenate([zero, np.cumsum(filled * filled, axis=0)])
+    i = np.arange(window, rows)
+    n = c_n[i] - c_n[i - window]
+    s = c_s[i] - c_s[i - window]
+    q = c_q[i] - c_q[i - window]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = s / n
+        std = np.sqrt(np.maximum(q / n - mean * mean, 0.0))
+        zi = np.abs(x[i] - mean) / floored(std, mean)
+    z[window:] = np.where(n >= 2, zi, np.nan)
+    return z
+
+
+def rolling_z_score(values: np.ndarray, window: int = 60) -> np.ndarray:
+    """The largest channel |z| per row (0 where there is none): ``rolling_z_alert``'s score."""
+    z = rolling_z(values, window)
+    return np.max(np.where(np.isnan(z), 0.0, z), axis=1)
 
 
 def rolling_z_alert(
     values: np.ndarray, window: int = 60, z: float = 3.0, min_run: int = 3
 ) -> np.ndarray:
-    """``values[rows, channels]`` (NaN = missing) -> 0/1 per row; causal."""
-    x = np.asarray(values, dtype=float)
-    if x.ndim == 1:
-        x = x[:, None]
-    rows = x.shape[0]
-    over = np.zeros(rows, bool)
-    filled = np.where(np.isnan(x), 0.0, x)
-    present = (~np.isnan(x)).astype(float)
-    zero = np.zeros((1, x.shape[1]))
-    c_n = np.concatenate([zero, np.cumsum(present, axis=0)])
-    c_s = np.concatenate([zero, np.cumsum(filled, axis=0)])
-    c_q = np.concatenate([zero, np.cumsum(filled * filled, axis=0)])
-    for i in range(window, rows):
-        n = c_n[i] - c_n[i - window]
-        s = c_s[i] - c_s[i - window]
-        q = c_q[i] - c_q[i - window]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = s / n
-            std = np.sqrt(np.maximum(q / n - mean * mean, 0.0))
-            zi = np.abs(x[i] - mean) / _floored(std, mean)
-        ok = (n >= 2) & ~np.isnan(zi)
-        over[i] = bool(np.any(zi[ok] > z))
-    run = np.zeros(rows, np.int64)
-    for i in range(rows):
+    """``values[rows, channels]`` (NaN = missing) -> 0/1 per row: some channel's |z| over
+    ``z`` for ``min_run`` rows in a row; causal."""
+    over = rolling_z_score(values, window) > z
+    run = np.zeros(over.shape[0], np.int64)
+    for i in range(over.shape[0]):
         run[i] = run[i - 1] + 1 if over[i] and i > 0 else int(over[i])
     return (run >= min_run).astype(np.int8)
 
 
 def static_band_alert(values: np.ndarray, train_rows: int, k: float = 4.0) -> np.ndarray:
     """Per-channel mean +- k std of the first ``train_rows`` rows; alert outside any band."""
-    x = np.asarray(values, dtype=float)
-    if x.ndim == 1:
-        x = x[:, None]
+    x = as_2d(values)
     train = x[:train_rows]
     mean = np.nanmean(train, axis=0)
-    std = _floored(np.nanstd(train, axis=0), mean)
+    std = floored(np.nanstd(train, axis=0), mean)
     with np.errstate(invalid="ignore"):
         outside = np.abs(x - mean) > k * std
     alert = np.any(outside & ~np.isnan(x), axis=1)
