@@ -16,6 +16,7 @@ from gateway.store.database import (
     find_damage,
     migrate,
     move_aside,
+    salvage_outbox,
     schema_version,
 )
 
@@ -31,6 +32,7 @@ __all__ = [
     "Store",
     "StreamRow",
     "find_damage",
+    "salvage_outbox",
     "migrate",
     "move_aside",
     "schema_version",

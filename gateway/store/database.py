@@ -336,6 +336,83 @@ def move_aside(path: Path) -> Path:
     return aside
 
 
+@dataclass(frozen=True, slots=True)
+class Salvage:
+    """What could be read back of a damaged file's outbox."""
+
+    rows: tuple[OutboxRow, ...]  # undelivered, not quarantined, readable: to be sent
+    unreadable: int  # seqs in ranges SQLite could not read (some may have been delivered)
+    problem: str | None  # why nothing at all could be read, if so
+
+
+_SALVAGE_CHUNK = 256  # seqs per read; a range that fails is halved down to single seqs
+_SALVAGE_MAX_ROWS = 1_000_000  # bound on what one recovery re-queues
+
+
+def salvage_outbox(path: Path, timeout: float = 5.0) -> Salvage:
+    """Read the undelivered outbox rows of the damaged database at ``path``, row by row.
+
+    Python's sqlite3 has no recover API and the sqlite3 CLI's ``.recover`` is not on every
+    gateway, so this reads the outbox table by ``seq`` ranges straight off its b-tree (``NOT
+    INDEXED``: a damaged index must not hide rows): a range that raises is halved until the
+    single seqs that cannot be read are known and counted. Rows already delivered or
+    quarantined stay behind; rows whose text is not UTF-8 are skipped as unreadable."""
+    uri = path.resolve().as_uri() + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, timeout, isolation_level=None, uri=True)
+    except sqlite3.Error as exc:
+        return Salvage((), 0, f"cannot open: {exc}")
+    try:
+        return _salvage_rows(conn)
+    except (sqlite3.Error, UnicodeError) as exc:
+        return Salvage((), 0, _readable(exc)[:500])
+    finally:
+        conn.close()
+
+
+def _salvage_rows(conn: sqlite3.Connection) -> Salvage:
+    conn.text_factory = bytes
+    top = 0
+    for sql in ("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'",
+                "SELECT MAX(seq) FROM outbox NOT INDEXED"):  # fmt: skip
+        try:
+            row = conn.execute(sql).fetchone()
+        except sqlite3.DatabaseError:
+            continue
+        top = max(top, int(row[0] or 0) if row else 0)
+    if top == 0:
+        # Either an empty outbox or one whose every page is unreadable: tell them apart.
+        conn.execute("SELECT COUNT(*) FROM outbox NOT INDEXED").fetchone()
+        return Salvage((), 0, None)
+    rows: list[OutboxRow] = []
+    unreadable = 0
+    ranges = [(lo, min(lo + _SALVAGE_CHUNK - 1, top)) for lo in range(1, top + 1, _SALVAGE_CHUNK)]
+    ranges.reverse()
+    while ranges and len(rows) < _SALVAGE_MAX_ROWS:
+        lo, hi = ranges.pop()
+        try:
+            found = conn.execute(
+                "SELECT seq, msg_id, kind, subject, payload, created_ts, attempts FROM outbox "
+                "NOT INDEXED WHERE seq BETWEEN ? AND ? AND delivered_ts IS NULL "
+                "AND quarantined_ts IS NULL ORDER BY seq",
+                (lo, hi),
+            ).fetchall()
+        except sqlite3.DatabaseError:
+            if lo == hi:
+                unreadable += 1
+            else:
+                mid = (lo + hi) // 2
+                ranges += [(mid + 1, hi), (lo, mid)]
+            continue
+        for raw in found:
+            row = _outbox_row(*raw)
+            if row.problem is None:
+                rows.append(row)
+            else:
+                unreadable += 1
+    return Salvage(tuple(rows[:_SALVAGE_MAX_ROWS]), unreadable, None)
+
+
 class Store:
     """One connection to the gateway database, owned by the thread that opened it."""
 
@@ -429,13 +506,48 @@ class Store:
         aside = move_aside(path)
         log.error("the database %s is damaged (%s); moved it to %s", path, damage, aside)
         store = fresh_open()
+        salvage = salvage_outbox(aside, busy_timeout_ms / 1000)
+        queued = store._requeue(salvage.rows)
+        unreadable = salvage.unreadable + len(salvage.rows) - queued
+        log.log(
+            logging.WARNING if unreadable or salvage.problem else logging.INFO,
+            "salvaged %d undelivered outbox rows from %s; %d outbox seqs could not be read%s",
+            queued,
+            aside,
+            unreadable,
+            f" ({salvage.problem})" if salvage.problem else "",
+        )
         event = Event(
             "database_recovered",
             path.name,
-            detail={"moved_to": str(aside), "reason": damage[:500]},
+            detail={
+                "moved_to": str(aside),
+                "reason": damage[:500],
+                "outbox_salvaged": queued,
+                "outbox_unreadable": unreadable,
+                "outbox_problem": salvage.problem,
+            },
         )
         store.write_batch(Batch(events=[event]))
         return store
+
+    def _requeue(self, rows: Sequence[OutboxRow]) -> int:
+        """Queue rows salvaged from a damaged file, in their old order, under their old
+        ``msg_id`` (upstream de-duplicates on it); ``seq`` is the new database's own. A row
+        the schema refuses (damage that still decoded, e.g. a flipped ``kind``) is left
+        out; returns how many were queued."""
+        queued = 0
+        with self._write():
+            for r in rows:
+                try:
+                    queued += self._conn.execute(
+                        "INSERT INTO outbox (msg_id, kind, subject, payload, created_ts) "
+                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT(msg_id) DO NOTHING",
+                        (r.msg_id, r.kind, r.subject, r.payload, r.created_ts),
+                    ).rowcount
+                except sqlite3.IntegrityError:
+                    continue
+        return queued
 
     @_converts_errors
     def _prepare(self, durability: Durability, read_only: bool) -> None:
