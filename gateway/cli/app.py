@@ -734,10 +734,11 @@ def db_check(
             if store.db[table].exists()
         }
         backlog, oldest = store.outbox_backlog()
+        recoveries = [e for e in store.list_events() if e["kind"] == "database_recovered"]
     except Exception as exc:  # a damaged file raises from anywhere; that is the answer
         problems = [str(exc)]
         page_size = pages = free = 0
-        rows, backlog, oldest = {}, 0, None
+        rows, backlog, oldest, recoveries = {}, 0, None, []
     finally:
         store.close()
     ok = problems == ["ok"]
@@ -752,6 +753,7 @@ def db_check(
         "rows": rows,
         "outbox_backlog": backlog,
         "outbox_oldest": oldest,
+        "last_recovery": recoveries[0]["detail"] if recoveries else None,
     }
     if fmt is OutputFormat.json:
         typer.echo(json.dumps(report, indent=2))
@@ -767,6 +769,14 @@ def db_check(
             "rows      " + ", ".join(f"{t} {n}" for t, n in rows.items()),
             f"outbox    {backlog} undelivered" + (f", oldest {_ago(oldest)}" if oldest else ""),
         ]
+        if recoveries:
+            last = recoveries[0]["detail"]
+            lines.append(
+                f"recovered {_when(recoveries[0]['ts'])} UTC from {last.get('moved_to')}: "
+                f"{last.get('outbox_salvaged', 0)} waiting outbox rows salvaged, "
+                f"{last.get('outbox_unreadable', 0)} unreadable"
+                + (f" ({last['outbox_problem']})" if last.get("outbox_problem") else "")
+            )
         typer.echo("\n".join(lines))
     if not ok:
         raise typer.Exit(EXIT_RUNTIME)
