@@ -347,6 +347,7 @@ class Salvage:
 
 _SALVAGE_CHUNK = 256  # seqs per read; a range that fails is halved down to single seqs
 _SALVAGE_MAX_ROWS = 1_000_000  # bound on what one recovery re-queues
+_SALVAGE_MAX_CHUNKS = 100_000  # bound on the seq range one recovery walks (25.6M seqs)
 
 
 def salvage_outbox(path: Path, timeout: float = 5.0) -> Salvage:
@@ -373,6 +374,7 @@ def salvage_outbox(path: Path, timeout: float = 5.0) -> Salvage:
 def _salvage_rows(conn: sqlite3.Connection) -> Salvage:
     conn.text_factory = bytes
     top = 0
+    bottom = 1
     for sql in ("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'",
                 "SELECT MAX(seq) FROM outbox NOT INDEXED"):  # fmt: skip
         try:
@@ -380,16 +382,27 @@ def _salvage_rows(conn: sqlite3.Connection) -> Salvage:
         except sqlite3.DatabaseError:
             continue
         top = max(top, int(row[0] or 0) if row else 0)
+    try:  # the first seq still there (older rows were pruned): no need to walk from 1
+        row = conn.execute("SELECT MIN(seq) FROM outbox NOT INDEXED").fetchone()
+        bottom = max(1, int(row[0] or 1) if row else 1)
+    except sqlite3.DatabaseError:
+        pass
+    # A damaged counter can claim any seq: walk at most this many chunks past the first.
+    top = min(top, bottom + _SALVAGE_MAX_CHUNKS * _SALVAGE_CHUNK - 1)
     if top == 0:
         # Either an empty outbox or one whose every page is unreadable: tell them apart.
         conn.execute("SELECT COUNT(*) FROM outbox NOT INDEXED").fetchone()
         return Salvage((), 0, None)
     rows: list[OutboxRow] = []
     unreadable = 0
-    ranges = [(lo, min(lo + _SALVAGE_CHUNK - 1, top)) for lo in range(1, top + 1, _SALVAGE_CHUNK)]
-    ranges.reverse()
-    while ranges and len(rows) < _SALVAGE_MAX_ROWS:
-        lo, hi = ranges.pop()
+    ranges: list[tuple[int, int]] = []  # halves of a range that failed, still to read
+    start = bottom
+    while (ranges or start <= top) and len(rows) < _SALVAGE_MAX_ROWS:
+        if ranges:
+            lo, hi = ranges.pop()
+        else:
+            lo, hi = start, min(start + _SALVAGE_CHUNK - 1, top)
+            start = hi + 1
         try:
             found = conn.execute(
                 "SELECT seq, msg_id, kind, subject, payload, created_ts, attempts FROM outbox "

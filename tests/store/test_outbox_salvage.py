@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from gateway.cli.app import app
 from gateway.records import Batch, ScoredReading
-from gateway.store import Store
+from gateway.store import Store, salvage_outbox
 from tests.helpers import wait_for
 from tests.outputs.test_forwarder import make_forwarder
 from tests.upstream import GW, Subscriber, alert
@@ -128,3 +128,18 @@ def test_a_damaged_schema_page_is_reported_and_the_gateway_still_starts(tmp_path
     with Store.open(db, gateway_id=GW) as store:
         store.write_batch(Batch(alerts=[alert("pump1")]))
         assert len(store.pending(10)) == 2  # the recovery event and the new alert
+
+
+def test_a_damaged_seq_counter_does_not_make_salvage_walk_forever(tmp_path: Path) -> None:
+    """A garbage ``sqlite_sequence`` (or a huge seq) bounds the walk: the readable rows still
+    come back, and the salvage ends."""
+    db = tmp_path / "gateway.db"
+    waiting, _ = build(db)
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'outbox'", (2**62,))
+    conn.commit()
+    conn.close()
+    salvage = salvage_outbox(db)
+    assert salvage.problem is None
+    assert {r.msg_id for r in salvage.rows} == waiting
+    assert salvage.unreadable == 0
