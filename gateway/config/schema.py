@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -38,6 +39,15 @@ from gateway.errors import ConfigError, ConfigIssue
 # newline, and one stream named "ok\n" made every upstream publish behind it fail.
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
 _NAME_RE = re.compile(NAME_PATTERN)
+
+# Bounds on what a config can make the loader read or build (#13 item 10): a 9-level alias
+# bomb once took 2.6 GB, /dev/zero as a password_file 1.8 GB.
+MAX_CONFIG_BYTES = 1_048_576
+MAX_CONFIG_NODES = 100_000  # YAML nodes once every alias is expanded
+MAX_SECRET_BYTES = 65_536
+# What password_env may name. Upper case only: a value that is not a conventional variable
+# name is never echoed, in case it is a password written into the wrong key.
+ENV_NAME_PATTERN = r"[A-Z_][A-Z0-9_]{0,127}"
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -493,6 +503,12 @@ class StorageSection(Section):
     # slower); a damaged one is moved aside, never deleted, and a fresh one is made.
     check_on_start: Literal["off", "quick", "full"] = "quick"
 
+    @field_validator("check_on_start", mode="before")
+    @classmethod
+    def _unquoted_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads an unquoted `off` as false; README documents `off` unquoted.
+        return "off" if value is False else value
+
 
 class MetricsSection(Section):
     listen: str | None = "127.0.0.1:9464"  # host:port of the Prometheus endpoint; null: off
@@ -650,21 +666,95 @@ def _resolve_secret(
         return
     secret: str | None = None
     if pw_file:
-        path = Path(str(pw_file)).expanduser()
-        if not path.is_absolute():
-            creds = os.environ.get("CREDENTIALS_DIRECTORY")
-            path = (Path(creds) / path) if creds else (base / path)
+        path = secret_path(Path(str(pw_file)), base)
+        key = where + ("password_file",)
         try:
-            secret = path.read_text(encoding="utf-8").rstrip("\r\n")
+            secret = read_bounded(path, MAX_SECRET_BYTES).decode("utf-8").rstrip("\r\n")
         except OSError as exc:
-            issues.append((where + ("password_file",), f"cannot read {path}: {exc.strerror}"))
+            issues.append((key, f"cannot read {path}: {exc.strerror}"))
+        except UnicodeDecodeError:
+            issues.append((key, f"{path} is not UTF-8 text"))
+        except ValueError as exc:
+            issues.append((key, f"{path} {exc}"))
+        if secret == "":
+            issues.append((key, f"{path} is empty: write the password into it"))
+            secret = None
     elif pw_env:
-        if str(pw_env) not in os.environ:
-            issues.append((where + ("password_env",), f"environment variable {pw_env} is not set"))
+        key = where + ("password_env",)
+        name = str(pw_env)
+        if not re.fullmatch(ENV_NAME_PATTERN, name):
+            issues.append(
+                (
+                    key,
+                    "must name an environment variable (A-Z, 0-9, _); its value is not shown "
+                    "here in case it is a password",
+                )
+            )
+        elif name not in os.environ:
+            issues.append((key, f"environment variable {name} is not set"))
+        elif not os.environ[name]:
+            issues.append((key, f"environment variable {name} is empty"))
         else:
-            secret = os.environ[str(pw_env)]
+            secret = os.environ[name]
     if secret is not None:
         broker["password"] = secret
+
+
+def secret_path(path: Path, base: Path) -> Path:
+    """Where a ``password_file`` is read: relative to systemd's credentials folder when set."""
+    path = path.expanduser()
+    if path.is_absolute():
+        return path
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    return (Path(creds) / path) if creds else (base / path)
+
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes. OSError if it cannot be read,
+    ValueError (saying why, without the path) if it is no regular file or too large.
+    Opened non-blocking, so a FIFO cannot hang the loader."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("is not a regular file")
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"is larger than {limit} bytes")
+    return data
+
+
+class _AliasBomb(Exception):
+    pass
+
+
+def _check_expansion(root: yaml.Node, limit: int) -> None:
+    """Count the nodes the document has once aliases are expanded; PyYAML shares an aliased
+    node, but the line map, the constructor's merge keys and validation all walk it again."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise _AliasBomb("an alias refers to the node it is inside of")
+        active.add(key)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > limit:
+                raise _AliasBomb(f"more than {limit} YAML nodes once aliases are expanded")
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root)
 
 
 def _brokers(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
@@ -710,17 +800,29 @@ def _resolve_paths(config: Config, base: Path) -> Config:
 def parse_config(text: str, filename: str = "<config>", base: Path | None = None) -> Config:
     """Validate YAML text. Raises ConfigError with every issue found."""
     base = base or Path.cwd()
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            [ConfigIssue(filename, None, "", f"larger than {MAX_CONFIG_BYTES} bytes")]
+        )
+    loader = yaml.SafeLoader(text)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root = loader.get_single_node()
+        lines = _Lines()
+        if root is not None:
+            _check_expansion(root, MAX_CONFIG_NODES)
+            lines.walk(root)  # before construction: merge keys (<<) rewrite the node tree
+        data = loader.construct_document(root) if root is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([ConfigIssue(filename, line, "", f"invalid YAML: {problem}")]) from exc
-    lines = _Lines()
-    if root is not None:
-        lines.walk(root)
+    except _AliasBomb as exc:
+        raise ConfigError([ConfigIssue(filename, None, "", f"refused: {exc}")]) from exc
+    except RecursionError as exc:
+        raise ConfigError([ConfigIssue(filename, None, "", "refused: nested too deeply")]) from exc
+    finally:
+        loader.dispose()
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -760,10 +862,15 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a config file; relative paths in it are taken from its folder."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError([ConfigIssue(str(file), None, "", f"cannot read: {reason}")]) from exc
+        text = read_bounded(file, MAX_CONFIG_BYTES).decode("utf-8")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        if isinstance(exc, OSError):
+            reason = f"cannot read: {exc.strerror}"
+        elif isinstance(exc, UnicodeDecodeError):
+            reason = "cannot read: not UTF-8 text"
+        else:
+            reason = f"refused: {exc}"
+        raise ConfigError([ConfigIssue(str(file), None, "", reason)]) from exc
     return parse_config(text, filename=str(file), base=file.resolve().parent)
 
 
