@@ -133,8 +133,12 @@ if [ "$NEW_CONFIG" = 1 ]; then
   say "not enabling the service until the config is edited"
   exit 0
 fi
-# As the service will see it: relative password_file names resolve in the secrets folder.
-if ! CREDENTIALS_DIRECTORY="$ETC/secrets" "$VENV/bin/liquid-gateway" config validate "$ETC/liquid-gateway.yaml"; then
+# As the service will see it: relative password_file names resolve in the secrets folder,
+# and every other file must be readable by the service user (staging has no such user).
+AS_USER=""
+if live; then AS_USER="--user liquid-gateway"; fi
+# shellcheck disable=SC2086  # AS_USER is two words or none
+if ! CREDENTIALS_DIRECTORY="$ETC/secrets" "$VENV/bin/liquid-gateway" config validate $AS_USER "$ETC/liquid-gateway.yaml"; then
   echo "install.sh: $ETC/liquid-gateway.yaml is invalid: not enabling the service" >&2
   exit 78
 fi

@@ -24,7 +24,14 @@ from typing import Annotated, Any
 import typer
 
 from gateway import __version__
-from gateway.config import Config, demo_config_path, load_config, parse_duration, redacted
+from gateway.config import (
+    Config,
+    Located,
+    demo_config_path,
+    load_located,
+    parse_duration,
+    redacted,
+)
 from gateway.errors import ConfigError, GatewayError, ModelError, StorageError
 
 EXIT_RUNTIME = 1
@@ -101,13 +108,23 @@ def _config_path(path: Path | None, demo: bool = False) -> Path:
 
 
 def _load(path: Path | None, demo: bool = False) -> tuple[Config, Path]:
+    located, file = _load_located(path, demo)
+    return located.config, file
+
+
+def _load_located(path: Path | None, demo: bool = False) -> tuple[Located, Path]:
     file = _config_path(path, demo)
     try:
-        return load_config(file), file
+        return load_located(file), file
     except ConfigError as exc:
-        for issue in exc.issues:
-            typer.echo(str(issue), err=True)
-        raise typer.Exit(EXIT_CONFIG) from exc
+        _config_exit(exc.issues)
+        raise AssertionError("unreachable") from exc
+
+
+def _config_exit(issues: list[Any]) -> None:
+    for issue in issues:
+        typer.echo(str(issue), err=True)
+    raise typer.Exit(EXIT_CONFIG)
 
 
 def _open_store(config: Config, write: bool = False) -> Any:
@@ -233,7 +250,13 @@ def run(
     ] = None,
 ) -> None:
     """Run the gateway daemon (SIGTERM/SIGINT drain and exit 0; SIGHUP reloads the config)."""
-    cfg, path = _load(config, demo)
+    from gateway.config.checks import file_issues
+
+    located, path = _load_located(config, demo)
+    cfg = located.config
+    missing = file_issues(located)
+    if missing:
+        _config_exit(missing)
     seconds = None
     if duration is not None:
         try:
@@ -939,9 +962,30 @@ def plot(
 @config_app.command("validate")
 def config_validate(
     file: Annotated[Path, typer.Argument(help="The YAML config file to check.")],
+    user: Annotated[
+        str | None,
+        typer.Option(
+            help="Check that this user (the service's) can read every file; needs root. "
+            "Default: the user running the check."
+        ),
+    ] = None,
 ) -> None:
-    """Check a config file; print every error with file:line and key path (exit 78)."""
-    cfg, _ = _load(file)
+    """Check a config file, and what can be checked offline: files exist and are readable,
+    the CA loads, no broker is still an example host, the metrics port is free. Every error
+    names file:line and key path (exit 78)."""
+    from gateway.config.checks import Reader, offline_issues
+
+    try:
+        reader = Reader.named(user) if user is not None else None
+    except KeyError as exc:
+        raise typer.BadParameter(f"no user {user!r} on this machine", param_hint="--user") from exc
+    located, _ = _load_located(file)
+    cfg = located.config
+    report = offline_issues(located, reader)
+    for note in report.notes:
+        typer.echo(f"note: {note}", err=True)
+    if report.issues:
+        _config_exit(report.issues)
     typer.echo(
         f"{file}: ok ({len(cfg.sources)} sources, upstream "
         f"{'configured' if cfg.upstream else 'none'})"

@@ -797,8 +797,26 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     return config.model_copy(update=updates)
 
 
+@dataclass(frozen=True)
+class Located:
+    """A loaded config with the lines its keys stand on, so later checks can name file:line."""
+
+    config: Config
+    file: str
+    lines: _Lines
+    base: Path
+
+    def issue(self, path: tuple[Any, ...], message: str) -> ConfigIssue:
+        return ConfigIssue(self.file, self.lines.line_of(path), format_path(path), message)
+
+
 def parse_config(text: str, filename: str = "<config>", base: Path | None = None) -> Config:
     """Validate YAML text. Raises ConfigError with every issue found."""
+    return parse_located(text, filename, base).config
+
+
+def parse_located(text: str, filename: str = "<config>", base: Path | None = None) -> Located:
+    """As ``parse_config``, keeping the line of every key."""
     base = base or Path.cwd()
     if len(text) > MAX_CONFIG_BYTES:
         raise ConfigError(
@@ -855,11 +873,16 @@ def parse_config(text: str, filename: str = "<config>", base: Path | None = None
         issues.sort(key=lambda i: (i.line or 0, i.path))
         raise ConfigError(issues)
     assert config is not None
-    return _resolve_paths(config, base)
+    return Located(_resolve_paths(config, base), filename, lines, base)
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a config file; relative paths in it are taken from its folder."""
+    return load_located(path).config
+
+
+def load_located(path: str | os.PathLike[str]) -> Located:
+    """As ``load_config``, keeping the line of every key."""
     file = Path(path)
     try:
         text = read_bounded(file, MAX_CONFIG_BYTES).decode("utf-8")
@@ -871,7 +894,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         else:
             reason = f"refused: {exc}"
         raise ConfigError([ConfigIssue(str(file), None, "", reason)]) from exc
-    return parse_config(text, filename=str(file), base=file.resolve().parent)
+    return parse_located(text, filename=str(file), base=file.resolve().parent)
 
 
 def demo_config_path() -> Path:

@@ -1,0 +1,143 @@
+"""`config validate`'s offline checks (#14 item 1): what loads but cannot run is an error,
+named by file:line and key; `run` stops at start, exit 78, on a file that does not exist."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gateway.cli.app import app
+from gateway.ops.metrics import MetricsServer, Readout
+from tests.conftest import free_port, make_ca
+
+runner = CliRunner()
+
+
+def _config(folder: Path, broker: str, extra: str = "") -> Path:
+    file = folder / "gw.yaml"
+    file.write_text(
+        f"gateway: {{id: gw, data_dir: {folder / 'data'}}}\n"
+        "metrics: {listen: null}\n"
+        "upstream:\n"
+        "  broker:\n"
+        f"    {broker}\n" + extra
+    )
+    return file
+
+
+def _validate(file: Path, *args: str) -> tuple[int, str]:
+    result = runner.invoke(app, ["config", "validate", str(file), *args])
+    return result.exit_code, result.output
+
+
+def test_a_missing_ca_file_is_named_by_validate_and_by_run(tmp_path: Path) -> None:
+    file = _config(tmp_path, "{host: 127.0.0.1, port: 8883, tls: {ca_file: nope.pem}}")
+    expected = f"{file}:5: upstream.broker.tls.ca_file: {tmp_path / 'nope.pem'} does not exist"
+    code, output = _validate(file)
+    assert code == 78 and expected in output, output
+    result = runner.invoke(app, ["run", "-c", str(file), "--duration", "1s"])
+    assert result.exit_code == 78 and expected in result.output, result.output
+
+
+def test_a_ca_file_that_is_no_certificate_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("not a certificate\n")
+    file = _config(tmp_path, "{host: 127.0.0.1, tls: {ca_file: ca.pem}}")
+    code, output = _validate(file)
+    assert code == 78, output
+    assert f"{file}:5: upstream.broker.tls.ca_file: {tmp_path / 'ca.pem'} holds no usable CA" in (
+        output
+    )
+    crt, _ = make_ca(tmp_path, "site-ca")
+    file = _config(tmp_path, f"{{host: 127.0.0.1, tls: {{ca_file: {crt.name}}}}}")
+    code, output = _validate(file)
+    assert code == 0, output
+
+
+@pytest.mark.parametrize(
+    "host", ["broker.example.com", "EXAMPLE.org", "mqtt.example", "gw.invalid", "b.test."]
+)
+def test_an_example_host_is_refused(tmp_path: Path, host: str) -> None:
+    file = _config(tmp_path, f"{{host: {host}}}")
+    code, output = _validate(file)
+    assert code == 78, output
+    assert f"{file}:5: upstream.broker.host: {host} is still the example host" in output
+
+
+def test_a_real_host_named_like_an_example_is_not(tmp_path: Path) -> None:
+    file = _config(tmp_path, "{host: example.com.plant.local}")
+    assert _validate(file)[0] == 0
+
+
+def test_a_busy_metrics_port_is_refused(tmp_path: Path) -> None:
+    port = free_port()
+    file = tmp_path / "gw.yaml"
+    file.write_text(f"metrics:\n  listen: 127.0.0.1:{port}\n")
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", port))
+        other.listen()
+        code, output = _validate(file)
+    assert code == 78, output
+    assert f"{file}:2: metrics.listen: cannot listen on 127.0.0.1:{port}:" in output
+    assert _validate(file)[0] == 0  # free again
+
+
+def test_the_port_held_by_a_running_gateway_is_fine(tmp_path: Path) -> None:
+    """An upgrade validates the config while the old daemon still serves its metrics."""
+    readout = Readout(gateway_id="gw", model_id="m", started_at=0.0, database_path=tmp_path / "db")
+    server = MetricsServer(lambda: readout)
+    port = free_port()
+    assert server.start(f"127.0.0.1:{port}")
+    try:
+        file = tmp_path / "gw.yaml"
+        file.write_text(f"metrics: {{listen: '127.0.0.1:{port}'}}\n")
+        code, output = _validate(file)
+    finally:
+        server.stop()
+    assert code == 0, output
+    assert "held by a running Liquid Gateway" in output
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A folder another user can enter (pytest's tmp_path is 0700 root)."""
+    folder = Path(tempfile.mkdtemp(prefix="lg-checks-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="checking as another user needs root")
+def test_files_are_checked_as_the_service_user(shared_dir: Path) -> None:
+    secret = shared_dir / "pw"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    crt, _ = make_ca(shared_dir, "ca")
+    crt.chmod(0o644)
+    file = _config(
+        shared_dir, f"{{host: 127.0.0.1, password_file: pw, tls: {{ca_file: {crt.name}}}}}"
+    )
+    file.chmod(0o644)
+    assert _validate(file)[0] == 0  # root reads everything
+    code, output = _validate(file, "--user", "nobody")
+    assert code == 78, output
+    assert f"{file}:5: upstream.broker.password_file: {secret} cannot be read by nobody" in output
+    assert "s3cret" not in output
+    secret.chmod(0o644)
+    assert _validate(file, "--user", "nobody")[0] == 0
+    file.chmod(0o600)
+    code, output = _validate(file, "--user", "nobody")
+    assert code == 78 and f"{file} cannot be read by nobody" in output, output
+    assert os.geteuid() == 0 and os.getegid() == 0  # ids restored
+
+
+def test_an_unknown_user_is_a_usage_error(tmp_path: Path) -> None:
+    file = tmp_path / "gw.yaml"
+    file.write_text("metrics: {listen: null}\n")
+    assert _validate(file, "--user", "no-such-user-here")[0] == 2
