@@ -35,11 +35,14 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt
 import paho.mqtt.client as mqtt
+from paho.mqtt import _packet
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -78,6 +81,33 @@ def backoff(attempt: int, low: float, high: float, rng: random.Random | None = N
     ``high``, then jittered to 50-100 % of that (never below ``low``)."""
     capped = min(high, low * 2.0 ** max(0, attempt - 1))
     return max(low, capped * (rng or random).uniform(0.5, 1.0))
+
+
+# paho 2.x (2.2.0 checked, see tests/outputs/test_refusals.py) ignores the reason code of a
+# PUBREC: a QoS 2 publish the broker refuses there ("Not authorized", 0x87) goes on to PUBREL
+# and a PUBCOMP "Success", and on_publish reports a success. There is no public callback or
+# property that carries the PUBREC reason, so PahoClient reads it in the one private method
+# that decodes PUBREC, then lets paho carry on exactly as before (its bookkeeping untouched).
+# Only for the paho major version it was written against: elsewhere it stays out of the way.
+_PUBREC_HOOK = paho.mqtt.__version__.split(".")[0] == "2" and callable(
+    getattr(mqtt.Client, "_handle_pubrec", None)
+)
+
+
+class PahoClient(mqtt.Client):
+    """A paho client that also reports a refused PUBREC (MQTT 5, reason >= 0x80) to
+    ``on_pubrec_refused(mid, reason)``, on paho's network thread, before paho goes on."""
+
+    on_pubrec_refused: Callable[[int, ReasonCode], None] | None = None
+
+    def _handle_pubrec(self) -> MQTTErrorCode:
+        if _PUBREC_HOOK and self.on_pubrec_refused is not None and self._protocol == mqtt.MQTTv5:
+            packet = _packet.decode_pubrec(
+                self._in_packet["command"], self._in_packet["packet"], self._protocol
+            )
+            if packet.reason.is_failure:
+                self.on_pubrec_refused(packet.mid, packet.reason)
+        return super()._handle_pubrec()
 
 
 @dataclass(slots=True)
@@ -196,6 +226,11 @@ class Forwarder(threading.Thread):
         self._events.put(("published", mid, reason))
         self._wake.set()
 
+    def _on_pubrec_refused(self, mid: int, reason: ReasonCode) -> None:
+        # The refusal is the outcome: the PUBCOMP paho still gets later finds nothing in flight.
+        self._events.put(("published", mid, reason))
+        self._wake.set()
+
     # --- the thread -------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -229,7 +264,7 @@ class Forwarder(threading.Thread):
             self._wake.clear()
         return None
 
-    def _make_client(self) -> mqtt.Client | None:
+    def _make_client(self) -> PahoClient | None:
         """A configured client, or None (error recorded) if it must not connect at all."""
         try:
             check_name(self._gateway_id, "gateway id")
@@ -237,7 +272,7 @@ class Forwarder(threading.Thread):
             self._error(f"not forwarding: {exc}")
             return None
         broker = self._broker
-        client = mqtt.Client(
+        client = PahoClient(
             CallbackAPIVersion.VERSION2,
             client_id=broker.client_id or f"{self._gateway_id}-upstream",
             protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
@@ -248,6 +283,13 @@ class Forwarder(threading.Thread):
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_pubrec_refused = self._on_pubrec_refused
+        if self._upstream.qos == 2 and self._v5 and not _PUBREC_HOOK:
+            log.warning(
+                "paho-mqtt %s: QoS 2 refusals (PUBREC reason codes) cannot be seen; a refused "
+                "alert would be marked delivered. Use upstream.qos: 1",
+                paho.mqtt.__version__,
+            )
         client.max_inflight_messages_set(self._upstream.max_inflight + 1)
         client.max_queued_messages_set(self._upstream.max_inflight + 2)
         client.will_set(self._status_topic, "offline", qos=1, retain=True)
