@@ -990,6 +990,8 @@ def config_validate(
         f"{file}: ok ({len(cfg.sources)} sources, upstream "
         f"{'configured' if cfg.upstream else 'none'})"
     )
+    if cfg.upstream is not None and (warning := cfg.upstream.refusal_warning()):
+        typer.echo(f"warning: {warning}")
 
 
 @config_app.command("show")

@@ -483,6 +483,16 @@ class UpstreamSection(Section):
             raise ValueError("need 0 < retry_min_delay <= retry_max_delay")
         return self
 
+    def refusal_warning(self) -> str | None:
+        """Why a publish the broker refuses would be counted as delivered, or None."""
+        if self.broker.protocol == "3.1.1":
+            return (
+                'upstream.broker.protocol "3.1.1": the broker cannot signal a refused publish '
+                "(an ACL denial is acknowledged like a success), so refused alerts are marked "
+                'delivered and never retried; use protocol "5" to see refusals'
+            )
+        return None
+
     @field_validator("topic_prefix")
     @classmethod
     def _valid_prefix(cls, value: str) -> str:

@@ -284,6 +284,8 @@ class Forwarder(threading.Thread):
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_pubrec_refused = self._on_pubrec_refused
+        if warning := self._upstream.refusal_warning():
+            log.warning("%s", warning)
         if self._upstream.qos == 2 and self._v5 and not _PUBREC_HOOK:
             log.warning(
                 "paho-mqtt %s: QoS 2 refusals (PUBREC reason codes) cannot be seen; a refused "

@@ -107,3 +107,25 @@ def test_refused_rows_are_parked_and_retried_and_rows_behind_them_delivered(
         forwarder.stop(5)
         watcher.close()
         store.close()
+
+
+def test_config_validate_says_plainly_that_311_hides_refusals(tmp_path: Path) -> None:
+    """Under MQTT 3.1.1 a broker acknowledges a publish it refuses like any other (96 refused
+    alerts marked delivered in 12 s): the operator is told when checking the config."""
+    from typer.testing import CliRunner
+
+    from gateway.cli.app import app
+
+    printed = {}
+    for protocol in ("5", "3.1.1"):
+        config = tmp_path / f"gw-{protocol}.yaml"
+        config.write_text(
+            f"gateway: {{id: {GW}, data_dir: {tmp_path / 'data'}}}\n"
+            f'upstream: {{broker: {{host: 127.0.0.1, protocol: "{protocol}"}}}}\n'
+        )
+        result = CliRunner().invoke(app, ["config", "validate", str(config)])
+        assert result.exit_code == 0, result.output
+        printed[protocol] = result.output
+    assert "warning" not in printed["5"]
+    (warning,) = [line for line in printed["3.1.1"].splitlines() if line.startswith("warning:")]
+    assert "cannot signal a refused publish" in warning and "marked delivered" in warning
