@@ -474,6 +474,10 @@ class UpstreamSection(Section):
     retry_max_delay: Duration = 300.0
     # On SIGTERM: how long in-flight publishes may take to be acknowledged (and `offline` sent).
     drain_timeout: Duration = 5.0
+    # echo: subscribe to our own alert and event topics and mark a row delivered only when
+    # it comes back from the broker (end to end; the only way to see refusals under 3.1.1).
+    confirm: Literal["none", "echo"] = "none"
+    confirm_timeout: Duration = 10.0  # no echo by then: the row is parked and retried
 
     @model_validator(mode="after")
     def _delays_ordered(self) -> UpstreamSection:
@@ -481,15 +485,17 @@ class UpstreamSection(Section):
             raise ValueError("need 0 < reconnect_min_delay <= reconnect_max_delay")
         if self.retry_min_delay <= 0 or self.retry_min_delay > self.retry_max_delay:
             raise ValueError("need 0 < retry_min_delay <= retry_max_delay")
+        if self.confirm_timeout <= 0:
+            raise ValueError("confirm_timeout must be positive")
         return self
 
     def refusal_warning(self) -> str | None:
         """Why a publish the broker refuses would be counted as delivered, or None."""
-        if self.broker.protocol == "3.1.1":
+        if self.broker.protocol == "3.1.1" and self.confirm == "none":
             return (
                 'upstream.broker.protocol "3.1.1": the broker cannot signal a refused publish '
                 "(an ACL denial is acknowledged like a success), so refused alerts are marked "
-                'delivered and never retried; use protocol "5" to see refusals'
+                'delivered and never retried; use protocol "5", or upstream.confirm: echo'
             )
         return None
 

@@ -145,6 +145,10 @@ class Forwarder(threading.Thread):
         self._ack_timeout = max(30.0, 2.0 * self._broker.keepalive)
         # Filled by paho's thread (callbacks) and by notify(); drained by this thread only.
         self._events: queue.SimpleQueue[tuple[str, Any, Any]] = queue.SimpleQueue()
+        # confirm: echo. Messages seen on our own topics (bounded: a flood on them is counted
+        # and dropped, which at worst makes one of ours expire and be sent again).
+        self._echo = upstream.confirm == "echo"
+        self._echoes: queue.Queue[tuple[str, bytes]] = queue.Queue(4 * upstream.max_inflight + 16)
         self._wake = threading.Event()
         self._stop_deadline: float | None = None
         # Owned by this thread.
@@ -155,6 +159,11 @@ class Forwarder(threading.Thread):
         self._next_connect = 0.0  # monotonic time of the next connection attempt
         self._inflight: dict[int, _InFlight] = {}
         self._retry_at: dict[int, tuple[int, float]] = {}  # seq -> (refusals, monotonic time)
+        # confirm: echo. (topic, payload) -> (seq, deadline) of rows sent but not seen back;
+        # they count against max_inflight. Publishing waits for the subscription's SUBACK.
+        self._awaiting: dict[tuple[str, bytes], tuple[int, float]] = {}
+        self._echo_ready = not self._echo
+        self._echo_sub_mid: int | None = None
         # After a connection was lost with rows in flight: one row at a time until one is
         # acknowledged, counting the drops each lone row was in flight for.
         self._isolating = False
@@ -179,6 +188,9 @@ class Forwarder(threading.Thread):
             "oldest_pending_ts": None,
             "inflight": 0,
             "unrecorded": 0,  # acknowledged, but the store could not record it yet
+            "awaiting_echo": 0,  # confirm: echo, acknowledged but not seen back yet
+            "echo_unmatched": 0,  # messages on our topics that match nothing awaited
+            "echo_dropped": 0,  # ... that arrived faster than this thread took them
             "last_error": None,
         }
 
@@ -224,6 +236,20 @@ class Forwarder(threading.Thread):
         self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any
     ) -> None:
         self._events.put(("published", mid, reason))
+        self._wake.set()
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any
+    ) -> None:
+        self._events.put(("subscribed", mid, reasons))
+        self._wake.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            self._echoes.put_nowait((msg.topic, bytes(msg.payload)))
+        except queue.Full:
+            with self._lock:
+                self._stats["echo_dropped"] += 1
         self._wake.set()
 
     def _on_pubrec_refused(self, mid: int, reason: ReasonCode) -> None:
@@ -284,6 +310,9 @@ class Forwarder(threading.Thread):
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_pubrec_refused = self._on_pubrec_refused
+        if self._echo:
+            client.on_subscribe = self._on_subscribe
+            client.on_message = self._on_message
         if warning := self._upstream.refusal_warning():
             log.warning("%s", warning)
         if self._upstream.qos == 2 and self._v5 and not _PUBREC_HOOK:
@@ -405,7 +434,7 @@ class Forwarder(threading.Thread):
             )
 
     def _wait_inflight(self, client: mqtt.Client, until: float) -> None:
-        while self._inflight and self._connected and time.monotonic() < until:
+        while (self._inflight or self._awaiting) and self._connected and time.monotonic() < until:
             self._wake.wait(max(0.0, until - time.monotonic()))
             self._wake.clear()
             self._handle_events(client)
@@ -431,10 +460,22 @@ class Forwarder(threading.Thread):
                     continue  # a presence message, or one from a connection we gave up on
                 self._drops.pop(entry.seq, None)
                 if reason.is_failure:
+                    self._forget_awaiting(entry.seq)
                     refused.append((entry.seq, f"refused by the broker: {reason}"))
                 else:
-                    delivered.append(entry.seq)
+                    if not self._echo:  # with echo, delivered when seen back
+                        delivered.append(entry.seq)
                     self._isolating = False
+            elif kind == "subscribed":
+                if arg == self._echo_sub_mid:
+                    failed = [str(r) for r in reason if r.is_failure]
+                    self._echo_ready = not failed
+                    if failed:
+                        self._error(
+                            f"confirm: echo, but the broker refused our subscription to "
+                            f"{self._prefix}/alerts/+ and /events ({', '.join(failed)}); "
+                            "nothing is sent until it allows reading them"
+                        )
             elif kind == "connected":
                 log.info("upstream broker connected")
                 self._connected = True
@@ -442,6 +483,12 @@ class Forwarder(threading.Thread):
                 self._last_logged_error = ""
                 self._set_stats(last_error=None, connects=self._stats["connects"] + 1)
                 self._inflight.clear()
+                self._awaiting.clear()
+                if self._echo:
+                    self._echo_ready = False
+                    _, self._echo_sub_mid = client.subscribe(
+                        [(f"{self._prefix}/alerts/+", 1), (f"{self._prefix}/events", 1)]
+                    )
                 info = client.publish(self._status_topic, "online", qos=1, retain=True)
                 self._inflight[info.mid] = _InFlight(None, time.monotonic())
             elif kind == "disconnected":
@@ -461,10 +508,22 @@ class Forwarder(threading.Thread):
                     )
                 self._connected = False
                 self._inflight.clear()
+                self._awaiting.clear()
                 if self._linked:
                     self._unlink(client)
             elif kind == "connect_failed":
                 self._connect_failed(f"upstream broker refused the connection: {arg}")
+        while True:
+            try:
+                key = self._echoes.get_nowait()
+            except queue.Empty:
+                break
+            seen = self._awaiting.pop(key, None)
+            if seen is None:  # a duplicate, a late echo, or not ours
+                with self._lock:
+                    self._stats["echo_unmatched"] += 1
+            else:
+                delivered.append(seen[0])
         assert self._store is not None
         self._record_delivered(delivered)
         for seq, error in refused:
@@ -473,6 +532,7 @@ class Forwarder(threading.Thread):
             self._stats["delivered"] += len(delivered)
             self._stats["connected"] = self._connected
             self._stats["inflight"] = len(self._inflight)
+            self._stats["awaiting_echo"] = len(self._awaiting)
 
     def _record_delivered(self, delivered: list[int]) -> None:
         """Mark acknowledged rows delivered. When the store cannot commit that (disk full),
@@ -526,9 +586,13 @@ class Forwarder(threading.Thread):
 
     def _publish_pending(self, client: mqtt.Client) -> None:
         assert self._store is not None
+        if not self._echo_ready:
+            return
         window = 1 if self._isolating else self._upstream.max_inflight
-        free = window - sum(1 for entry in self._inflight.values() if entry.seq is not None)
-        busy = {entry.seq for entry in self._inflight.values()} | self._unrecorded
+        held = {entry.seq for entry in self._inflight.values() if entry.seq is not None}
+        held |= {seq for seq, _ in self._awaiting.values()}
+        free = window - len(held)
+        busy = held | self._unrecorded
         now = time.monotonic()
         after, scanned = 0, 0
         while free > 0 and scanned < _SCAN_LIMIT:
@@ -568,17 +632,19 @@ class Forwarder(threading.Thread):
             properties.UserProperty = [("id", row.msg_id)]
             properties.ContentType = "application/json"
             properties.PayloadFormatIndicator = 1
+        payload = row.payload.encode("utf-8")
         try:
-            info = client.publish(
-                topic, row.payload.encode("utf-8"), qos=self._upstream.qos, properties=properties
-            )
+            info = client.publish(topic, payload, qos=self._upstream.qos, properties=properties)
         except ValueError as exc:  # e.g. a payload over MQTT's size limit
             self._fail(row.seq, f"not published: {exc}")
             return True
         if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             # NO_CONN: paho holds it until the next connect, where on_connect drops it and
             # the "disconnected" event has already made us forget it.
-            self._inflight[info.mid] = _InFlight(row.seq, time.monotonic())
+            now = time.monotonic()
+            self._inflight[info.mid] = _InFlight(row.seq, now)
+            if self._echo:  # the payload carries the row's unique id: no two are alike
+                self._awaiting[(topic, payload)] = (row.seq, now + self._upstream.confirm_timeout)
             return True
         log.debug("paho did not take seq %d: %s", row.seq, mqtt.error_string(info.rc))
         return False
@@ -606,8 +672,23 @@ class Forwarder(threading.Thread):
             self._stats["last_error"] = reason
         log.error("outbox row %d quarantined: %s", seq, reason)
 
+    def _forget_awaiting(self, seq: int) -> None:
+        for key, (waiting, _) in list(self._awaiting.items()):
+            if waiting == seq:
+                del self._awaiting[key]
+
     def _expire_stale(self) -> None:
-        """Forget publishes never acknowledged on a live connection; the outbox re-sends them."""
+        """Forget publishes never acknowledged on a live connection; the outbox re-sends them.
+        With confirm: echo, a row not seen back in time is parked and retried like a refusal."""
+        now = time.monotonic()
+        unseen = [(k, seq) for k, (seq, deadline) in self._awaiting.items() if deadline < now]
+        for key, seq in unseen:
+            del self._awaiting[key]
+            self._fail(
+                seq,
+                f"not seen back within {self._upstream.confirm_timeout:g} s (confirm: echo): "
+                "refused by the broker, or lost",
+            )
         limit = time.monotonic() - self._ack_timeout
         stale = [mid for mid, entry in self._inflight.items() if entry.sent_at < limit]
         for mid in stale:
