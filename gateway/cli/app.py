@@ -830,7 +830,12 @@ def db_prune(
             raise typer.BadParameter(str(exc), param_hint="--older-than") from exc
     store = _open_store(cfg, write=True)
     try:
-        counts = store.prune(retention, cfg.storage.max_db_size)
+        counts = store.prune(
+            retention,
+            cfg.storage.max_db_size,
+            state_retention_s=cfg.limits.stream_retention,
+            max_states=cfg.max_checkpoint_rows,
+        )
     except StorageError as exc:
         raise _fail(str(exc), EXIT_RUNTIME) from exc
     finally:

@@ -526,6 +526,18 @@ class StorageSection(Section):
         return "off" if value is False else value
 
 
+class LimitsSection(Section):
+    """How much the gateway keeps track of: every stream costs memory (about 40 KiB once warm)
+    and a checkpoint row (about 16 KB), so their number is capped."""
+
+    # Streams scored at once. A reading of a new stream past it is dead-lettered
+    # (`max_streams`) and counted; sized for a Raspberry Pi (2,000 streams: ~80 MB).
+    max_streams: int = Field(2000, ge=1, le=1_000_000)
+    # A stream without a reading for this long is forgotten: its state leaves memory and the
+    # database, and it warms up again if it comes back. Frees its place under max_streams.
+    stream_retention: Duration = Field(30 * 86400.0, gt=0.0)
+
+
 class MetricsSection(Section):
     listen: str | None = "127.0.0.1:9464"  # host:port of the Prometheus endpoint; null: off
 
@@ -563,6 +575,7 @@ class Config(Section):
     upstream: UpstreamSection | None = None
     ingest: IngestSection = Field(default_factory=IngestSection)
     storage: StorageSection = Field(default_factory=StorageSection)
+    limits: LimitsSection = Field(default_factory=LimitsSection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
     homeassistant: HomeAssistantSection = Field(default_factory=HomeAssistantSection)
 
@@ -586,11 +599,22 @@ class Config(Section):
                         f"stream {stream!r} is in two assets: {seen[stream]!r} and {asset!r}"
                     )
                 seen[stream] = asset
+        if len(seen) > self.limits.max_streams:
+            raise ValueError(
+                f"assets name {len(seen)} streams, more than limits.max_streams "
+                f"({self.limits.max_streams})"
+            )
         return self
 
     @property
     def database_path(self) -> Path:
         return self.gateway.data_dir / "gateway.db"
+
+    @property
+    def max_checkpoint_rows(self) -> int:
+        """stream_state rows at most: one per stream and one per asset (a stream of no
+        configured asset is an asset of its own)."""
+        return 2 * self.limits.max_streams + len(self.assets)
 
 
 # --- loading -----------------------------------------------------------------------------

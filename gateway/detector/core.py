@@ -1069,6 +1069,7 @@ class Engine:
         self.units: dict[str, str | None] = dict(units or {})
         self.channels: dict[str, Channel] = {}
         self.assets: dict[str, Asset] = {}
+        self.free: list[int] = []  # rows of ``h`` left by forgotten channels
         self.h: Any = np.zeros((16, self.hidden), np.float32)
         self._x: Any = np.zeros((16, 1), np.float32)
         self._dt: Any = np.ones((16, 1), np.float32)
@@ -1080,7 +1081,7 @@ class Engine:
         found = self.channels.get(stream)
         if found is not None:
             return found
-        slot = len(self.channels)
+        slot = self.free.pop() if self.free else len(self.channels)
         if slot >= len(self.h):
             grown = np.zeros((2 * len(self.h), self.hidden), np.float32)
             grown[: len(self.h)] = self.h
@@ -1103,7 +1104,21 @@ class Engine:
         asset.relation = None
         asset.u = None
         self.channels[stream] = c
+        self.h[slot] = 0.0
         return c
+
+    def forget(self, stream: str) -> bool:
+        """Drop a stream that is an asset of its own (a configured asset's channels stay):
+        its state and its row of ``h`` are freed for another stream. False if it is not
+        known or belongs to a configured asset."""
+        c = self.channels.get(stream)
+        if c is None or c.asset.name != stream or len(c.asset.channels) != 1:
+            return False
+        del self.channels[stream]
+        del self.assets[stream]
+        self.units.pop(stream, None)
+        self.free.append(c.slot)
+        return True
 
     # --- scoring --------------------------------------------------------------------------
 
@@ -1628,11 +1643,17 @@ class Engine:
             "cycle_readings": c.period if c.period > 0.0 else None,
         }
 
-    def snapshot(self) -> dict[str, dict[str, Any]]:
+    def snapshot(self, streams: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+        """The state of every stream and asset, or of ``streams`` and their assets."""
         states: dict[str, dict[str, Any]] = {}
-        for name, c in self.channels.items():
-            states[name] = c.state(self.h[c.slot])
-        for name, asset in self.assets.items():
+        chosen = list(self.channels.values())
+        if streams is not None:
+            chosen = [self.channels[s] for s in streams if s in self.channels]
+        assets: dict[str, Asset] = {}
+        for c in chosen:
+            states[c.name] = c.state(self.h[c.slot])
+            assets[c.asset.name] = c.asset
+        for name, asset in assets.items():
             states[f"asset/{name}"] = asset.state()
         return states
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -90,17 +91,84 @@ class Detector:
         assets: Mapping[str, Sequence[str]] | None = None,
         units: Mapping[str, str | None] | None = None,
         core: str | None = None,
+        max_streams: int | None = None,
     ) -> None:
-        """``core``: "python" or "compiled"; None = ``default_core()``."""
+        """``core``: "python" or "compiled"; None = ``default_core()``. ``max_streams``:
+        ``admit`` refuses readings of new streams past it (None: no limit)."""
         module = core_module(core)
         self.core = "compiled" if module is _compiled else "python"
         self.config = config
         self.model = model
+        self.max_streams = max_streams
         self._engine: Any = module.Engine(config, model, assets, units)
+        # When each stream last had a reading (monotonic), for `since` and `forget_idle`.
+        self._seen: dict[str, float] = {}
+        # Where the state of a stream not yet seen since start comes from (``restore_lazily``).
+        self._stored: Callable[[list[str]], Mapping[str, str]] | None = None
+        self.restored = 0  # streams whose checkpointed state was loaded
+        self._loose = 0  # admitted streams of no configured asset
 
     @property
     def streams(self) -> list[str]:
         return list(self._engine.channels)
+
+    def admit(
+        self, readings: Sequence[Reading], now: float | None = None
+    ) -> tuple[list[Reading], list[Reading]]:
+        """(readings to score, readings refused because their stream would be one past
+        ``max_streams``). The streams of configured assets always have their place (the
+        config cannot name more than the limit). A stream's first reading here loads its
+        checkpointed state if ``restore_lazily`` said where from; every admitted stream is
+        marked as seen now."""
+        now = time.monotonic() if now is None else now
+        seen = self._seen
+        configured = self._engine.asset_of
+        room = None if self.max_streams is None else self.max_streams - len(configured)
+        kept: list[Reading] = []
+        refused: list[Reading] = []
+        new: list[str] = []
+        for r in readings:
+            stream = r.stream
+            if stream not in seen:
+                if stream not in configured:
+                    if room is not None and self._loose >= room:
+                        refused.append(r)
+                        continue
+                    self._loose += 1
+                new.append(stream)
+            seen[stream] = now
+            kept.append(r)
+        if new and self._stored is not None:
+            wanted = [s for s in new if s not in self._engine.channels]
+            wanted += [f"asset/{s}" for s in wanted if s not in configured]
+            if wanted:
+                self.restore(self._stored(wanted))
+        return kept, refused
+
+    def restore_lazily(self, stored: Callable[[list[str]], Mapping[str, str]]) -> None:
+        """Load a stream's checkpointed state when it first sends a reading (``stored``
+        gives the entries of the keys asked for), not every stream at start: start-up time
+        does not grow with the number of streams ever seen."""
+        self._stored = stored
+
+    def forget_idle(self, idle_s: float, now: float | None = None) -> list[str]:
+        """Forget the streams without a reading for ``idle_s``: their state leaves memory and
+        their place under ``max_streams`` is free. Streams of configured assets stay.
+        Returns the names forgotten."""
+        now = time.monotonic() if now is None else now
+        engine = self._engine
+        configured = engine.asset_of
+        gone = [s for s, t in self._seen.items() if now - t > idle_s and s not in configured]
+        for stream in gone:
+            engine.forget(stream)
+            del self._seen[stream]
+            self._loose -= 1
+        return gone
+
+    @property
+    def tracked(self) -> int:
+        """Streams that have a place under ``max_streams`` (admitted, not forgotten)."""
+        return len(self._seen)
 
     def process(self, readings: Sequence[Reading]) -> Any:
         """Score a batch; readings of one stream are taken in order. Returns a
@@ -134,9 +202,14 @@ class Detector:
         engine = self._engine
         return {name: dict(engine.view(c)) for name, c in engine.channels.items()}
 
-    def snapshot(self) -> dict[str, str]:
-        """JSON text per stream (and per asset, under ``asset/NAME``) for stream_state."""
-        return {key: json.dumps(state) for key, state in self._engine.snapshot().items()}
+    def snapshot(self, since: float | None = None) -> dict[str, str]:
+        """JSON text per stream (and per asset, under ``asset/NAME``) for stream_state; with
+        ``since`` (monotonic) only of the streams ``admit`` saw since then, and their assets."""
+        streams = None
+        if since is not None:
+            streams = [s for s, t in self._seen.items() if t >= since]
+        states = self._engine.snapshot(streams)
+        return {key: json.dumps(state) for key, state in states.items()}
 
     def restore(self, states: Mapping[str, str]) -> int:
         """Load a snapshot taken with the same model. Returns how many streams were restored;
@@ -150,4 +223,6 @@ class Detector:
                 continue
             if isinstance(data, dict):
                 parsed[key] = data
-        return int(self._engine.restore(parsed))
+        restored = int(self._engine.restore(parsed))
+        self.restored += restored
+        return restored

@@ -169,6 +169,8 @@ class Gateway:
             queue_depth=len(self.queue),
             write_errors=self.pipeline.write_errors,
             streams=self._stream_views,
+            max_streams=self.config.limits.max_streams,
+            refused_readings=self.pipeline.refused_readings,
         )
 
     def _start_announcer(self) -> None:
@@ -336,7 +338,7 @@ class Gateway:
             log.info("log level now %s", new.gateway.log_level)
         restart_needed = [
             name
-            for name in ("ingest", "model", "detector", "assets", "storage")
+            for name in ("ingest", "model", "detector", "assets", "storage", "limits")
             if getattr(new, name, None) != getattr(old, name, None)
         ]
         if new.gateway.model_copy(update={"log_level": "info"}) != old.gateway.model_copy(

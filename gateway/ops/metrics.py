@@ -46,7 +46,10 @@ class Readout:
     dropped_readings: int = 0
     queue_depth: int = 0
     write_errors: int = 0
-    streams: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # channel views
+    # Channel views: at most limits.max_streams, which bounds the per-stream series.
+    streams: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    max_streams: int = 0
+    refused_readings: int = 0  # readings of new streams past max_streams
 
 
 def database_bytes(path: Path) -> int:
@@ -126,6 +129,15 @@ class GatewayCollector(Collector):
                 score.add_metric([stream], float(view["score"]))
             active.add_metric([stream], 1.0 if view.get("alert") else 0.0)
         yield from (score, active)
+        tracked = gauge("streams", "Streams scored now.")
+        tracked.add_metric([], float(len(r.streams)))
+        limit = gauge("max_streams", "limits.max_streams: new streams past it are refused.")
+        limit.add_metric([], float(r.max_streams))
+        refused = counter(
+            "streams_refused_readings", "Readings of new streams refused past max_streams."
+        )
+        refused.add_metric([], float(r.refused_readings))
+        yield from (tracked, limit, refused)
 
         backlog = gauge("outbox_backlog", "Alerts and events not yet acknowledged upstream.")
         oldest = gauge("outbox_oldest_age_seconds", "Age of the oldest undelivered outbox row.")

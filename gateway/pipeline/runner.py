@@ -9,6 +9,7 @@ at shutdown, publishes a status snapshot for the `status` command, and prunes ol
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -20,7 +21,7 @@ from gateway.detector import Detector
 from gateway.errors import StorageError
 from gateway.pipeline.ingest import IngestQueue
 from gateway.pipeline.staleness import StalenessTracker
-from gateway.records import Batch, DeadLetter, Event
+from gateway.records import Batch, DeadLetter, Event, Reading
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,9 @@ STATUS_EVERY_S = 1.0
 PRUNE_EVERY_S = 300.0
 # Alerts, events and dead letters held in memory while storage is degraded, at most.
 MAX_CARRIED = 10_000
+# Streams refused under limits.max_streams that get a dead letter of their own (the first
+# reading of each); past this every refused reading is still counted, not dead-lettered.
+MAX_REFUSED_NAMES = 10_000
 
 
 class Pipeline:
@@ -46,6 +50,7 @@ class Pipeline:
         self.config = config
         self.queue = queue
         self.detector = detector
+        detector.max_streams = config.limits.max_streams  # the limit of this config applies
         self._on_commit = on_commit
         self._extra_status = extra_status
         self._stop = threading.Event()
@@ -65,7 +70,11 @@ class Pipeline:
         self.records_lost = 0  # alerts/events/dead letters beyond MAX_CARRIED
         self._carried = Batch()
         self.pruned: Counter[str] = Counter()
-        self.restored_streams = 0
+        self.refused_readings = 0  # readings of streams past limits.max_streams
+        self._refused_names: set[str] = set()
+        self._limit_reported = False
+        self.forgotten_streams = 0  # unseen for limits.stream_retention
+        self._saved_until = -math.inf  # monotonic: streams seen since are checkpointed next
         self.last_batch_at: float | None = None
         self.failure: BaseException | None = None
         self.staleness = StalenessTracker(config.ingest)
@@ -84,6 +93,11 @@ class Pipeline:
         self.queue.wake()
         self._thread.join(timeout)
 
+    @property
+    def restored_streams(self) -> int:
+        """Streams whose checkpointed state was loaded (at start, or at their first reading)."""
+        return int(self.detector.restored)
+
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
@@ -99,11 +113,13 @@ class Pipeline:
                 gateway_id=cfg.gateway.id,
                 recover=cfg.storage.check_on_start,
             )
-            self.restored_streams = self.detector.restore(
-                store.load_states(self.detector.model.sha256)
-            )
-            if self.restored_streams:
-                log.info("restored detector state of %d streams", self.restored_streams)
+            # The configured assets now, every other stream when it first sends a reading:
+            # start-up does not grow with the number of streams ever seen.
+            model_hash = self.detector.model.sha256
+            keys = [s for streams in cfg.assets.values() for s in streams]
+            keys += [f"asset/{name}" for name in cfg.assets]
+            self.detector.restore(store.load_states(model_hash, keys))
+            self.detector.restore_lazily(lambda wanted: store.load_states(model_hash, wanted))
         except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
             self.failure = exc
             self._ready.set()
@@ -125,7 +141,8 @@ class Pipeline:
                 batch = self._score(readings, side)
                 checkpoint = stopping or now - last_checkpoint >= cfg.storage.checkpoint_every
                 if checkpoint:
-                    batch.states = self.detector.snapshot()
+                    # Only the streams that had readings since the last checkpoint written.
+                    batch.states = self.detector.snapshot(since=self._saved_until)
                     batch.state_model_hash = self.detector.model.sha256
                     last_checkpoint = now
                 if checkpoint or now - last_status >= STATUS_EVERY_S:
@@ -134,8 +151,8 @@ class Pipeline:
                     if stopping:  # so `status` can tell a clean stop from a crash
                         batch.status["stopped_at"] = time.time()
                     last_status = now
-                if self._has_content(batch):
-                    self._write(store, batch)
+                if self._has_content(batch) and self._write(store, batch) and checkpoint:
+                    self._saved_until = now
                 if now - last_prune >= PRUNE_EVERY_S:
                     self._prune(store)
                     last_prune = now
@@ -152,6 +169,10 @@ class Pipeline:
                 self.dead_letters[f"{record.source}/{record.reason}"] += 1
             else:
                 batch.events.append(record)
+        if readings:
+            readings, refused = self.detector.admit(readings)
+            if refused:
+                self._refuse(refused, batch)
         if readings:
             out = self.detector.process(readings)
             batch.readings = out.scored
@@ -175,6 +196,35 @@ class Pipeline:
             self.events[event.kind] += 1
             log.info("event %s %s %s", event.kind, event.subject, event.detail)
         return batch
+
+    def _refuse(self, refused: list[Reading], batch: Batch) -> None:
+        """Readings of streams past ``limits.max_streams``: counted, a dead letter for the
+        first reading of each such stream, one ``stream_limit`` event until places free up."""
+        limit = self.config.limits.max_streams
+        self.refused_readings += len(refused)
+        names = self._refused_names
+        for r in refused:
+            if r.stream in names or len(names) >= MAX_REFUSED_NAMES:
+                continue
+            names.add(r.stream)
+            letter = DeadLetter.of(
+                r.source,
+                "max_streams",
+                f"{r.stream} {r.value!r}",
+                f"a new stream past limits.max_streams ({limit}); its readings are refused "
+                "until a stream is forgotten (limits.stream_retention)",
+            )
+            batch.dead_letters.append(letter)
+            self.dead_letters[f"{r.source}/max_streams"] += 1
+        if not self._limit_reported:
+            self._limit_reported = True
+            log.error(
+                "limits.max_streams (%d) reached: readings of new streams are refused, e.g. %s",
+                limit,
+                refused[0].stream,
+            )
+            detail = {"max_streams": limit, "first_refused": refused[0].stream}
+            batch.events.append(Event("stream_limit", "detector", detail=detail))
 
     def _new_normals(self, store: Store) -> list[Event]:
         """Apply `alerts ack --new-normal` from the CLI: the detector adapts to the level."""
@@ -209,7 +259,7 @@ class Pipeline:
             or batch.status
         )
 
-    def _write(self, store: Store, batch: Batch) -> None:
+    def _write(self, store: Store, batch: Batch) -> bool:
         """Write one batch; on a storage error (disk full, I/O error) keep running degraded.
 
         Degraded: the batch's alerts, events and dead letters are carried into the next write
@@ -229,11 +279,12 @@ class Pipeline:
             self._carry(batch)
             if not self.storage_degraded.is_set():
                 self._enter_degraded(store, str(exc))
-            return
+            return False
         if self.storage_degraded.is_set():
             self._leave_degraded(store)
         if batch.alerts or batch.events:
             self._on_commit()
+        return True
 
     def _carry(self, batch: Batch) -> None:
         """Keep what must not be lost for the next write, within MAX_CARRIED records."""
@@ -296,9 +347,22 @@ class Pipeline:
         self._on_commit()
 
     def _prune(self, store: Store) -> None:
-        storage = self.config.storage
+        cfg = self.config
+        storage = cfg.storage
+        forgotten = self.detector.forget_idle(cfg.limits.stream_retention)
+        if forgotten:
+            self.forgotten_streams += len(forgotten)
+            self.staleness.forget(forgotten)
+            self._refused_names.clear()
+            self._limit_reported = False
+            log.info("forgot %d streams unseen for limits.stream_retention", len(forgotten))
         try:
-            result = store.prune(storage.readings_retention, storage.max_db_size)
+            result = store.prune(
+                storage.readings_retention,
+                storage.max_db_size,
+                state_retention_s=cfg.limits.stream_retention,
+                max_states=cfg.max_checkpoint_rows,
+            )
         except StorageError as exc:
             log.error("pruning failed: %s", exc)
             return
@@ -330,6 +394,14 @@ class Pipeline:
                 "pruned": dict(self.pruned),
             },
             "streams": len(self.detector.streams),
+            "limits": {
+                "max_streams": self.config.limits.max_streams,
+                "streams_tracked": self.detector.tracked,
+                "refused_readings": self.refused_readings,
+                "refused_streams": len(self._refused_names),
+                "forgotten_streams": self.forgotten_streams,
+                "restored_streams": self.detector.restored,
+            },
             "model": self.detector.model.model_id,
             "runtime": self.detector.model.runtime,
             "detector_core": getattr(self.detector, "core", None),

@@ -69,6 +69,11 @@ class StalenessTracker:
         state = self._streams.get(stream)
         return None if state is None else state.interval
 
+    def forget(self, streams: Iterable[str]) -> None:
+        """Streams the detector forgot (``limits.stream_retention``): no longer watched."""
+        for stream in streams:
+            self._streams.pop(stream, None)
+
     def observe(self, readings: Iterable[Reading]) -> list[Event]:
         """Note readings the pipeline received; ``recovered`` events for stale streams."""
         if not self.enabled:

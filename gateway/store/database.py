@@ -226,6 +226,7 @@ def _readable(exc: BaseException) -> str:
 
 
 _ROWS_PER_STATEMENT = 128  # x 6 columns stays under SQLite's oldest variable limit (999)
+_KEYS_PER_QUERY = 500  # bound parameters per lookup, under SQLite's oldest limit (999)
 
 
 @functools.lru_cache(maxsize=64)
@@ -890,11 +891,22 @@ class Store:
         return summaries
 
     @_converts_errors
-    def load_states(self, model_hash: str) -> dict[str, str]:
-        rows = self.db.query(
-            "SELECT stream, state FROM stream_state WHERE model_hash = ?", [model_hash]
-        )
-        return {r["stream"]: r["state"] for r in rows}
+    def load_states(self, model_hash: str, keys: Sequence[str] | None = None) -> dict[str, str]:
+        """Checkpointed detector state taken with this model: every entry, or those of
+        ``keys`` (stream names and ``asset/NAME``), looked up by primary key."""
+        if keys is None:
+            rows = self.db.query(
+                "SELECT stream, state FROM stream_state WHERE model_hash = ?", [model_hash]
+            )
+            return {r["stream"]: r["state"] for r in rows}
+        found: dict[str, str] = {}
+        for i in range(0, len(keys), _KEYS_PER_QUERY):
+            chunk = list(keys[i : i + _KEYS_PER_QUERY])
+            marks = ", ".join("?" * len(chunk))  # only placeholders go into the text
+            sql = f"SELECT stream, state FROM stream_state WHERE model_hash = ? AND stream IN ({marks})"  # noqa: E501, S608
+            rows = self.db.query(sql, [model_hash, *chunk])
+            found.update((r["stream"], r["state"]) for r in rows)
+        return found
 
     @_converts_errors
     def status(self) -> dict[str, Any] | None:
@@ -999,18 +1011,41 @@ class Store:
         readings_retention_s: float,
         max_db_size_bytes: int,
         *,
+        state_retention_s: float | None = None,
+        max_states: int | None = None,
         now: float | None = None,
         chunk: int = 10_000,
     ) -> dict[str, int]:
         """Drop what retention allows, in short transactions so the pipeline is not stalled.
 
         By age: readings, events, dead letters, delivered outbox rows and quarantined ones
-        (the outbox's dead letters) older than the retention. By size, while the pages in use
-        exceed the cap: the oldest readings, then the oldest delivered outbox rows. Alerts and
+        (the outbox's dead letters) older than the retention; detector state not checkpointed
+        for ``state_retention_s`` (a stream unseen that long). By count: the least recently
+        checkpointed states past ``max_states``. By size, while the pages in use exceed the
+        cap: the oldest readings, then the oldest delivered outbox rows. Alerts and
         undelivered outbox rows are never removed.
         """
-        cutoff = (time.time() if now is None else now) - readings_retention_s
+        now = time.time() if now is None else now
+        cutoff = now - readings_retention_s
+        states_expired = 0
+        if state_retention_s is not None:
+            states_expired = self._delete_chunks(
+                "DELETE FROM stream_state WHERE stream IN "
+                "(SELECT stream FROM stream_state WHERE updated_ts < ? LIMIT ?)",
+                now - state_retention_s,
+                chunk,
+            )
+        states_over_count = 0
+        if max_states is not None:
+            with self._write():
+                states_over_count = self._conn.execute(
+                    "DELETE FROM stream_state WHERE stream IN (SELECT stream FROM stream_state "
+                    "ORDER BY updated_ts DESC LIMIT -1 OFFSET ?)",
+                    (max_states,),
+                ).rowcount
         counts = {
+            "states_expired": states_expired,
+            "states_over_count": states_over_count,
             "readings_expired": self._delete_chunks(
                 "DELETE FROM readings WHERE id IN (SELECT id FROM readings WHERE ts < ? LIMIT ?)",
                 cutoff,

@@ -127,6 +127,10 @@ def test_notify_reload_metrics_and_no_secret_in_logs(tmp_path: Path) -> None:
         assert "liquid_gateway_outbox_backlog" in samples
         assert samples["liquid_gateway_database_bytes"] > 0
         assert samples["liquid_gateway_dropped_readings_total"] == 0.0
+        assert samples["liquid_gateway_max_streams"] == 2000.0
+        assert samples["liquid_gateway_streams_refused_readings_total"] == 0.0
+        streams = samples["liquid_gateway_streams"]
+        assert streams == sum(1 for k in samples if k.startswith("liquid_gateway_alert_active{"))
 
         db = tmp_path / "data" / "gateway.db"
         before = _wait(lambda: (v := _views(db)).get("sim-a-temp-0") and v)
