@@ -458,6 +458,9 @@ class IngestSection(Section):
     # flapping; its stale/recovered events are then held back until it is steady again.
     flap_limit: int = Field(5, ge=2)
     flap_window: Duration = 600.0
+    # A reading stamped more than this ahead of the gateway's clock, or this far behind its
+    # stream's newest reading, is dead-lettered, not scored (null: timestamps are not checked).
+    max_clock_skew: Duration | None = Field(600.0, gt=0.0)
 
 
 class UpstreamSection(Section):

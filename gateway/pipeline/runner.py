@@ -19,6 +19,7 @@ from typing import Any
 from gateway.config import Config
 from gateway.detector import Detector
 from gateway.errors import StorageError
+from gateway.pipeline.clock import TimeGuard, WallClock
 from gateway.pipeline.ingest import IngestQueue
 from gateway.pipeline.staleness import StalenessTracker
 from gateway.records import Batch, DeadLetter, Event, Reading
@@ -46,6 +47,7 @@ class Pipeline:
         detector: Detector,
         on_commit: Callable[[], None] = lambda: None,
         extra_status: Callable[[], dict[str, Any]] = dict,
+        clock: WallClock | None = None,
     ) -> None:
         self.config = config
         self.queue = queue
@@ -78,6 +80,9 @@ class Pipeline:
         self.last_batch_at: float | None = None
         self.failure: BaseException | None = None
         self.staleness = StalenessTracker(config.ingest)
+        self.clock = clock or WallClock()
+        self.time_guard = TimeGuard(config.ingest.max_clock_skew, self.clock.now)
+        self.clock_jumps = 0
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -163,16 +168,18 @@ class Pipeline:
 
     def _score(self, readings: list[Any], side: list[DeadLetter | Event]) -> Batch:
         batch = Batch()
+        if readings:
+            readings, refused = self.detector.admit(readings)
+            if refused:
+                self._refuse(refused, batch)
+            readings, quarantined = self.time_guard.check(readings)
+            side = side + quarantined
         for record in side:
             if isinstance(record, DeadLetter):
                 batch.dead_letters.append(record)
                 self.dead_letters[f"{record.source}/{record.reason}"] += 1
             else:
                 batch.events.append(record)
-        if readings:
-            readings, refused = self.detector.admit(readings)
-            if refused:
-                self._refuse(refused, batch)
         if readings:
             out = self.detector.process(readings)
             batch.readings = out.scored
@@ -353,15 +360,30 @@ class Pipeline:
         if forgotten:
             self.forgotten_streams += len(forgotten)
             self.staleness.forget(forgotten)
+            self.time_guard.forget(forgotten)
             self._refused_names.clear()
             self._limit_reported = False
             log.info("forgot %d streams unseen for limits.stream_retention", len(forgotten))
+        jump = self.clock.jumped(hold_s=storage.readings_retention)
+        if jump is not None:
+            self.clock_jumps += 1
+            log.warning(
+                "the wall clock jumped by %+.0f s: pruning by age waits %.0f s before "
+                "trusting it again",
+                jump,
+                storage.readings_retention,
+            )
+            detail = {"by_s": round(jump, 3), "age_pruning_held_s": storage.readings_retention}
+            event = Event("clock_jump", "gateway", ts=self.clock.now(), detail=detail)
+            self._carried.events.append(event)
+        by_age = self.clock.trusted
         try:
             result = store.prune(
-                storage.readings_retention,
+                storage.readings_retention if by_age else math.inf,
                 storage.max_db_size,
-                state_retention_s=cfg.limits.stream_retention,
+                state_retention_s=cfg.limits.stream_retention if by_age else None,
                 max_states=cfg.max_checkpoint_rows,
+                now=self.clock.now(),
             )
         except StorageError as exc:
             log.error("pruning failed: %s", exc)
@@ -392,6 +414,11 @@ class Pipeline:
                 "readings_lost": self.readings_lost,
                 "records_lost": self.records_lost,
                 "pruned": dict(self.pruned),
+            },
+            "clock": {
+                "jumps": self.clock_jumps,
+                "pruning_by_age": self.clock.trusted,
+                "quarantined_readings": self.time_guard.quarantined,
             },
             "streams": len(self.detector.streams),
             "limits": {
