@@ -57,6 +57,7 @@ class Event:
     subject: str  # the source or stream it is about
     ts: float = field(default_factory=time.time)
     detail: dict[str, Any] = field(default_factory=dict)
+    upstream: bool = True  # False: recorded locally only (over the upstream event rate)
 
 
 Record = Reading | DeadLetter | Event

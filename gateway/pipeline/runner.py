@@ -20,6 +20,7 @@ from gateway.config import Config
 from gateway.detector import Detector
 from gateway.errors import StorageError
 from gateway.pipeline.clock import TimeGuard, WallClock
+from gateway.pipeline.events import EventRate
 from gateway.pipeline.ingest import IngestQueue
 from gateway.pipeline.staleness import StalenessTracker
 from gateway.records import Batch, DeadLetter, Event, Reading
@@ -83,6 +84,7 @@ class Pipeline:
         self.clock = clock or WallClock()
         self.time_guard = TimeGuard(config.ingest.max_clock_skew, self.clock.now)
         self.clock_jumps = 0
+        self.event_rate = EventRate()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -199,6 +201,7 @@ class Pipeline:
             self.last_batch_at = time.time()
         batch.events.extend(self.staleness.observe(readings))
         batch.events.extend(self.staleness.check())
+        batch.events = self.event_rate.sort(batch.events)
         for event in batch.events:
             self.events[event.kind] += 1
             log.info("event %s %s %s", event.kind, event.subject, event.detail)
@@ -403,6 +406,7 @@ class Pipeline:
             "dead_letters": dict(self.dead_letters),
             "dropped_readings": self.queue.dropped_readings,
             "dropped_events": self.queue.dropped_side,
+            "events_not_forwarded": self.event_rate.held_back,
             "ingest": self.queue.stats(),
             "stale_streams": self.staleness.stale_streams(),
             "queue_depth": len(self.queue),

@@ -642,7 +642,7 @@ class Store:
                     "INSERT INTO events (ts, kind, subject, detail) VALUES (?, ?, ?, ?)",
                     (event.ts, event.kind, event.subject, _dumps(event.detail)),
                 )
-                if self.outbox:
+                if self.outbox and event.upstream:
                     event_id = uuid.uuid4().hex
                     payload = event_payload(event, self.gateway_id, event_id)
                     self._queue(event_id, "event", event.subject, payload, now)

@@ -12,6 +12,7 @@ from gateway.config import parse_config
 from gateway.detector import Detector
 from gateway.model.runtime import load_model
 from gateway.pipeline.clock import EVENT_EVERY_S, TimeGuard, WallClock
+from gateway.pipeline.events import EventRate
 from gateway.pipeline.ingest import IngestQueue
 from gateway.pipeline.runner import Pipeline
 from gateway.records import Batch, DeadLetter, Event, Reading, ScoredReading
@@ -109,5 +110,23 @@ def test_a_wall_clock_jumping_a_year_ahead_does_not_prune_the_history(tmp_path: 
         clocks.run(7 * DAY)  # a retention of real time later the clock is trusted again
         pipeline._prune(store)
         assert store.db.execute("SELECT COUNT(*) FROM readings").fetchone()[0] == 0
+    finally:
+        store.close()
+
+
+def test_a_subject_flooding_events_is_held_back_from_upstream_not_lost(tmp_path: Path) -> None:
+    clocks = Clocks()
+    rate = EventRate(burst=10, per_hour=10.0, monotonic=clocks.mono)
+    flood = [Event("gap_reset", "dev.t", ts=NOW + i) for i in range(100)]
+    sorted_ = rate.sort(flood + [Event("stale", "other")])
+    assert [e.upstream for e in sorted_] == [True] * 10 + [False] * 90 + [True]
+    assert rate.held_back == 90
+    clocks.run(360.0)  # a tenth of an hour: one more
+    assert [e.upstream for e in rate.sort(flood[:3])] == [True, False, False]
+    store = Store.open(tmp_path / "g.db", outbox=True, gateway_id="gw")
+    try:
+        store.write_batch(Batch(events=sorted_))
+        assert store.db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 101
+        assert store.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 11
     finally:
         store.close()
