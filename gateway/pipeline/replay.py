@@ -25,6 +25,7 @@ from gateway.detector import Detector
 from gateway.errors import GatewayError
 from gateway.model.runtime import StepModel
 from gateway.records import Reading, ScoredReading
+from gateway.sources.parsers import ascii_float
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,9 @@ class ReplaySummary:
 
 def parse_time(text: str) -> float:
     text = text.strip()
-    if ":" not in text:  # float() never takes a colon: ISO times skip the failing attempt
+    if ":" not in text:  # a number never has a colon: ISO times skip the failing attempt
         try:
-            value = float(text)
+            value = ascii_float(text)
         except ValueError:
             pass
         else:
@@ -74,8 +75,9 @@ def parse_time(text: str) -> float:
 
 
 def _is_number(text: str) -> bool:
+    """Number text by the sources' one rule (``ascii_float``: ASCII only); ``nan`` counts."""
     try:
-        float(text)
+        ascii_float(text)
     except ValueError:
         return False
     return True
@@ -240,7 +242,7 @@ def replay(
             ["timestamp", "anomaly_score", "alert"] + [f"expected_{c}" for c in channels]
         )
         # Per row this loop is a good part of the cost: names and constants are hoisted.
-        reading, format_expected = Reading, _format_expected
+        reading, format_expected, to_float = Reading, _format_expected, ascii_float
         process_ticks, isfinite, nan = detector.process_ticks, math.isfinite, math.nan
         columns = list(enumerate(zip(channels, numeric, strict=True)))
         last_ts = 0.0
@@ -258,7 +260,7 @@ def replay(
                     ts = last_ts  # keep the row: same time as the previous one
             last_ts = ts
             try:  # the common row: every cell a finite number
-                values = [float(row[i]) for i in numeric]
+                values = [to_float(row[i]) for i in numeric]
             except (ValueError, IndexError):
                 values = None
             if values is not None and all(map(isfinite, values)):
@@ -272,8 +274,8 @@ def replay(
                 slots = []
                 for k, (channel, i) in columns:
                     try:
-                        # float() ignores surrounding whitespace itself; a missing cell is nan.
-                        value = float(row[i]) if i < len(row) else nan
+                        # Surrounding whitespace is ignored (as float() does); a missing cell is nan.
+                        value = to_float(row[i]) if i < len(row) else nan
                     except ValueError:
                         value = nan
                     if not isfinite(value):

@@ -51,7 +51,6 @@ EPOCH_MIN = 946_684_800.0  # 2000-01-01
 EPOCH_MAX = 4_102_444_800.0  # 2100-01-01
 _MS_THRESHOLD = 1e11  # larger epoch numbers are milliseconds (1e11 s is the year 5138)
 
-_NUMBER_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _NON_FINITE_RE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 _KV_SPLIT_RE = re.compile(r"[,\s]+")
 # A JSON string, or an unterminated one running to the end: possessive, so linear time.
@@ -107,21 +106,34 @@ def decode_payload(payload: bytes, max_bytes: int) -> str:
     return text
 
 
+def ascii_float(text: str) -> float:
+    """The one rule for a number written as text, for every source and for replay: what
+    ``float()`` takes of ASCII text, except ``_`` between digits. ``float()`` alone also takes
+    the digits of other scripts (full-width ``１２３``, Arabic-Indic ``١٢٣``) and other
+    blanks around them, which no device writes on purpose. ValueError for anything else;
+    ``nan`` and ``inf`` pass, as with ``float()`` (callers decide about non-finite values)."""
+    if text.isascii() and "_" not in text:
+        return float(text)  # ValueError for the rest
+    raise ValueError(f"not ASCII number text: {clip_text(text)}")
+
+
 def parse_float(raw: Any) -> float:
-    """A finite float from a JSON number or a decimal string; never from bool or None."""
+    """A finite float from a JSON number or a decimal string (ASCII only: ``ascii_float``);
+    never from bool or None."""
     if isinstance(raw, bool) or not isinstance(raw, int | float | str):
         raise ParseError("not_a_number", clip_text(raw))
-    if isinstance(raw, str):
-        text = raw.strip()
-        if not text:
-            raise ParseError("missing_value")
-        if _NON_FINITE_RE.fullmatch(text):
-            raise ParseError("non_finite", clip_text(raw))
-        if not _NUMBER_RE.fullmatch(text):
-            raise ParseError("not_a_number", clip_text(raw))
-        raw = text
     try:
-        value = float(raw)
+        if isinstance(raw, str):
+            text = raw.strip()
+            if not text:
+                raise ParseError("missing_value")
+            if _NON_FINITE_RE.fullmatch(text):
+                raise ParseError("non_finite", clip_text(raw))
+            value = ascii_float(raw)  # the text as sent: blanks of other scripts too
+        else:
+            value = float(raw)
+    except ValueError as exc:
+        raise ParseError("not_a_number", clip_text(raw)) from exc
     except OverflowError as exc:  # a huge JSON integer
         raise ParseError("non_finite", "number too large") from exc
     if not math.isfinite(value):
@@ -142,15 +154,13 @@ def parse_timestamp(raw: Any) -> float:
         raise ParseError("bad_timestamp", clip_text(raw))
     if isinstance(raw, str) and len(raw) > 64:
         raise ParseError("bad_timestamp", "longer than 64 characters")
-    text = raw.strip() if isinstance(raw, str) else None
-    if text is None or _NUMBER_RE.fullmatch(text):
+    try:
+        value = ascii_float(raw) if isinstance(raw, str) else float(raw)
+    except OverflowError as exc:
+        raise ParseError("bad_timestamp", "number too large") from exc
+    except ValueError:
         try:
-            value = float(text if text is not None else raw)
-        except OverflowError as exc:
-            raise ParseError("bad_timestamp", "number too large") from exc
-    else:
-        try:
-            moment = dt.datetime.fromisoformat(text)
+            moment = dt.datetime.fromisoformat(str(raw).strip())  # only text gets here
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=dt.UTC)
             value = moment.timestamp()

@@ -81,6 +81,28 @@ def test_bad_cells_are_missing_values_not_crashes(tmp_path: Path) -> None:
     assert "3 bad cells" in result.output and "1 bad timestamps" in result.output
 
 
+def test_digits_of_other_scripts_are_bad_cells_as_in_the_sources(tmp_path: Path) -> None:
+    """float() takes '１２３' and '٣'; replay takes numbers by the sources' rule (ASCII)."""
+    src = tmp_path / "wide.csv"
+    src.write_text(
+        "time,x\n" + "".join(f"{i},{i % 7}\n" for i in range(50)) + "50,１２３\n51,٣\n52,4\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "out.csv"
+    result = runner.invoke(app, ["replay", str(src), "--out", str(out), "--time-column", "time"])
+    assert result.exit_code == 0, result.output
+    assert len(read_out(out)) == 53
+    assert "2 bad cells" in result.output
+
+
+def test_a_column_of_other_scripts_digits_is_not_a_channel(tmp_path: Path) -> None:
+    src = tmp_path / "wide.csv"
+    src.write_text("time,x,y\n" + "".join(f"{i},{i % 7},１{i}\n" for i in range(60)))
+    result = runner.invoke(app, ["replay", str(src), "-o", str(tmp_path / "out.csv")])
+    assert result.exit_code == 0, result.output
+    assert "60 rows x 1 channels" in result.output, result.output
+
+
 _ROWS = "".join(f"{i},{20 + i % 5},{i % 3}\n" for i in range(60))
 
 

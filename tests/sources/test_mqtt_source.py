@@ -121,8 +121,9 @@ def test_garbage_payloads_are_dead_lettered_and_counted(
     publish("raw/has space", b"1")
     publish("raw/n", b"NaN")
     publish("raw/e", b"")
+    publish("raw/wide", "１２３")  # full-width digits: float() takes them, the gateway does not
     publish("raw/ok", b"7")
-    wait_for(lambda: len(sink.dead()) == 9 and len(sink.readings()) == 2)
+    wait_for(lambda: len(sink.dead()) == 10 and len(sink.readings()) == 2)
     assert sorted(d.reason for d in sink.dead()) == sorted(
         [
             "bad_json",
@@ -134,13 +135,14 @@ def test_garbage_payloads_are_dead_lettered_and_counted(
             "bad_stream_name",
             "non_finite",
             "empty",
+            "not_a_number",
         ]
     )
     too_large = next(d for d in sink.dead() if d.reason == "payload_too_large")
     assert too_large.payload_len == 207 and "topic plant/pump-1/telemetry" in too_large.detail
     stats = source.stats()
-    assert stats["dead_letters_total"] == 9 and stats["dead_letters"]["non_finite"] == 2
-    assert stats["messages"] == 10 and stats["readings"] == 2 and stats["errors"] == 0
+    assert stats["dead_letters_total"] == 10 and stats["dead_letters"]["non_finite"] == 2
+    assert stats["messages"] == 11 and stats["readings"] == 2 and stats["errors"] == 0
 
 
 def test_readings_keep_flowing_after_broker_restart(

@@ -18,6 +18,7 @@ from gateway.sources.parsers import (
     JSON_MAX_DEPTH,
     MAX_FIELDS,
     RecordParser,
+    ascii_float,
     check_json_depth,
     check_template,
     decode_payload,
@@ -237,6 +238,36 @@ def test_plain_number() -> None:
         with pytest.raises(ParseError) as info:
             parse_number(text)
         assert info.value.reason == reason, text
+
+
+# Digits that float() takes but no device writes on purpose: full-width (U+FF10..),
+# Arabic-Indic (U+0660..), Devanagari (U+0966..), alone or among ASCII digits.
+NOT_ASCII_NUMBERS = ["１２３", "２１.５", "-１e3", "١٢٣", "२१", "2\u0661", "1.5e\uff12"]
+
+
+@pytest.mark.parametrize("text", NOT_ASCII_NUMBERS)
+def test_only_ascii_number_text_is_a_number(text: str) -> None:
+    """Every format's values go through one rule: ``float()`` alone would take these."""
+    with pytest.raises(ValueError):
+        ascii_float(text)
+    with pytest.raises(ParseError) as info:
+        parse_number(text)
+    assert info.value.reason == "not_a_number"
+    with pytest.raises(ParseError) as info:
+        parse_timestamp(text)
+    assert info.value.reason == "bad_timestamp"
+    # csv, key=value, JSON strings named in fields, regex groups: the value is rejected,
+    # the ASCII value beside it is kept.
+    for fmt, kwargs, record in [
+        ("csv", {"fields": ["a", "b"]}, f"{text},7"),
+        ("kv", {}, f"a={text} b=7"),
+        ("json", {"fields": ["a", "b"]}, json.dumps({"a": text, "b": 7})),
+        ("regex", {"pattern": r"a=(?P<a>\S+) b=(?P<b>\S+)"}, f"a={text} b=7"),
+    ]:
+        parsed = parser(fmt, **kwargs).parse(record, NOW, same)
+        assert [(r.stream, r.value) for r in parsed.readings] == [("b", 7.0)], fmt
+        assert [(j.field, j.reason) for j in parsed.rejects] == [("a", "not_a_number")], fmt
+    assert ascii_float(" 21.5\t") == 21.5 and ascii_float("-1E3") == -1000.0
 
 
 @given(finite)

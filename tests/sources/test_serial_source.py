@@ -99,6 +99,20 @@ def test_oversized_and_bad_lines_are_dead_letters_then_good_lines_parse(
     assert stats["undecodable_lines"] == 1 and stats["blank_lines"] == 1
 
 
+def test_digits_of_other_scripts_are_dead_letters_not_readings(
+    loop_reader: tuple[SerialReader, ListSink, list[Any]],
+) -> None:
+    reader, sink, ports = loop_reader
+    ports[0].write("２１.５,1.2\n21.5,١.٢\n".encode())  # float() takes both
+    wait_for(lambda: len(sink.readings()) == 2 and len(sink.dead()) == 2)
+    assert [(r.stream, r.value) for r in sink.readings()] == [
+        ("a.pressure", 1.2),
+        ("a.temperature", 21.5),
+    ]
+    assert [d.reason for d in sink.dead()] == ["not_a_number", "not_a_number"]
+    assert reader.stats()["dead_letters"] == {"not_a_number": 2}
+
+
 def test_pty_with_kv_lines_and_build_source() -> None:
     master, slave = os.openpty()
     try:
