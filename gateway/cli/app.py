@@ -997,6 +997,8 @@ def config_validate(
     )
     if cfg.upstream is not None and (warning := cfg.upstream.refusal_warning()):
         typer.echo(f"warning: {warning}")
+    if warning := cfg.metrics.exposure_warning():
+        typer.echo(f"warning: {warning}")
 
 
 @config_app.command("show")

@@ -12,6 +12,7 @@ Past this module nothing sees a dict: each component gets its own frozen section
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import stat
@@ -553,6 +554,28 @@ class MetricsSection(Section):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("listen must be host:port, e.g. 127.0.0.1:9464")
         return value
+
+    def exposure_warning(self) -> str | None:
+        """Why the endpoint answers other machines (``listen`` is not loopback), or None."""
+        if self.listen is None:
+            return None
+        host = self.listen.rpartition(":")[0].strip("[]")
+        if host.lower().rstrip(".") == "localhost":
+            return None
+        try:
+            address = ipaddress.ip_address(host.partition("%")[0])
+        except ValueError:
+            where = f"on whatever {host} resolves to, which is not known to be loopback"
+        else:
+            mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+            if (mapped or address).is_loopback:
+                return None
+            where = "on every interface" if address.is_unspecified else f"on {host}"
+        return (
+            f"metrics.listen {self.listen}: the metrics endpoint (no authentication, no TLS; "
+            f"it tells stream names, alert counts and the outbox backlog) answers {where}, "
+            "not only on this machine; use 127.0.0.1:PORT unless a firewall keeps others out"
+        )
 
 
 class HomeAssistantSection(Section):

@@ -207,9 +207,14 @@ class Gateway:
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    def start(self) -> None:
+    def _start_metrics(self) -> None:
+        if warning := self.config.metrics.exposure_warning():
+            log.warning("%s", warning)
         if self.config.metrics.listen:
             self.metrics.start(self.config.metrics.listen)
+
+    def start(self) -> None:
+        self._start_metrics()
         self.pipeline.start()
         self._start_forwarder()
         self._start_announcer()
@@ -381,8 +386,7 @@ class Gateway:
             self._start_announcer()
         if new.metrics != old.metrics:
             self.metrics.stop()
-            if new.metrics.listen:
-                self.metrics.start(new.metrics.listen)
+            self._start_metrics()  # self.config holds the new metrics section by now
         self._last_reload = {"at": time.time(), "ok": True}
         log.info("config reloaded from %s", self.config_path)
         self.notifier.ready(f"running: {self.status_line()}")

@@ -88,6 +88,47 @@ def test_a_busy_metrics_port_is_refused(tmp_path: Path) -> None:
     assert _validate(file)[0] == 0  # free again
 
 
+@pytest.mark.parametrize(
+    ("listen", "exposed"),
+    [
+        ("127.0.0.1", None),
+        ("127.0.0.2", None),
+        ("localhost", None),
+        ("[::1]", None),
+        ("[::ffff:127.0.0.1]", None),
+        ("0.0.0.0", "on every interface"),
+        ("[::]", "on every interface"),
+        ("::", "on every interface"),
+        ("192.168.7.20", "on 192.168.7.20"),
+        ("gw-7.plant.lan", "on whatever gw-7.plant.lan resolves to"),
+    ],
+)
+def test_a_metrics_endpoint_others_can_reach_is_a_warning(listen: str, exposed: str | None) -> None:
+    """One function words it; `config validate` prints it and the daemon logs it."""
+    from gateway.config import MetricsSection
+
+    warning = MetricsSection(listen=f"{listen}:9464").exposure_warning()
+    if exposed is None:
+        assert warning is None
+    else:
+        assert warning is not None and exposed in warning and "127.0.0.1:PORT" in warning
+        assert warning.startswith(f"metrics.listen {listen}:9464: ")
+    assert MetricsSection(listen=None).exposure_warning() is None
+
+
+def test_config_validate_warns_of_a_metrics_endpoint_on_every_interface(tmp_path: Path) -> None:
+    port = free_port()
+    file = tmp_path / "gw.yaml"
+    printed = {}
+    for host in ("127.0.0.1", "0.0.0.0"):
+        file.write_text(f"metrics: {{listen: '{host}:{port}'}}\n")
+        code, printed[host] = _validate(file)
+        assert code == 0, printed[host]
+    assert "warning" not in printed["127.0.0.1"]
+    (warning,) = [line for line in printed["0.0.0.0"].splitlines() if line.startswith("warning:")]
+    assert f"metrics.listen 0.0.0.0:{port}:" in warning and "on every interface" in warning
+
+
 def test_the_port_held_by_a_running_gateway_is_fine(tmp_path: Path) -> None:
     """An upgrade validates the config while the old daemon still serves its metrics."""
     readout = Readout(gateway_id="gw", model_id="m", started_at=0.0, database_path=tmp_path / "db")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -12,6 +13,8 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+
+import pytest
 
 from gateway.config import load_config
 from gateway.ops.daemon import Gateway
@@ -228,3 +231,27 @@ def test_reload_keeps_queue_detector_and_unchanged_components(tmp_path: Path) ->
     finally:
         gateway.shutdown()
         gateway.metrics.stop()
+
+
+def test_the_daemon_warns_at_start_of_a_metrics_endpoint_others_can_reach(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """192.0.2.1 (TEST-NET-1) is on no interface here: the endpoint cannot bind (logged, not
+    fatal), so nothing is opened to the network by this test, and the warning comes first."""
+    config = tmp_path / "gw.yaml"
+    config.write_text(
+        f"gateway: {{id: gw-exposed, data_dir: {tmp_path / 'data'}}}\n"
+        "sources: [{type: simulate, name: sim, streams: 1, rate_hz: 5, faults: false}]\n"
+        "metrics: {listen: '192.0.2.1:9464'}\n"
+    )
+    caplog.set_level(logging.WARNING, logger="gateway")
+    gateway = Gateway(load_config(config), config)
+    gateway.start()
+    try:
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    finally:
+        gateway.shutdown()
+        gateway.metrics.stop()
+    assert any(
+        m.startswith("metrics.listen 192.0.2.1:9464: ") and "on 192.0.2.1" in m for m in warnings
+    ), warnings
