@@ -23,11 +23,12 @@ import json
 import logging
 import math
 import operator
+import os
 import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -45,6 +46,12 @@ AlertState = Literal["open", "acked", "all"]
 StartCheck = Literal["off", "quick", "full"]
 Migration = Callable[[Database], None]
 _READING_ROW = operator.attrgetter("ts", "stream", "value", "expected", "score", "alert")
+# Readings, alerts and the outbox are the site's data: group-readable at most (the group is
+# the service's; an operator in it runs the CLI), whatever the umask of whoever starts the
+# gateway. systemd's UMask= and StateDirectoryMode= say the same; a hand-started daemon or
+# a CLI run in a fresh folder used to leave the directory 0755 and the database 0644.
+DATA_DIR_MODE = 0o750
+DATABASE_MODE = 0o640  # SQLite gives the -wal and -shm files the database file's mode
 
 _V1_SCHEMA = (
     """CREATE TABLE readings (
@@ -286,6 +293,19 @@ def migrate(db: Database, migrations: Sequence[Migration] = MIGRATIONS) -> int:
     return len(migrations)
 
 
+def _create_private(path: Path) -> None:
+    """Create the missing folders above ``path`` (``DATA_DIR_MODE``) and ``path`` itself, an
+    empty file SQLite takes as a new database (``DATABASE_MODE``). What exists is left as it
+    is. The modes are given at creation, where the umask can only narrow them (no window in
+    which the file is readable by others, no process-wide umask change under other threads)."""
+    missing = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
+    for folder in reversed(missing):
+        with suppress(FileExistsError):  # made meanwhile by someone else
+            folder.mkdir(mode=DATA_DIR_MODE)
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DATABASE_MODE))
+
+
 def find_damage(path: Path, full: bool = False, timeout: float = 5.0) -> str | None:
     """Why the database at ``path`` is unusable (``PRAGMA quick_check``, or with ``full``
     ``integrity_check``), or None if it is fine or does not exist yet. Uses its own
@@ -471,7 +491,7 @@ class Store:
                 uri = path.resolve().as_uri() + "?mode=ro"
                 conn = sqlite3.connect(uri, timeout, isolation_level=None, uri=True)
             else:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                _create_private(path)
                 conn = sqlite3.connect(path, timeout, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot open the database {path}: {exc}") from exc

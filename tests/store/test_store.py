@@ -4,7 +4,9 @@ outbox, WAL readers, retention, and arbitrary text staying data."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import stat
 import tempfile
 import uuid
 from pathlib import Path
@@ -82,6 +84,47 @@ def test_open_creates_folder_schema_and_wal(db_path: Path, store: Store) -> None
     conn = sqlite3.connect(db_path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000])
+def test_a_new_data_dir_and_database_are_not_world_readable(tmp_path: Path, umask: int) -> None:
+    """Started by hand (no systemd UMask=), with a permissive umask: the folders the store
+    makes are 0750, the database and its -wal/-shm 0640."""
+    db = tmp_path / "site" / "data" / "gateway.db"
+    previous = os.umask(umask)
+    try:
+        with Store.open(db) as store:
+            store.write_batch(Batch(readings=readings("s", 3)))
+            modes = {p.name: _mode(p) for p in (db.parent.parent, db.parent, *db.parent.iterdir())}
+        # A damaged file is moved aside and a fresh one made: that one too.
+        db.write_bytes(b"this is not sqlite" * 100)
+        db.chmod(0o644)
+        with Store.open(db, recover="quick") as store:
+            fresh = _mode(db)
+    finally:
+        os.umask(previous)
+    assert modes == {
+        "site": 0o750,
+        "data": 0o750,
+        "gateway.db": 0o640,
+        "gateway.db-wal": 0o640,
+        "gateway.db-shm": 0o640,
+    }
+    assert fresh == 0o640
+
+
+def test_an_existing_database_keeps_its_mode(tmp_path: Path) -> None:
+    """What the operator set is left alone: only what the store creates gets its modes."""
+    db = tmp_path / "gateway.db"
+    with Store.open(db):
+        pass
+    db.chmod(0o600)
+    with Store.open(db):
+        assert _mode(db) == 0o600
 
 
 def test_reopen_keeps_data_and_version(db_path: Path) -> None:
