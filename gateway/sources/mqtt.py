@@ -23,6 +23,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from gateway.config import BrokerSection, MqttSource, Subscription
 from gateway.errors import ParseError, SourceError
@@ -42,6 +44,19 @@ log = logging.getLogger(__name__)
 RECONNECT_MIN = 0.5
 RECONNECT_MAX = 2  # a local broker: back within about 2 s of its return, like the ports
 TOPIC_CACHE = 65_536  # topics whose matching routes are remembered
+# What one PUBLISH holds beside its payload, at most: the fixed header (1) and remaining
+# length (4), the topic's length (2) and the longest topic MQTT allows (65,535), a packet
+# id (2), the properties' length (4) and 16 KiB of properties (user properties and such).
+# Generous on purpose: a payload within max_payload must never be dropped for its topic.
+PUBLISH_HEADROOM = 1 + 4 + 2 + 65_535 + 2 + 4 + 16_384
+
+
+def max_packet_size(section: MqttSource) -> int:
+    """The Maximum Packet Size an MQTT 5 source asks for in CONNECT: its largest
+    ``max_payload`` and ``PUBLISH_HEADROOM``. The broker then never sends a larger PUBLISH
+    (Mosquitto drops it and logs it), so an oversized payload is never read at all; one
+    that fits in the headroom is still read and refused as ``payload_too_large``."""
+    return max(sub.max_payload for sub in section.subscribe) + PUBLISH_HEADROOM
 
 
 def default_template(subscription: Subscription) -> str:
@@ -232,7 +247,9 @@ class MqttSubscriber(Source):
         client = self._make_client()
         self._client = client
         broker = self.section.broker
-        client.connect_async(broker.host, broker.port, keepalive=broker.keepalive)
+        client.connect_async(
+            broker.host, broker.port, keepalive=broker.keepalive, properties=self._connect_props()
+        )
         client.loop_start()
         # paho names its thread paho-mqtt-client-<id>; name it after the source like the
         # other sources' threads (there is no public hook for this).
@@ -240,6 +257,21 @@ class MqttSubscriber(Source):
         if isinstance(thread, threading.Thread):
             thread.name = f"source-{self.name}"
             self._threads.append(thread)
+
+    def _max_packet_size(self) -> int | None:
+        """MQTT 3.1.1 has no way to ask for it: a payload is read whole, then checked."""
+        return (
+            max_packet_size(self.section) if source_protocol(self.section.broker) == "5" else None
+        )
+
+    def _connect_props(self) -> Properties | None:
+        """paho sends them again with every reconnect."""
+        size = self._max_packet_size()
+        if size is None:
+            return None
+        props = Properties(PacketTypes.CONNECT)
+        props.MaximumPacketSize = size
+        return props
 
     def _interrupt(self) -> None:
         client = self._client
@@ -281,6 +313,7 @@ class MqttSubscriber(Source):
             return {
                 "broker": f"{broker.host}:{broker.port}",
                 "messages": self._messages,
+                "max_packet_size": self._max_packet_size(),
                 "subscribed": self._subscribed,
                 "subscriptions_refused": list(self._refused),
             }

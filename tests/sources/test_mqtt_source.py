@@ -14,7 +14,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway.config import MqttSource
 from gateway.errors import SourceError
 from gateway.sources import build_source
-from gateway.sources.mqtt import BufferedClient, MqttSubscriber, source_protocol
+from gateway.sources.mqtt import (
+    PUBLISH_HEADROOM,
+    BufferedClient,
+    MqttSubscriber,
+    source_protocol,
+)
 from tests.conftest import Broker, free_port
 from tests.helpers import ListSink, wait_for
 
@@ -360,3 +365,46 @@ def test_overlapping_filters_each_get_the_message_and_strays_are_dead_letters(
     ]
     assert [d.reason for d in sink.dead()] == ["no_route"]
     assert source.stats()["messages"] == 3
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_an_oversized_payload_is_never_sent_to_an_mqtt5_source(
+    broker: Broker, protocol: str
+) -> None:
+    """MQTT 5: the source's CONNECT says Maximum Packet Size (the largest max_payload plus
+    room for topic and header), so the broker drops a 1 MB publish instead of sending it:
+    it is never read, never counted as received. MQTT 3.1.1 has no such property: the
+    payload is read and then refused (payload_too_large), as before."""
+    section = MqttSource.model_validate(
+        {
+            "type": "mqtt",
+            "name": "plant",
+            "broker": {"host": "127.0.0.1", "port": broker.port, "protocol": protocol},
+            "subscribe": [{"topic": "raw/#", "format": "number", "max_payload": 1024}],
+        }
+    )
+    sink = ListSink()
+    source = MqttSubscriber(section, sink)
+    source.start()
+    publish = Publisher(broker)
+    try:
+        wait_for(lambda: source.stats()["subscribed"])
+        publish("raw/a", b"1")
+        publish("raw/a", b"7" * 1_000_000)
+        publish("raw/a", b"2")  # the broker keeps a publisher's order: after the big one
+        wait_for(lambda: len(sink.readings()) == 2)
+        stats = source.stats()
+    finally:
+        publish.close()
+        source.stop()
+        assert source.join(5.0)
+    assert [r.value for r in sink.readings()] == [1.0, 2.0]
+    assert stats["reconnects"] == 0 and sink.events("broker_lost") == []
+    if protocol == "5":
+        assert stats["messages"] == 2 and stats["dead_letters"] == {}
+        assert stats["max_packet_size"] == 1024 + PUBLISH_HEADROOM
+    else:
+        assert stats["messages"] == 3 and stats["dead_letters"] == {"payload_too_large": 1}
+        assert stats["max_packet_size"] is None
+        (dead,) = sink.dead()
+        assert dead.payload_len == 1_000_000
