@@ -9,6 +9,11 @@ as ``broker_recovered``.
 
 Stream names come from ``Subscription.stream`` templates: ``{topic}`` (the topic with '/'
 turned into '.'), ``{0}``, ``{1}``, ... (topic levels) and ``{field}`` (the JSON key).
+That mapping is readable but not one-to-one (``a/b.c``, ``a.b/c`` and ``a/b/c`` all give
+``a.b.c``; so does a template that leaves a varying level out): the source remembers which
+topic and field first gave each stream name, and a later message from another topic or
+field that gives the same name is the dead letter ``stream_collision``, never merged into
+that stream.
 """
 
 from __future__ import annotations
@@ -44,6 +49,10 @@ log = logging.getLogger(__name__)
 RECONNECT_MIN = 0.5
 RECONNECT_MAX = 2  # a local broker: back within about 2 s of its return, like the ports
 TOPIC_CACHE = 65_536  # topics whose matching routes are remembered
+# Stream names one source remembers the origin (topic, field) of: at most this many streams
+# per source. A new name beyond it is the dead letter too_many_streams: forgetting an origin
+# instead would let the next topic that renders the same name merge into that stream.
+MAX_STREAMS = 65_536
 # What one PUBLISH holds beside its payload, at most: the fixed header (1) and remaining
 # length (4), the topic's length (2) and the longest topic MQTT allows (65,535), a packet
 # id (2), the properties' length (4) and 16 KiB of properties (user properties and such).
@@ -238,6 +247,8 @@ class MqttSubscriber(Source):
         self._messages = 0
         self._held: list[Reading] | None = None  # readings of the current read pass
         self._routes_of_topic: dict[str, tuple[_Route, ...]] = {}
+        # stream name -> the (topic, field) that first gave it; paho's thread only.
+        self._stream_origin: dict[str, tuple[str, str]] = {}
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -316,6 +327,7 @@ class MqttSubscriber(Source):
                 "max_packet_size": self._max_packet_size(),
                 "subscribed": self._subscribed,
                 "subscriptions_refused": list(self._refused),
+                "streams": len(self._stream_origin),
             }
 
     # --- callbacks (paho's thread: parse, enqueue, return) -------------------------------
@@ -457,9 +469,33 @@ class MqttSubscriber(Source):
         try:
             text = decode_payload(payload, sub.max_payload)
             parsed = route.parser.parse(
-                text, received, lambda field: render_stream(route.template, topic, field)
+                text,
+                received,
+                lambda field: self._claim(
+                    render_stream(route.template, topic, field), topic, field
+                ),
             )
         except ParseError as exc:
             self._dead_letter(exc.reason, payload, f"topic {clip_text(topic, 200)}: {exc.detail}")
             return
         self._emit(parsed, payload, f"topic {clip_text(topic, 200)}: ")
+
+    def _claim(self, stream: str, topic: str, field: str) -> str:
+        """``stream``, if no other topic or field gave that name first (ParseError if one
+        did: ``stream_collision``, naming both); the first one to give a name owns it for
+        the life of the source."""
+        origin = self._stream_origin.get(stream)
+        if origin is None:
+            if len(self._stream_origin) >= MAX_STREAMS:
+                raise ParseError(
+                    "too_many_streams", f"{stream}: this source has {MAX_STREAMS} streams already"
+                )
+            self._stream_origin[stream] = (topic, field)
+        elif origin[0] != topic or origin[1] != field:
+            raise ParseError(
+                "stream_collision",
+                f"stream {stream} is already topic {clip_text(origin[0], 200)} field "
+                f"{clip_text(origin[1], 64)}, not topic {clip_text(topic, 200)} field "
+                f"{clip_text(field, 64)}",
+            )
+        return stream

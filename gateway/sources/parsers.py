@@ -21,7 +21,9 @@ Reason codes (stable, counted in ``status``): ``empty``, ``bad_utf8``,
 ``missing_value``, ``not_a_number``, ``non_finite``, ``no_numeric_fields``,
 ``bad_timestamp``, ``bad_stream_name``, ``no_match`` (a regex line that does not match),
 and, from the sources, ``line_too_long``, ``partial_line``, ``no_route`` (an MQTT topic
-that matches no subscription: an unknown stream), ``modbus_exception``, ``bad_response``.
+that matches no subscription: an unknown stream), ``stream_collision`` (an MQTT topic or
+field whose stream name another topic or field gave first), ``too_many_streams``,
+``modbus_exception``, ``bad_response``.
 Keys left out of a ``fields`` list are a deliberate selection, not bad input: skipped.
 """
 

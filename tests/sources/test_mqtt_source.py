@@ -11,6 +11,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+import gateway.sources.mqtt as mqtt_source
 from gateway.config import MqttSource
 from gateway.errors import SourceError
 from gateway.sources import build_source
@@ -339,7 +340,7 @@ def test_overlapping_filters_each_get_the_message_and_strays_are_dead_letters(
             "name": "plant",
             "broker": {"host": "127.0.0.1", "port": broker.port},
             "subscribe": [
-                {"topic": "raw/#", "format": "number", "stream": "all.{1}"},
+                {"topic": "raw/#", "format": "number", "stream": "all.{topic}"},
                 {"topic": "raw/+", "format": "number", "stream": "one.{1}"},
             ],
         }
@@ -359,8 +360,8 @@ def test_overlapping_filters_each_get_the_message_and_strays_are_dead_letters(
         source.stop()
         assert source.join(5.0)
     assert sorted((r.stream, r.value) for r in sink.readings()) == [
-        ("all.a", 1.0),
-        ("all.a", 2.0),
+        ("all.raw.a", 1.0),
+        ("all.raw.a.b", 2.0),
         ("one.a", 1.0),
     ]
     assert [d.reason for d in sink.dead()] == ["no_route"]
@@ -408,3 +409,101 @@ def test_an_oversized_payload_is_never_sent_to_an_mqtt5_source(
         assert stats["max_packet_size"] is None
         (dead,) = sink.dead()
         assert dead.payload_len == 1_000_000
+
+
+def test_distinct_topics_that_render_one_stream_name_are_never_merged(broker: Broker) -> None:
+    """`{topic}` turns '/' into '.', so topics that differ only in where '/' and '.' are give
+    the same name; so do a nested JSON key and a deeper topic, two keys under a template
+    without {field}, and a template that leaves a varying level out. The first topic and
+    field to give a name own it; the others are stream_collision dead letters naming both."""
+    section = MqttSource.model_validate(
+        {
+            "type": "mqtt",
+            "name": "plant",
+            "broker": {"host": "127.0.0.1", "port": broker.port},
+            "subscribe": [
+                {"topic": "plant/#", "format": "number"},  # stream {topic}
+                {"topic": "json/#"},  # stream {topic}.{field}
+                {"topic": "one/#", "stream": "one.{1}"},  # {field} left out, levels too
+            ],
+        }
+    )
+    sink = ListSink()
+    source = MqttSubscriber(section, sink)
+    source.start()
+    publish = Publisher(broker)
+    try:
+        wait_for(lambda: source.stats()["subscribed"])
+        publish("plant/pump.1/temp", b"1")
+        publish("plant/pump/1.temp", b"2")  # plant.pump.1.temp again
+        publish("plant/pump/1/temp", b"3")  # and again
+        publish("plant/pump.1/temp", b"4")  # the owner goes on
+        publish("plant/pump/2/temp", b"5")  # an unrelated stream is not touched
+        publish("json/a", '{"b": {"c": 6}}')  # json.a.b.c (nested key b.c)
+        publish("json/a/b", '{"c": 7, "d": 8}')  # json.a.b.c again; json.a.b.d is fine
+        publish("one/x", '{"t": 9, "p": 10}')  # one.x from field t, then from p
+        publish("one/x/y", '{"t": 11}')  # one.x from another topic
+        wait_for(lambda: len(sink.readings()) == 6 and len(sink.dead()) == 5)
+        stats = source.stats()
+    finally:
+        publish.close()
+        source.stop()
+        assert source.join(5.0)
+    assert [(r.stream, r.value) for r in sink.readings()] == [
+        ("plant.pump.1.temp", 1.0),
+        ("plant.pump.1.temp", 4.0),
+        ("plant.pump.2.temp", 5.0),
+        ("json.a.b.c", 6.0),
+        ("json.a.b.d", 8.0),
+        ("one.x", 9.0),
+    ]
+    assert [d.reason for d in sink.dead()] == ["stream_collision"] * 5
+    detail = {d.payload: d.detail for d in sink.dead()}
+    for payload, new, owner in [
+        ("2", "topic plant/pump/1.temp", "topic plant/pump.1/temp field value"),
+        ("3", "topic plant/pump/1/temp", "topic plant/pump.1/temp field value"),
+        ('{"c": 7, "d": 8}', "topic json/a/b field c", "topic json/a field b.c"),
+        ('{"t": 9, "p": 10}', "topic one/x field p", "topic one/x field t"),
+        ('{"t": 11}', "topic one/x/y field t", "topic one/x field t"),
+    ]:
+        assert new in detail[payload] and f"is already {owner}" in detail[payload], detail
+    assert stats["dead_letters"] == {"stream_collision": 5} and stats["errors"] == 0
+    assert stats["streams"] == 5
+
+
+def test_a_source_names_at_most_max_streams_and_refuses_new_ones_beyond(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The origins are bounded: a new name beyond MAX_STREAMS is too_many_streams (forgetting
+    an origin instead would let a colliding topic merge); the named streams go on."""
+    monkeypatch.setattr(mqtt_source, "MAX_STREAMS", 2)
+    section = MqttSource.model_validate(
+        {
+            "type": "mqtt",
+            "name": "plant",
+            "broker": {"host": "127.0.0.1", "port": broker.port},
+            "subscribe": [{"topic": "raw/#", "format": "number"}],
+        }
+    )
+    sink = ListSink()
+    source = MqttSubscriber(section, sink)
+    source.start()
+    publish = Publisher(broker)
+    try:
+        wait_for(lambda: source.stats()["subscribed"])
+        for topic, value in [("raw/a", b"1"), ("raw/b", b"2"), ("raw/c", b"3"), ("raw/a", b"4")]:
+            publish(topic, value)
+        wait_for(lambda: len(sink.readings()) == 3 and sink.dead())
+        stats = source.stats()
+    finally:
+        publish.close()
+        source.stop()
+        assert source.join(5.0)
+    assert [(r.stream, r.value) for r in sink.readings()] == [
+        ("raw.a", 1.0),
+        ("raw.b", 2.0),
+        ("raw.a", 4.0),
+    ]
+    (dead,) = sink.dead()
+    assert dead.reason == "too_many_streams" and "raw.c" in dead.detail
+    assert stats["streams"] == 2 and stats["dead_letters"] == {"too_many_streams": 1}
