@@ -207,7 +207,7 @@ def _under_journald() -> bool:
         st = os.fstat(sys.stderr.fileno())
     except (OSError, ValueError, AttributeError):
         return False
-    if not (device.isdigit() and inode.isdigit()):
+    if not (device.isascii() and device.isdigit() and inode.isascii() and inode.isdigit()):
         return False
     return (int(device), int(inode)) == (st.st_dev, st.st_ino)
 

@@ -50,9 +50,9 @@ MAX_SECRET_BYTES = 65_536
 # name is never echoed, in case it is a password written into the wrong key.
 ENV_NAME_PATTERN = r"[A-Z_][A-Z0-9_]{0,127}"
 
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
+_DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|w)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?)[bB]?\s*")
+_SIZE_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmMgGtT]?)(i?)[bB]?\s*")
 _SIZE_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
 
 
@@ -67,7 +67,7 @@ def parse_duration(value: Any) -> float:
     if not isinstance(value, str):
         raise ValueError("expected a duration such as 90s, 5m or 1h")
     text = value.strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
+    if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
         return float(text)
     pos, total = 0, 0.0
     for match in _DURATION_RE.finditer(text):
@@ -130,7 +130,9 @@ def parse_span(value: Any, allow_zero: bool = False) -> Span:
     least = "0 or longer" if allow_zero else "longer than 0"
     if isinstance(value, str) and value.strip().lower().endswith("x"):
         number = value.strip()[:-1].strip()
-        if not re.fullmatch(r"\d+(\.\d+)?", number) or (float(number) <= 0.0 and not allow_zero):
+        if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", number) or (
+            float(number) <= 0.0 and not allow_zero
+        ):
             raise ValueError(
                 f"{value!r} is not a number of intervals {least} (use e.g. 300x: 300 times "
                 "each stream's typical interval)"
@@ -551,7 +553,12 @@ class MetricsSection(Section):
         if value is None:
             return None
         host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if (
+            not sep
+            or not host
+            or not (port.isascii() and port.isdigit())
+            or not 0 < int(port) < 65536
+        ):
             raise ValueError("listen must be host:port, e.g. 127.0.0.1:9464")
         return value
 

@@ -28,8 +28,8 @@ class Notifier:
         self._clock = clock
         usec = env.get("WATCHDOG_USEC", "")
         pid = env.get("WATCHDOG_PID", "")
-        ours = not pid or (pid.isdigit() and int(pid) == os.getpid())
-        enabled = ours and usec.isdigit() and int(usec) > 0
+        ours = not pid or (pid.isascii() and pid.isdigit() and int(pid) == os.getpid())
+        enabled = ours and usec.isascii() and usec.isdigit() and int(usec) > 0
         # The watchdog period in seconds, and how often to ping (half of it).
         self.watchdog_timeout = int(usec) / 1e6 if enabled else None
         self.watchdog_interval = int(usec) / 2e6 if enabled else None

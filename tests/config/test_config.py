@@ -107,7 +107,9 @@ def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "5 parsecs", "-3", "1h5", "h", True, None])
+@pytest.mark.parametrize(
+    "text", ["", "5 parsecs", "-3", "1h5", "h", True, None, "\uff17d", "\u0667h", "\uff19\uff10"]
+)
 def test_bad_durations(text: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
@@ -117,6 +119,8 @@ def test_sizes() -> None:
     assert parse_size("512MB") == 512_000_000
     assert parse_size("1GiB") == 2**30
     assert parse_size(4096) == 4096
+    with pytest.raises(ValueError):
+        parse_size("\uff15\uff11\uff12MB")  # full-width digits are not a size
     with pytest.raises(ValueError):
         parse_size("lots")
 
@@ -256,3 +260,8 @@ def test_readme_test_command_is_what_ci_runs() -> None:
         # As root (no sudo on a bare Debian) and as a sudo user; apt needs fresh lists.
         assert 'S=$([ "$(id -u)" = 0 ] || echo sudo)' in command
         assert "$S apt-get update" in command and "python3-venv" in command
+
+
+def test_a_port_in_full_width_digits_is_not_a_port() -> None:
+    with pytest.raises(ConfigError, match="listen must be host:port"):
+        parse_config('metrics: {listen: "127.0.0.1:\uff19\uff14\uff16\uff14"}\n')
