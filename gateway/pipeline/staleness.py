@@ -10,7 +10,11 @@ left out) and reports:
 * ``recovered`` when a stale stream reads again, with how long it was silent;
 * ``flapping`` when a stream went stale ``flap_limit`` times within ``flap_window``: reported
   once, after which its stale/recovered events are held back (still counted) until it has
-  been steady for a whole window, which is reported as ``steady``.
+  been steady for a whole window, which is reported as ``steady``;
+* ``source_stale`` / ``source_recovered`` instead of the streams' own events when
+  ``COALESCE_AT`` or more streams of one source go stale in one scan, or come back in one
+  batch: a blip of a broker is one event naming the source, with how many streams and a
+  sample of their names, not one per stream.
 
 Silence is measured on the pipeline's monotonic clock (when it received the reading), not on
 device timestamps, so a device clock that jumps does not make streams stale. Pure logic:
@@ -30,12 +34,15 @@ from gateway.records import Event, Reading
 INTERVAL_WEIGHT = 0.1  # weight of the newest gap in the running interval
 MIN_GAPS = 3  # gaps seen before a stream's interval is trusted
 SCAN_EVERY = 0.25  # seconds between scans of every stream (the pipeline loops faster)
+COALESCE_AT = 3  # streams of one source changing together: one source-level event
+SAMPLE = 10  # stream names a source-level event lists
 
 
 @dataclass(slots=True)
 class _Stream:
     last_seen: float  # monotonic
     last_ts: float  # reading timestamp
+    source: str = ""
     interval: float | None = None
     gaps: int = 0
     stale_since: float | None = None  # monotonic
@@ -83,7 +90,9 @@ class StalenessTracker:
         for reading in readings:
             state = self._streams.get(reading.stream)
             if state is None:
-                self._streams[reading.stream] = _Stream(now, reading.ts, steady_since=now)
+                self._streams[reading.stream] = _Stream(
+                    now, reading.ts, reading.source, steady_since=now
+                )
                 continue
             gap = reading.ts - state.last_ts
             if state.stale_since is not None:
@@ -96,7 +105,7 @@ class StalenessTracker:
                 state.gaps += 1
             state.last_seen = now
             state.last_ts = max(state.last_ts, reading.ts)
-        return events
+        return self._coalesce(events, "recovered", "source_recovered")
 
     def check(self) -> list[Event]:
         """``stale``, ``flapping`` and ``steady`` events due now."""
@@ -135,7 +144,29 @@ class StalenessTracker:
                 )
             else:
                 events.append(self._event("stale", name, **detail))
-        return events
+        return self._coalesce(events, "stale", "source_stale")
+
+    def _coalesce(self, events: list[Event], kind: str, source_kind: str) -> list[Event]:
+        """Events of ``kind`` for COALESCE_AT or more streams of one source become one
+        ``source_kind`` event about the source."""
+        by_source: dict[str, list[Event]] = {}
+        for event in events:
+            if event.kind == kind:
+                by_source.setdefault(self._streams[event.subject].source, []).append(event)
+        merged = {s: group for s, group in by_source.items() if len(group) >= COALESCE_AT}
+        if not merged:
+            return events
+        out = [e for e in events if e.kind != kind or self._streams[e.subject].source not in merged]
+        for source, group in merged.items():
+            silent = max(float(e.detail.get("silent_s", 0.0)) for e in group)
+            sample = sorted(e.subject for e in group)[:SAMPLE]
+            detail: dict[str, float | int | str] = {
+                "streams": len(group),
+                "sample": ", ".join(sample),
+                "silent_s": round(silent, 3),
+            }
+            out.append(Event(source_kind, source, ts=self._wall(), detail=detail))
+        return out
 
     def _recover(self, name: str, state: _Stream, now: float) -> list[Event]:
         assert state.stale_since is not None

@@ -139,3 +139,25 @@ def test_pipeline_reports_stale_and_recovered_and_the_detector_resets_after_max_
         pipeline.stop()
     assert pipeline.status()["stale_streams"] == []
     assert pipeline.events["gap_reset"] == 1  # 90 s > max_gap: the detector starts afresh
+
+
+def test_a_blip_of_one_source_is_one_event_not_one_per_stream() -> None:
+    t, clock = tracker()
+    names = [f"plant.s{i}" for i in range(20)]
+    for _ in range(10):
+        clock.now += 1.0
+        t.observe([Reading(n, T0 + clock.now, 1.0, "broker-a") for n in names])
+        t.observe([Reading("other.x", T0 + clock.now, 1.0, "serial-b")])
+        t.check()
+    clock.now += 6.0  # every stream of both sources is silent past 5 x its interval
+    stale = t.check()
+    assert kinds(stale) == [("stale", "other.x"), ("source_stale", "broker-a")]
+    assert stale[1].detail["streams"] == 20
+    assert stale[1].detail["sample"].split(", ") == sorted(names)[:10]
+    assert t.stale_streams() == sorted(names + ["other.x"])  # each stream is still stale
+    clock.now += 1.0
+    back = t.observe([Reading(n, T0 + clock.now, 1.0, "broker-a") for n in names[:2]])
+    assert kinds(back) == [("recovered", "plant.s0"), ("recovered", "plant.s1")]  # two: each
+    back = t.observe([Reading(n, T0 + clock.now, 1.0, "broker-a") for n in names[2:]])
+    assert kinds(back) == [("source_recovered", "broker-a")]
+    assert back[0].detail["streams"] == 18
