@@ -209,6 +209,15 @@ def _check_text(path: Path) -> None:
         raise BadInputError("mostly not UTF-8 text: not a CSV replay can read")
 
 
+def format_score(score: float) -> str:
+    """Six decimals, and as many more as a score near 1 needs to stay apart from 1: the
+    score never saturates (``D / (1 + D)``), and its text must not either, or the rows of
+    the largest faults would all read 1.000000 and stop ranking."""
+    gap = 1.0 - score
+    places = 6 if gap >= 1e-3 else min(15, 3 - math.floor(math.log10(gap)) if gap > 0 else 15)
+    return f"{score:.{places}f}"
+
+
 def replay(
     input_path: Path,
     output: TextIO,
@@ -292,7 +301,8 @@ def replay(
             if out.alerts:
                 summary.alerts_raised += sum(1 for a in out.alerts if a.state == "raised")
             writer.writerow(
-                [stamp if time_index is not None else number, f"{score:.6f}", int(alert)] + expected
+                [stamp if time_index is not None else number, format_score(score), int(alert)]
+                + expected
             )
             summary.rows += 1
     summary.seconds = _time.perf_counter() - started

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gateway.cli.app import app
+from gateway.pipeline.replay import format_score
 
 runner = CliRunner()
 
@@ -150,3 +151,13 @@ def test_columns_named_0_1_2_are_a_header(tmp_path: Path) -> None:
 def test_a_file_that_is_not_there_is_a_runtime_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["replay", str(tmp_path / "missing.csv")])
     assert result.exit_code == 1 and "cannot open" in result.output
+
+
+def test_scores_near_1_keep_the_digits_that_set_them_apart() -> None:
+    scores = [0.5, 0.998, 0.9995, 1 - 1e-6, 1 - 1e-9, 1 - 1e-12, 1 - 1e-14]
+    texts = [format_score(s) for s in scores]
+    assert texts[:2] == ["0.500000", "0.998000"]  # six decimals where they are enough
+    assert all(t != "1" and float(t) < 1.0 for t in texts)
+    assert [float(t) for t in texts] == sorted({float(t) for t in texts})  # distinct, in order
+    for s, t in zip(scores, texts, strict=True):
+        assert abs(float(t) - s) <= 0.01 * (1.0 - s)  # within 1 % of the distance to 1
