@@ -33,6 +33,7 @@ from gateway.config import (
     redacted,
 )
 from gateway.errors import ConfigError, GatewayError, ModelError, StorageError
+from gateway.ops.liveness import still_running
 
 EXIT_RUNTIME = 1
 EXIT_CONFIG = 78
@@ -478,28 +479,11 @@ def events_list(
 
 # --- status and streams ------------------------------------------------------------------
 
-FRESH_S = 30.0  # the daemon writes its status every 2 s; older than this, it is not running
-
-
-def _pid_alive(pid: Any) -> bool | None:
-    if not isinstance(pid, int) or pid <= 0:
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: it exists
-    except OSError:
-        return None
-    return True
-
 
 def _running(snapshot: dict[str, Any]) -> bool:
-    updated = snapshot.get("updated_at")
-    if updated is None or time.time() - updated > FRESH_S:
-        return False
-    return _pid_alive(snapshot.get("pid")) is not False
+    """The daemon that wrote this snapshot is alive (a stale snapshot included: it may be
+    unable to write, see ``still_running``)."""
+    return still_running(snapshot, time.time()) != "stopped"
 
 
 def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -533,8 +517,15 @@ def status(
         dead = store.dead_letter_counts()
         open_alerts = len(store.list_alerts(state="open"))
     snapshot.pop("stream_views", None)  # that is what `streams` shows
-    running = _running(snapshot)
+    liveness = still_running(snapshot, time.time())
+    running = liveness != "stopped"
     degraded = list(snapshot.get("degraded") or [])
+    if liveness == "stale":
+        degraded.insert(
+            0,
+            f"running, but its status is {_ago(snapshot['updated_at'])} old: it cannot write "
+            "its database (disk full? see its log)",
+        )
     if not running and snapshot.get("stopped_at"):
         degraded = []  # a clean stop: sources closed on purpose, nothing is wrong
     elif not running and snapshot:
