@@ -1,12 +1,21 @@
 """Kill the real gateway with SIGKILL at random moments while it forwards, over and over.
 
 Each iteration starts ``python -m gateway run`` (simulated sensors with frequent faults, so
-alerts keep coming, and an upstream broker), waits until it is online, lets it forward for a
-random moment, SIGKILLs it, and checks ``PRAGMA integrity_check`` of its database. At the end
-one last run drains the outbox and stops with SIGTERM; then every alert ever committed to the
-outbox must have reached the upstream subscriber. Prints a table and writes JSON.
+alerts keep coming, and an upstream broker), SIGKILLs it at a random moment of one of three
+phases, and checks ``PRAGMA integrity_check`` of its database:
 
-    python tools/soak_kill.py --iterations 1000 --out soak.json
+- ``running``: once it is online, while it forwards;
+- ``startup``: 0-1.5 s after the process started, online or not (opening and checking the
+  database, restoring state, connecting);
+- ``drain``: once it is online, SIGTERM, then SIGKILL 0-0.5 s into the drain (the final
+  checkpoint, in-flight publishes waiting for their acknowledgements).
+
+At the end one last run drains the outbox and stops with SIGTERM; then every alert ever
+committed to the outbox must have reached the upstream subscriber, in outbox order. Prints a
+table and writes JSON.
+
+    python tools/soak_kill.py --iterations 1000 --phases running,startup,drain --out soak.json
+    python tools/soak_kill.py --iterations 300 --streams 64 --fault-every 0.02   # dense alerts
 
 Without ``--broker HOST:PORT`` it starts its own Mosquitto on a free loopback port.
 tests/scenarios/test_kill.py runs the same loop (30 iterations) against the test broker.
@@ -119,6 +128,14 @@ class Watcher:
                 pass
         raise TimeoutError(f"no {state.decode()} presence within {timeout} s")
 
+    def forget_presence(self) -> None:
+        """Drop presence messages of earlier lives (a start-up kill leaves some unread)."""
+        while True:
+            try:
+                self.presence.get_nowait()
+            except queue.Empty:
+                return
+
     def received(self) -> list[str]:
         with self._lock:
             return list(self.alert_ids)
@@ -177,28 +194,42 @@ def run_soak(
     seed: int = 1,
     max_wait: float = 1.0,
     progress: bool = False,
+    phases: tuple[str, ...] = ("running",),
+    streams: int = 16,
+    fault_every: float = 0.05,
 ) -> dict[str, Any]:
     """The kill loop; returns counts. Raises AssertionError on a broken promise."""
     rng = random.Random(seed)
     workdir.mkdir(parents=True, exist_ok=True)
-    config = gateway_config(workdir, host, port)
+    config = gateway_config(workdir, host, port, streams=streams, fault_every=fault_every)
+    kills = dict.fromkeys(phases, 0)
     db = workdir / "data" / "gateway.db"
     log = workdir / "gateway.log"
     watcher = Watcher(host, port, "gw-soak")
     offline_after_kill = 0
     try:
         for i in range(iterations):
+            phase = rng.choice(phases)
+            watcher.forget_presence()
             proc = start(config, log)
             try:
-                watcher.wait_presence(b"online")
-                time.sleep(rng.uniform(0.0, max_wait))
+                if phase == "startup":
+                    time.sleep(rng.uniform(0.0, 1.5))
+                else:
+                    watcher.wait_presence(b"online")
+                    time.sleep(rng.uniform(0.0, max_wait))
+                    if phase == "drain":
+                        proc.send_signal(signal.SIGTERM)
+                        time.sleep(rng.uniform(0.0, 0.5))
             finally:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(30)
+            kills[phase] += 1
             check = integrity(db)
-            assert check == "ok", f"integrity_check after kill {i + 1}: {check}"
-            watcher.wait_presence(b"offline", timeout=10)  # the last will
-            offline_after_kill += 1
+            assert check == "ok", f"integrity_check after kill {i + 1} ({phase}): {check}"
+            if phase != "startup":  # a start-up kill may come before it ever connected
+                watcher.wait_presence(b"offline", timeout=10)  # the will, or a clean stop's
+                offline_after_kill += 1
             if progress and (i + 1) % 50 == 0:
                 print(
                     f"  {i + 1} kills, {len(set(watcher.received()))} alerts upstream", flush=True
@@ -228,6 +259,7 @@ def run_soak(
     first_seen = list(dict.fromkeys(r for r in received if r in set(committed)))
     return {
         "iterations": iterations,
+        "kills_by_phase": kills,
         "offline_will_seen": offline_after_kill,
         "alerts_committed": len(committed),
         "alert_changes_recorded": len(changes),
@@ -254,7 +286,18 @@ def main() -> int:
     parser.add_argument("--broker", help="HOST:PORT of a running broker (default: start one)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("soak_kill.json"))
+    parser.add_argument(
+        "--phases", default="running", help="comma-separated, from running, startup, drain"
+    )
+    parser.add_argument("--streams", type=int, default=16, help="simulated streams")
+    parser.add_argument(
+        "--fault-every", type=float, default=0.05, help="seconds between faults (dense: 0.02)"
+    )
     args = parser.parse_args()
+    phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
+    unknown = set(phases) - {"running", "startup", "drain"}
+    if not phases or unknown:
+        parser.error(f"--phases: unknown {', '.join(sorted(unknown)) or '(none given)'}")
     workdir = Path(tempfile.mkdtemp(prefix="soak-kill-"))
     mosquitto = None
     if args.broker:
@@ -273,7 +316,15 @@ def main() -> int:
     started = time.monotonic()
     try:
         result = run_soak(
-            args.iterations, workdir / "gw", host, port, seed=args.seed, progress=True
+            args.iterations,
+            workdir / "gw",
+            host,
+            port,
+            seed=args.seed,
+            progress=True,
+            phases=phases,
+            streams=args.streams,
+            fault_every=args.fault_every,
         )
     finally:
         if mosquitto is not None:

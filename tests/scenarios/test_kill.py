@@ -1,7 +1,8 @@
 """SIGKILL the real gateway at random moments while it forwards; nothing committed is lost.
 
-30 kills here (the same loop runs 1,000+ times with tools/soak_kill.py). After every kill the
-database must pass ``PRAGMA integrity_check`` and the broker must publish the last will
+30 kills here, while forwarding, during start-up and during the SIGTERM drain (the same loop
+runs 1,000+ times with tools/soak_kill.py). After every kill the database must pass
+``PRAGMA integrity_check`` and, for a gateway that was online, the broker must publish
 ``offline``; at the end every alert ever committed to the outbox must have reached the
 upstream subscriber, first arrivals in outbox order, duplicates at most one in-flight window
 per kill.
@@ -21,9 +22,14 @@ KILLS = 30
 
 
 def test_sigkill_while_forwarding_loses_no_committed_alert(broker: Broker, tmp_path: Path) -> None:
-    result = run_soak(KILLS, tmp_path / "soak", broker.host, broker.port, seed=5, max_wait=1.0)
+    phases = ("running", "startup", "drain")
+    result = run_soak(
+        KILLS, tmp_path / "soak", broker.host, broker.port, seed=5, max_wait=1.0, phases=phases
+    )
     print("kill soak:", result)  # shown with -s; the duplicate rate is part of the report
-    assert result["offline_will_seen"] == KILLS
+    kills = result["kills_by_phase"]
+    assert all(kills[p] > 0 for p in phases) and sum(kills.values()) == KILLS
+    assert result["offline_will_seen"] == kills["running"] + kills["drain"]
     assert result["alerts_committed"] > KILLS  # alerts really were flowing while we killed
     assert result["changes_without_outbox_row"] == 0  # every recorded alert was queued upstream
     assert result["alerts_missing"] == 0
