@@ -19,10 +19,7 @@ Per channel (one stream), in the order a reading is handled:
    intervals by default), cumulative until it has seen that many readings, turns the reading
    into ``z``. A reading that is judged faulty is clipped before it updates the baseline, and
    while an alert is open the channels that raised it do not adapt at all, so a fault is never
-   learned as the new normal. In an asset, a held channel whose relation to the others holds
-   again for a block of readings is released: the channels moved to a new operating point
-   together (a load change), which the baselines follow, so the alert clears; a fault that
-   breaks the relation stays held. Slow drift moves the baseline and is reported as a ``drift``
+   learned as the new normal. Slow drift moves the baseline and is reported as a ``drift``
    event when the baseline leaves its slow reference, not as an alert.
 3. Statistics. ``level`` is z squared; ``prediction`` is the squared error of the model's
    prediction of this reading (made one reading earlier from the liquid state), in units of
@@ -549,8 +546,6 @@ class Channel:
         self.run: int = 0
         self.run_max: int = 0
         self.held: bool = False  # it raised the asset's open alert: not adapting
-        self.intact: int = 0  # readings in a row, while held, with its relation intact
-        self.rel_surprise: float = -1.0  # this reading's relation surprise (-1: none)
         # The cycle: raw values, newest at hpos - 1; the period (0: none) and when it is
         # looked for next. ``ref`` is this reading's value one (or two) cycles ago.
         self.history: array[float] = array("f", bytes(4 * HISTORY))
@@ -675,7 +670,6 @@ class Channel:
                 self.run_max,
                 self.held,
                 self.resolution,
-                self.intact,
             ],
             "s": [stat.state() for stat in self.stats()],
             "c": [
@@ -699,7 +693,7 @@ class Channel:
         if h.shape != (hidden,) or not np.all(np.isfinite(h)):
             raise ValueError("liquid state does not fit")
         f = list(data["f"])
-        if len(f) not in (18, 19) or len(data["s"]) != 3:
+        if len(f) != 18 or len(data["s"]) != 3:
             raise ValueError("state does not fit")
         self.n = int(f[0])
         self.last_ts = _none_nan(f[1])
@@ -719,7 +713,6 @@ class Channel:
         self.run_max = int(f[15])
         self.held = bool(f[16])
         self.resolution = float(f[17])
-        self.intact = int(f[18]) if len(f) > 18 else 0
         numbers = [self.mean, self.var, self.slow, self.rel_mean, self.rel_var, self.u,
                    self.logvar, self.calib]  # fmt: skip
         for v in numbers:
@@ -1356,30 +1349,17 @@ class Engine:
             asset.accepted = False
             for c in asset.channels:
                 c.held = c.surprise >= HOLD_SURPRISE or c is best_channel
-                c.intact = 0
             out.alerts.append(self.alert(asset, "raised", ts))
         elif change == 2:
             out.alerts.append(self.alert(asset, "cleared", ts))
             asset.alert_id = ""
             for c in asset.channels:
                 c.held = False
-        if asset.latch.active and not asset.accepted:
-            self.release(asset)
         accept = s.accept and asset.latch.active and not asset.accepted
         if accept and asset.open_for >= _in_intervals(s.accept_x, s.accept_s, interval):
             asset.accepted = True
             detail = {"alert_id": asset.alert_id, "open_s": round(ts - asset.raised_ts, 1)}
             out.events.append(Event("new_normal", asset.name, ts, detail))
-
-    def release(self, asset: Asset) -> None:
-        """A held channel whose relation to the asset's other channels holds for a block of
-        readings in a row adapts again: they all moved together, to a new operating point."""
-        for c in asset.channels:
-            if not (c.fresh and c.held) or c.rel_surprise < 0.0:
-                continue
-            c.intact = c.intact + 1 if c.rel_surprise < HOLD_SURPRISE else 0
-            if c.intact >= BLOCK:
-                c.held = False
 
     def judge_channel(self, c: Channel) -> None:
         """The channel's surprise: its most surprising statistic, less ln(looks) (each
@@ -1396,10 +1376,8 @@ class Engine:
             if surprise > top:
                 top = surprise
                 reason = PREDICTION
-        c.rel_surprise = -1.0
         if c.relation.has:
             surprise = c.relation.surprise()
-            c.rel_surprise = surprise
             looks += 2
             if surprise > top:
                 top = surprise
