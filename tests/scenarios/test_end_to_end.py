@@ -94,6 +94,20 @@ def wait_until_stored(config: Path, n: int, timeout: float = 30.0) -> None:
     raise AssertionError(f"the gateway stored {seen} of {n} readings within {timeout} s")
 
 
+def wait_until_subscribed(config: Path, source: str, timeout: float = 30.0) -> None:
+    """Until the running gateway's status says the MQTT source holds its subscriptions
+    (upstream ``online`` can come first: the two links connect independently)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = CliRunner().invoke(app, ["status", "-c", str(config), "--format", "json"])
+        if out.exit_code in (0, 3):
+            sources = json.loads(out.output)[0].get("sources") or {}
+            if (sources.get(source) or {}).get("subscribed"):
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"source {source} did not subscribe within {timeout} s")
+
+
 def upstream_yaml(broker) -> str:
     return (
         f"upstream:\n  broker: {{host: {broker.host}, port: {broker.port}}}\n"
@@ -128,6 +142,7 @@ def test_mqtt_fault_is_forwarded_upstream_and_kept_locally(broker, tmp_path: Pat
     proc = start_gateway(config, tmp_path)
     try:
         wait_for(inbox, lambda m: m[0].endswith("/status") and m[1] == b"online")
+        wait_until_subscribed(config, "plant")  # a publish before the SUBSCRIBE is not kept
         pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-pub")
         pub.connect(broker.host, broker.port)
         pub.loop_start()
