@@ -91,15 +91,15 @@ class Detector:
         assets: Mapping[str, Sequence[str]] | None = None,
         units: Mapping[str, str | None] | None = None,
         core: str | None = None,
-        max_streams: int | None = None,
     ) -> None:
-        """``core``: "python" or "compiled"; None = ``default_core()``. ``max_streams``:
-        ``admit`` refuses readings of new streams past it (None: no limit)."""
+        """``core``: "python" or "compiled"; None = ``default_core()``."""
         module = core_module(core)
         self.core = "compiled" if module is _compiled else "python"
         self.config = config
         self.model = model
-        self.max_streams = max_streams
+        # ``admit`` refuses readings of new streams past this (None: no limit); the pipeline
+        # sets it from limits.max_streams.
+        self.max_streams: int | None = None
         self._engine: Any = module.Engine(config, model, assets, units)
         # When each stream last had a reading (monotonic), for `since` and `forget_idle`.
         self._seen: dict[str, float] = {}
