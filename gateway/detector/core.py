@@ -37,7 +37,11 @@ Per channel (one stream), in the order a reading is handled:
    is ``-ln P(a healthy block of readings holds a value this large)``. A pattern that recurs
    (every edge of a square wave, the start of every duty cycle) is in that history, so it is
    not surprising; one far beyond it is. A block that contained an elevated reading is not
-   learned.
+   learned, unless the elevation was brief (at most 4 blocks) and a brief one came before it
+   within the memory: then the smaller of their largest values is learned as one block's
+   maximum, so a surprise that recurs (the edge of a sawtooth sampled with jitter) stops
+   alarming after its second time; a single flicker teaches nothing, and a fault that lasts
+   is never learned.
 
 Per asset (one stream alone, or the channels of a configured asset): the surprise is the
 largest channel surprise, less ``ln(statistics)`` and ``ln(channels)`` (a Bonferroni
@@ -75,6 +79,11 @@ _F32 = struct.Struct("f")
 
 BLOCK: Final = 16  # readings per block whose maximum a judge learns
 BLOCKS: Final = 64  # block maxima a judge remembers: 1,024 readings of history
+# A surprise that comes and goes within this many blocks (64 readings), and comes back within
+# the judge's memory, is part of the signal (the edge of a sawtooth sampled with jitter, the
+# start of a duty cycle): the smaller of the two is learned. Once is not enough (a single
+# flicker teaches nothing); a longer elevation is a fault and is never learned.
+BRIEF_BLOCKS: Final = 4
 READY_BLOCKS: Final = 8  # a judge speaks once it has learned this many blocks
 MEDIUM_ALPHA: Final = 1.0 / 16.0  # the medium statistics average about the last 16 readings
 # ...of values clipped here (squared scales): one wild reading moves it, but only so far.
@@ -222,6 +231,10 @@ class Judge:
         self.block_max: float = 0.0
         self.in_block: int = 0
         self.spoiled: bool = False  # the current block saw an elevated reading
+        self.held_max: float = 0.0  # the largest maximum of the elevated blocks since...
+        self.held: int = 0  # ...this many blocks ago (0: the last block was healthy)
+        self.brief: float = 0.0  # the maximum of the last brief elevation (0: none)...
+        self.brief_age: int = 0  # ...this many healthy blocks ago
         self.loc: float = 0.0
         self.scale: float = 1.0
         self.shape: float = 0.0
@@ -249,7 +262,9 @@ class Judge:
 
     def observe(self, value: float, learn: bool) -> None:
         """Every reading: keep the block's maximum; at the end of a block, learn it, unless
-        the block saw a reading that was not to be learned (an elevated asset)."""
+        the block saw a reading that was not to be learned (an elevated asset). A brief
+        elevated stretch (``BRIEF_BLOCKS``) that follows another within the memory has the
+        smaller of their maxima learned; a longer stretch is never learned."""
         if value > self.block_max:
             self.block_max = value
         if not learn:
@@ -258,8 +273,22 @@ class Judge:
         if self.in_block < BLOCK:
             return
         if not self.spoiled:
+            if self.held:
+                if self.held <= BRIEF_BLOCKS:
+                    if self.brief > 0.0:
+                        self.learn(_min(self.brief, self.held_max))  # it came back
+                    self.brief = self.held_max
+                    self.brief_age = 0
+                self.held = 0
+                self.held_max = 0.0
+            self.brief_age += 1
+            if self.brief_age > BLOCKS:
+                self.brief = 0.0  # too long ago: no longer in the judge's memory
             self.learn(self.block_max)
             self.refit()
+        else:
+            self.held += 1
+            self.held_max = _max(self.held_max, self.block_max)
         self.block_max = 0.0
         self.in_block = 0
         self.spoiled = False
@@ -336,11 +365,16 @@ class Judge:
         self.block_max = 0.0
         self.in_block = 0
         self.spoiled = False
+        self.held_max = 0.0
+        self.held = 0
+        self.brief = 0.0
+        self.brief_age = 0
         self.refit()
 
     def state(self) -> list[Any]:
         ring = base64.b64encode(np.asarray(self.maxima, np.float32).tobytes()).decode("ascii")
-        return [ring, self.pos, self.block_max, self.in_block, self.spoiled]
+        return [ring, self.pos, self.block_max, self.in_block, self.spoiled, self.held_max,
+                self.held, self.brief, self.brief_age]  # fmt: skip
 
     def load(self, data: Sequence[Any]) -> None:
         ring = np.frombuffer(base64.b64decode(str(data[0]), validate=True), np.float32)
@@ -352,7 +386,13 @@ class Judge:
         self.block_max = float(data[2])
         self.in_block = int(data[3]) % BLOCK
         self.spoiled = bool(data[4])
-        if not math.isfinite(self.block_max):
+        more = len(data) > 8  # saved before brief elevations were learned: none pending
+        self.held_max = float(data[5]) if more else 0.0
+        self.held = max(0, int(data[6])) if more else 0
+        self.brief = max(0.0, float(data[7])) if more else 0.0
+        self.brief_age = max(0, int(data[8])) if more else 0
+        finite = math.isfinite(self.block_max) and math.isfinite(self.held_max)
+        if not (finite and math.isfinite(self.brief)):
             raise ValueError("judge state does not fit")
         self.refit()
 
