@@ -237,6 +237,7 @@ def run_soak(
         # One last, clean run without sensors (they would keep raising alerts up to the very
         # SIGTERM, and those wait in the outbox for the next start): forward everything that
         # is left, then SIGTERM.
+        watcher.forget_presence()  # a start-up kill can leave an old `online` unanswered
         proc = start(gateway_config(workdir, host, port, sensors=False), log)
         try:
             watcher.wait_presence(b"online")
