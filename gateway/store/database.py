@@ -32,19 +32,20 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Any, Concatenate, Literal, ParamSpec, TypedDict, TypeVar
-
-from sqlite_utils import Database
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypedDict, TypeVar
 
 from gateway.errors import StorageError
 from gateway.records import AlertChange, Batch, Event, alert_payload, event_payload
+
+if TYPE_CHECKING:  # imported when first used: a CLI read never needs it (nor numpy, pandas)
+    from sqlite_utils import Database
 
 log = logging.getLogger(__name__)
 
 Durability = Literal["normal", "full"]
 AlertState = Literal["open", "acked", "all"]
 StartCheck = Literal["off", "quick", "full"]
-Migration = Callable[[Database], None]
+Migration = Callable[["Database"], None]
 _READING_ROW = operator.attrgetter("ts", "stream", "value", "expected", "score", "alert")
 # Readings, alerts and the outbox are the site's data: group-readable at most (the group is
 # the service's; an operator in it runs the CLI), whatever the umask of whoever starts the
@@ -260,11 +261,17 @@ def _dumps(value: Any) -> str:
         return json.dumps(_finite(value), separators=(",", ":"), allow_nan=False, default=str)
 
 
-def schema_version(db: Database) -> int:
-    if not db["meta"].exists():
+def schema_version(db: Database | sqlite3.Connection) -> int:
+    conn = db if isinstance(db, sqlite3.Connection) else db.conn
+    if (
+        conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        is None
+    ):
         return 0
-    rows = list(db.query("SELECT value FROM meta WHERE key = 'schema_version'"))
-    return int(rows[0]["value"]) if rows else 0
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
 
 
 def migrate(db: Database, migrations: Sequence[Migration] = MIGRATIONS) -> int:
@@ -453,9 +460,26 @@ class Store:
     def __init__(self, conn: sqlite3.Connection, path: Path, *, outbox: bool, gateway_id: str):
         self.path = path
         self._conn = conn
-        self.db = Database(conn, execute_plugins=False)
         self.outbox = outbox
         self.gateway_id = gateway_id
+
+    @functools.cached_property
+    def db(self) -> Database:
+        """sqlite-utils over the same connection: migrations and bulk inserts. Imported on
+        first use, so the CLI's reads start without it (it imports numpy, and pandas when
+        installed: about 0.15-0.3 s of a command's start)."""
+        from sqlite_utils import Database
+
+        return Database(self._conn, execute_plugins=False)
+
+    def _query(
+        self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
+    ) -> Iterator[dict[str, Any]]:
+        """Rows of ``sql`` as dicts keyed by column name (what ``Database.query`` gives)."""
+        cursor = self._conn.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        for row in cursor:
+            yield dict(zip(names, row, strict=True))
 
     @classmethod
     def open(
@@ -587,7 +611,7 @@ class Store:
     def _prepare(self, durability: Durability, read_only: bool) -> None:
         conn = self._conn
         if read_only:
-            version = schema_version(self.db)
+            version = schema_version(self._conn)
             if version != len(MIGRATIONS):
                 raise StorageError(
                     f"{self.path} has schema version {version}, this gateway expects "
@@ -784,7 +808,7 @@ class Store:
         ``open`` means not acknowledged (whether or not still active)."""
         if state not in ("open", "acked", "all"):
             raise ValueError(f"state must be open, acked or all, not {state!r}")
-        rows = self.db.query(
+        rows = self._query(
             "SELECT * FROM alerts WHERE (:since IS NULL OR raised_ts >= :since "
             "OR cleared_ts >= :since) AND (:stream IS NULL OR stream = :stream) "
             "AND (:state = 'all' OR (:state = 'open') = (acked_ts IS NULL)) "
@@ -796,7 +820,7 @@ class Store:
     @_converts_errors
     def match_alert_ids(self, prefix: str, limit: int = 10) -> list[str]:
         """Alert ids starting with ``prefix`` (any length), in id order."""
-        rows = self.db.query(
+        rows = self._query(
             "SELECT id FROM alerts WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
             [prefix, prefix + "\U0010ffff", limit],
         )
@@ -805,11 +829,11 @@ class Store:
     @_converts_errors
     def get_alert(self, alert_id: str) -> AlertRow | None:
         """By full id, or by a prefix of at least 6 characters that matches exactly one."""
-        rows = list(self.db.query("SELECT * FROM alerts WHERE id = ?", [alert_id]))
+        rows = list(self._query("SELECT * FROM alerts WHERE id = ?", [alert_id]))
         if not rows and len(alert_id) >= 6:
             matches = self.match_alert_ids(alert_id, limit=2)
             if len(matches) == 1:
-                rows = list(self.db.query("SELECT * FROM alerts WHERE id = ?", matches))
+                rows = list(self._query("SELECT * FROM alerts WHERE id = ?", matches))
         return _alert(rows[0]) if rows else None
 
     @_converts_errors
@@ -848,7 +872,7 @@ class Store:
 
     @_converts_errors
     def list_events(self, since_ts: float | None = None, limit: int = 1000) -> list[EventRow]:
-        rows = self.db.query(
+        rows = self._query(
             "SELECT * FROM events WHERE ts >= ? ORDER BY ts DESC, id DESC LIMIT ?",
             [since_ts if since_ts is not None else -math.inf, int(limit)],
         )
@@ -868,17 +892,17 @@ class Store:
         """One line per stream known from readings or detector state, by name."""
         counts = {
             r["stream"]: r
-            for r in self.db.query(
+            for r in self._query(
                 "SELECT stream, COUNT(*) AS n, MAX(ts) AS last_ts FROM readings GROUP BY stream"
             )
         }
         checkpoints = {
             r["stream"]: r["updated_ts"]
-            for r in self.db.query("SELECT stream, updated_ts FROM stream_state")
+            for r in self._query("SELECT stream, updated_ts FROM stream_state")
         }
         active = {
             r["stream"]: r["id"]
-            for r in self.db.query(
+            for r in self._query(
                 "SELECT stream, id FROM alerts WHERE active = 1 ORDER BY raised_ts"
             )
         }
@@ -888,7 +912,7 @@ class Store:
             if stream in counts:
                 # An index seek on (ts, stream): the stream's newest reading has last_ts.
                 last = next(
-                    self.db.query(
+                    self._query(
                         "SELECT value, expected, score, alert FROM readings "
                         "WHERE ts = ? AND stream = ? ORDER BY id DESC LIMIT 1",
                         [counts[stream]["last_ts"], stream],
@@ -915,7 +939,7 @@ class Store:
         """Checkpointed detector state taken with this model: every entry, or those of
         ``keys`` (stream names and ``asset/NAME``), looked up by primary key."""
         if keys is None:
-            rows = self.db.query(
+            rows = self._query(
                 "SELECT stream, state FROM stream_state WHERE model_hash = ?", [model_hash]
             )
             return {r["stream"]: r["state"] for r in rows}
@@ -924,14 +948,14 @@ class Store:
             chunk = list(keys[i : i + _KEYS_PER_QUERY])
             marks = ", ".join("?" * len(chunk))  # only placeholders go into the text
             sql = f"SELECT stream, state FROM stream_state WHERE model_hash = ? AND stream IN ({marks})"  # noqa: E501, S608
-            rows = self.db.query(sql, [model_hash, *chunk])
+            rows = self._query(sql, [model_hash, *chunk])
             found.update((r["stream"], r["state"]) for r in rows)
         return found
 
     @_converts_errors
     def status(self) -> dict[str, Any] | None:
         """The daemon's last snapshot, with ``updated_ts`` (when it was written) added."""
-        rows = list(self.db.query("SELECT snapshot, updated_ts FROM status WHERE id = 1"))
+        rows = list(self._query("SELECT snapshot, updated_ts FROM status WHERE id = 1"))
         if not rows:
             return None
         snapshot = json.loads(rows[0]["snapshot"])
@@ -941,7 +965,7 @@ class Store:
 
     @_converts_errors
     def dead_letter_counts(self) -> dict[tuple[str, str], int]:
-        rows = self.db.query(
+        rows = self._query(
             "SELECT source, reason, COUNT(*) AS n FROM dead_letters GROUP BY source, reason"
         )
         return {(r["source"], r["reason"]): r["n"] for r in rows}

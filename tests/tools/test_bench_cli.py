@@ -1,0 +1,43 @@
+"""tools/bench_cli.py runs every command it times against a filled database, and each run
+answers (a command that fails fast must not pass for a fast one)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_cli_times_every_command_against_a_filled_database(tmp_path: Path) -> None:
+    out = tmp_path / "cli.json"
+    args = ["--runs", "2", "--alerts", "30", "--readings", "500", "--streams", "5", "--out"]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "bench_cli.py"), *args, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert set(report["results"]) == {
+        "python -c pass", "version", "status", "alerts list", "events list", "tab completion",
+        "--help",
+    }  # fmt: skip
+    for result in report["results"].values():
+        assert len(result["runs"]) == 2 and all(t > 0 for t in result["runs"])
+    assert "alerts list" in done.stdout  # the table
+
+
+def test_fill_writes_the_alerts_the_cli_then_lists(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT))
+    from gateway.store import Store
+    from tools.bench_cli import fill
+
+    db = tmp_path / "gateway.db"
+    fill(db, alerts=7, readings=50, streams=3)
+    with Store.open(db, read_only=True) as store:
+        assert len(store.list_alerts()) == 7
