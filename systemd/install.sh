@@ -12,7 +12,9 @@
 #   state     /var/lib/liquid-gateway (systemd StateDirectory)
 #   unit      /etc/systemd/system/liquid-gateway.service, shell completions
 #   --wheelhouse DIR   install offline from wheels (pip --no-index --find-links DIR)
-#   --destdir DIR      stage everything under DIR (also $DESTDIR): no user, no systemctl
+#   --destdir DIR      stage everything under DIR (also $DESTDIR): no user, no systemctl;
+#                      the tree runs once moved to / (scripts name PREFIX, not DIR), and
+#                      tmpfiles.d gives the config to the service's group at first boot
 #   --uninstall        remove code, unit, completions; keep config and state unless --purge
 set -eu
 
@@ -44,6 +46,7 @@ ETC=$ROOT/etc/liquid-gateway
 VENV=$ROOT$PREFIX/venv
 UNIT=$ROOT/etc/systemd/system/liquid-gateway.service
 SYSUSERS=$ROOT/usr/lib/sysusers.d/liquid-gateway.conf
+TMPFILES=$ROOT/usr/lib/tmpfiles.d/liquid-gateway.conf
 LINK=$ROOT/usr/local/bin/liquid-gateway
 BASH_COMP=$ROOT/usr/share/bash-completion/completions/liquid-gateway
 ZSH_COMP=$ROOT/usr/share/zsh/vendor-completions/_liquid-gateway
@@ -60,7 +63,7 @@ if [ "$ACTION" = uninstall ]; then
   if live && command -v systemctl >/dev/null 2>&1; then
     systemctl disable --now liquid-gateway.service 2>/dev/null || true
   fi
-  rm -f "$UNIT" "$LINK" "$BASH_COMP" "$ZSH_COMP" "$FISH_COMP"
+  rm -f "$UNIT" "$LINK" "$BASH_COMP" "$ZSH_COMP" "$FISH_COMP" "$TMPFILES"
   rm -rf "$VENV" "$ROOT$PREFIX/README.md"
   rmdir "$ROOT$PREFIX" 2>/dev/null || true
   if [ "$PURGE" = 1 ]; then
@@ -96,6 +99,15 @@ if [ -n "$WHEELHOUSE" ]; then
 else
   "$VENV/bin/python" -m pip install --quiet --upgrade "$SRC"
 fi
+if ! live; then
+  # pip wrote the staging path into every script's #! line (and activate's VIRTUAL_ENV):
+  # point them at where the tree will run, so it works once moved to /.
+  grep -rlIF "$VENV" "$VENV/bin" | while IFS= read -r script; do
+    sed "s|$VENV|$PREFIX/venv|g" "$script" > "$script.tmp"
+    chmod --reference="$script" "$script.tmp"
+    mv "$script.tmp" "$script"
+  done
+fi
 install -m 0644 "$SRC/README.md" "$ROOT$PREFIX/README.md"
 install -d -m 0755 "$(dirname "$LINK")"
 ln -sf "$PREFIX/venv/bin/liquid-gateway" "$LINK"
@@ -121,6 +133,8 @@ chmod 0640 "$ETC/liquid-gateway.yaml"
 for secret in mqtt-upstream mqtt-local; do  # the unit loads both as credentials
   [ -e "$ETC/secrets/$secret" ] || install -m 0600 /dev/null "$ETC/secrets/$secret"
 done
+install -d -m 0755 "$(dirname "$TMPFILES")"
+install -m 0644 "$SRC/systemd/liquid-gateway.tmpfiles" "$TMPFILES"
 
 # --- the unit --------------------------------------------------------------------------
 install -d -m 0755 "$(dirname "$UNIT")"
@@ -138,7 +152,7 @@ fi
 AS_USER=""
 if live; then AS_USER="--user liquid-gateway"; fi
 # shellcheck disable=SC2086  # AS_USER is two words or none
-if ! CREDENTIALS_DIRECTORY="$ETC/secrets" "$VENV/bin/liquid-gateway" config validate $AS_USER "$ETC/liquid-gateway.yaml"; then
+if ! CREDENTIALS_DIRECTORY="$ETC/secrets" "$VENV/bin/python" -m gateway config validate $AS_USER "$ETC/liquid-gateway.yaml"; then
   echo "install.sh: $ETC/liquid-gateway.yaml is invalid: not enabling the service" >&2
   exit 78
 fi

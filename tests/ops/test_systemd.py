@@ -159,6 +159,47 @@ def test_installer_into_a_scratch_root_is_idempotent_and_validates(tmp_path: Pat
     assert purge.returncode == 0 and not etc.exists()
 
 
+def test_a_staged_tree_runs_once_moved_into_place(tmp_path: Path) -> None:
+    """--destdir builds an image's tree: once moved to /, its scripts must run (their #!
+    lines name the prefix, not the staging dir), and the config must reach the service's
+    group at first boot (tmpfiles.d), since staging has no such user."""
+    stage, wheelhouse = tmp_path / "stage", tmp_path / "wheels"
+    prefix = tmp_path / "final" / "lg"  # stands in for /opt/liquid-gateway
+    wheelhouse.mkdir()
+    _wheel(wheelhouse)
+    done = _run_install(stage, wheelhouse, "--prefix", str(prefix))
+    assert done.returncode == 0, done.stdout + done.stderr
+    staged_venv = Path(f"{stage}{prefix}") / "venv"
+    leftovers = [
+        p.name
+        for p in (staged_venv / "bin").iterdir()
+        if p.is_file() and not p.is_symlink() and str(stage).encode() in p.read_bytes()
+    ]
+    assert leftovers == []
+    prefix.parent.mkdir(parents=True)
+    shutil.move(staged_venv.parent, prefix)
+    purelib = next((prefix / "venv").glob("lib/python*/site-packages"))
+    (purelib / "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    moved = subprocess.run(
+        [str(prefix / "venv" / "bin" / "liquid-gateway"), "version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert moved.returncode == 0, moved.stderr
+    assert moved.stdout.strip()
+    tmpfiles = (stage / "usr/lib/tmpfiles.d/liquid-gateway.conf").read_text()
+    rules = {tuple(line.split()[:5]) for line in tmpfiles.splitlines() if line[:1] == "z"}
+    assert (
+        "z",
+        "/etc/liquid-gateway/liquid-gateway.yaml",
+        "0640",
+        "root",
+        "liquid-gateway",
+    ) in rules
+    assert ("z", "/etc/liquid-gateway", "0750", "root", "liquid-gateway") in rules
+
+
 def test_shipped_completions_match_the_cli() -> None:
     from typer._completion_shared import get_completion_script
 
