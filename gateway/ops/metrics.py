@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import (
+    GC_COLLECTOR,
+    CollectorRegistry,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -192,6 +198,11 @@ class MetricsServer:
             registry=self.registry,
         )
         self.registry.register(GatewayCollector(readout))
+        # The standard process_* family (CPU seconds, resident and virtual memory, open and
+        # max file descriptors, start time; read from /proc) and the Python GC's, named as
+        # every other exporter names them so existing dashboards and alerts apply.
+        ProcessCollector(registry=self.registry)
+        self.registry.register(GC_COLLECTOR)
         self._server: Any = None
         self.address: tuple[str, int] | None = None
 

@@ -132,6 +132,10 @@ def test_notify_reload_metrics_and_no_secret_in_logs(tmp_path: Path) -> None:
         assert samples["liquid_gateway_dropped_readings_total"] == 0.0
         assert samples["liquid_gateway_max_streams"] == 2000.0
         assert samples["liquid_gateway_streams_refused_readings_total"] == 0.0
+        assert samples["process_resident_memory_bytes"] > 10e6  # the standard process family
+        assert samples["process_cpu_seconds_total"] > 0.0
+        assert samples["process_open_fds"] > 3
+        assert 'python_gc_collections_total{generation="0"}' in samples
         streams = samples["liquid_gateway_streams"]
         assert streams == sum(1 for k in samples if k.startswith("liquid_gateway_alert_active{"))
 
