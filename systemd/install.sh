@@ -47,6 +47,7 @@ VENV=$ROOT$PREFIX/venv
 UNIT=$ROOT/etc/systemd/system/liquid-gateway.service
 SYSUSERS=$ROOT/usr/lib/sysusers.d/liquid-gateway.conf
 TMPFILES=$ROOT/usr/lib/tmpfiles.d/liquid-gateway.conf
+ENVFILE=$ROOT/etc/default/liquid-gateway
 LINK=$ROOT/usr/local/bin/liquid-gateway
 BASH_COMP=$ROOT/usr/share/bash-completion/completions/liquid-gateway
 ZSH_COMP=$ROOT/usr/share/zsh/vendor-completions/_liquid-gateway
@@ -67,7 +68,7 @@ if [ "$ACTION" = uninstall ]; then
   rm -rf "$VENV" "$ROOT$PREFIX/README.md"
   rmdir "$ROOT$PREFIX" 2>/dev/null || true
   if [ "$PURGE" = 1 ]; then
-    rm -rf "$ETC" "$ROOT/var/lib/liquid-gateway" "$SYSUSERS"
+    rm -rf "$ETC" "$ROOT/var/lib/liquid-gateway" "$SYSUSERS" "$ENVFILE"
     if live && id liquid-gateway >/dev/null 2>&1; then userdel liquid-gateway || true; fi
     say "removed everything, config, secrets and data included"
   else
@@ -133,6 +134,11 @@ chmod 0640 "$ETC/liquid-gateway.yaml"
 for secret in mqtt-upstream mqtt-local; do  # the unit loads both as credentials
   [ -e "$ETC/secrets/$secret" ] || install -m 0600 /dev/null "$ETC/secrets/$secret"
 done
+if [ ! -e "$ENVFILE" ]; then  # the unit's EnvironmentFile: site settings, never overwritten
+  install -d -m 0755 "$(dirname "$ENVFILE")"
+  install -m 0600 /dev/null "$ENVFILE"
+  printf '%s\n' "# KEY=value lines for liquid-gateway.service (e.g. a password_env variable)." > "$ENVFILE"
+fi
 install -d -m 0755 "$(dirname "$TMPFILES")"
 install -m 0644 "$SRC/systemd/liquid-gateway.tmpfiles" "$TMPFILES"
 

@@ -45,6 +45,7 @@ def test_unit_has_what_operations_need() -> None:
     assert "PrivateDevices" not in d and "PrivateUsers" not in d
     assert {"char-ttyUSB rw", "char-ttyACM rw", "char-ttyS rw"} <= set(d["DeviceAllow"])
     assert d["PrivateMounts"] == ["yes"]  # systemd-analyze counted it against us when unset
+    assert d["EnvironmentFile"] == ["-/etc/default/liquid-gateway"]  # optional, site-owned
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
@@ -123,6 +124,8 @@ def test_installer_into_a_scratch_root_is_idempotent_and_validates(tmp_path: Pat
     unit = root / "etc" / "systemd" / "system" / "liquid-gateway.service"
     assert unit.read_text() == UNIT.read_text()
     assert (root / "usr/lib/sysusers.d/liquid-gateway.conf").exists()
+    envfile = root / "etc" / "default" / "liquid-gateway"
+    assert stat.S_IMODE(envfile.stat().st_mode) == 0o600 and envfile.read_text().startswith("#")
     assert (root / "usr/share/bash-completion/completions/liquid-gateway").exists()
     venv = root / "opt" / "liquid-gateway" / "venv"
     assert (venv / "bin" / "liquid-gateway").exists()
@@ -156,7 +159,7 @@ def test_installer_into_a_scratch_root_is_idempotent_and_validates(tmp_path: Pat
         capture_output=True,
         text=True,
     )
-    assert purge.returncode == 0 and not etc.exists()
+    assert purge.returncode == 0 and not etc.exists() and not envfile.exists()
 
 
 def test_a_staged_tree_runs_once_moved_into_place(tmp_path: Path) -> None:
