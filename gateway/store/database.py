@@ -628,7 +628,44 @@ class Store:
         conn.execute(
             "PRAGMA synchronous = FULL" if durability == "full" else "PRAGMA synchronous = NORMAL"
         )
+        version = schema_version(conn)
+        if 0 < version < len(MIGRATIONS):
+            self._back_up_before_migrating(version)
         migrate(self.db)
+
+    def _back_up_before_migrating(self, version: int) -> None:
+        """Copy the database as schema ``version`` left it, beside it, before an upgrade
+        migrates it: ``gateway.db.schema-v3.bak`` is what the previous release can open again.
+        One copy per version, replaced by the next upgrade from that version. A copy that
+        cannot be made (a full disk) is logged and the migration goes ahead: the migration is
+        one transaction of its own, so the data is safe either way."""
+        target = self.path.with_name(f"{self.path.name}.schema-v{version}.bak")
+        try:
+            partial = target.with_name(target.name + ".partial")
+            copy = sqlite3.connect(partial)
+            try:
+                self._conn.backup(copy)
+            finally:
+                copy.close()
+            os.chmod(partial, 0o640)
+            os.replace(partial, target)
+        except (sqlite3.Error, OSError) as exc:
+            with suppress(OSError):
+                partial.unlink()
+            log.error(
+                "could not copy %s before migrating it from schema version %d (%s); "
+                "migrating without a copy",
+                self.path,
+                version,
+                exc,
+            )
+            return
+        log.warning(
+            "upgrading the database from schema version %d to %d; the old one is kept as %s",
+            version,
+            len(MIGRATIONS),
+            target,
+        )
 
     def close(self) -> None:
         self._conn.close()

@@ -472,3 +472,44 @@ def test_a_version_2_database_gets_the_time_ordered_readings_index(tmp_path: Pat
         assert store.prune(86400, 10**12, now=T0 + 86400 + 15)["readings_expired"] == 15
     finally:
         store.close()
+
+
+def _old_database(path: Path, version: int) -> None:
+    conn = sqlite3.connect(path)
+    migrate(Database(conn), MIGRATIONS[:version])
+    conn.close()
+
+
+def test_an_upgrade_keeps_a_copy_of_the_database_as_the_old_schema_left_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "gateway.db"
+    old = len(MIGRATIONS) - 1
+    _old_database(db, old)
+    with Store.open(db) as store:
+        assert schema_version(store.db) == len(MIGRATIONS)
+    backup = tmp_path / f"gateway.db.schema-v{old}.bak"
+    copy = sqlite3.connect(backup)
+    assert schema_version(copy) == old  # what the previous release can open again
+    copy.close()
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o640
+    assert f"the old one is kept as {backup}" in caplog.text
+    # Opening a current database, or creating one, copies nothing.
+    with Store.open(db):
+        pass
+    with Store.open(tmp_path / "fresh.db"):
+        pass
+    assert sorted(p.name for p in tmp_path.glob("*.bak")) == [backup.name]
+
+
+def test_an_upgrade_goes_ahead_when_the_copy_cannot_be_made(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "gateway.db"
+    old = len(MIGRATIONS) - 1
+    _old_database(db, old)
+    (tmp_path / f"gateway.db.schema-v{old}.bak.partial").mkdir()  # cannot be opened as a file
+    with Store.open(db) as store:
+        assert schema_version(store.db) == len(MIGRATIONS)
+    assert not (tmp_path / f"gateway.db.schema-v{old}.bak").exists()
+    assert "migrating without a copy" in caplog.text
