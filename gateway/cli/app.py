@@ -19,21 +19,16 @@ import sys
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from gateway import __version__
-from gateway.config import (
-    Config,
-    Located,
-    demo_config_path,
-    load_located,
-    parse_duration,
-    redacted,
-)
 from gateway.errors import ConfigError, GatewayError, ModelError, StorageError
 from gateway.ops.liveness import still_running
+
+if TYPE_CHECKING:  # the config schema (pydantic) is imported by the commands that load one:
+    from gateway.config import Config, Located  # version, --help, completion start without it
 
 EXIT_RUNTIME = 1
 EXIT_CONFIG = 78
@@ -101,11 +96,19 @@ def _fail(message: str, code: int) -> typer.Exit:
 
 def _config_path(path: Path | None, demo: bool = False) -> Path:
     if demo:
+        from gateway.config import demo_config_path
+
         return demo_config_path()
     if path is not None:
         return path
     env = os.environ.get("LIQUID_GATEWAY_CONFIG")
     return Path(env) if env else DEFAULT_CONFIG
+
+
+def _default_config() -> Config:
+    from gateway.config import Config
+
+    return Config()
 
 
 def _load(path: Path | None, demo: bool = False) -> tuple[Config, Path]:
@@ -114,6 +117,8 @@ def _load(path: Path | None, demo: bool = False) -> tuple[Config, Path]:
 
 
 def _load_located(path: Path | None, demo: bool = False) -> tuple[Located, Path]:
+    from gateway.config import load_located
+
     file = _config_path(path, demo)
     try:
         return load_located(file), file
@@ -192,11 +197,17 @@ def _emit(rows: list[dict[str, Any]], columns: list[str], fmt: OutputFormat) -> 
         typer.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
 
 
+def _parse_duration(text: str) -> float:
+    from gateway.config import parse_duration
+
+    return parse_duration(text)
+
+
 def _since(text: str | None) -> float | None:
     if text is None:
         return None
     try:
-        return time.time() - parse_duration(text)
+        return time.time() - _parse_duration(text)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--since") from exc
 
@@ -261,7 +272,7 @@ def run(
     seconds = None
     if duration is not None:
         try:
-            seconds = parse_duration(duration)
+            seconds = _parse_duration(duration)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--duration") from exc
     setup_logging(cfg.gateway.log_level)
@@ -816,7 +827,7 @@ def db_prune(
     retention = cfg.storage.readings_retention
     if older_than is not None:
         try:
-            retention = parse_duration(older_than)
+            retention = _parse_duration(older_than)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--older-than") from exc
     store = _open_store(cfg, write=True)
@@ -998,6 +1009,8 @@ def config_show(config: ConfigOption = None, demo: DemoOption = False) -> None:
     import yaml
 
     cfg, _ = _load(config, demo)
+    from gateway.config import redacted
+
     typer.echo(yaml.safe_dump(redacted(cfg), sort_keys=False), nl=False)
 
 
@@ -1017,7 +1030,7 @@ def model_info(
         cfg, _ = (
             _load(config, demo)
             if (config or demo or _config_path(None).exists())
-            else (Config(), None)
+            else (_default_config(), None)
         )
         path, runtime = cfg.model.path, cfg.model.runtime
     else:
@@ -1080,7 +1093,7 @@ def replay(
     from gateway.pipeline.replay import BadInputError, ReplayError
     from gateway.pipeline.replay import replay as do_replay
 
-    cfg = _load(config)[0] if config is not None else Config()
+    cfg = _load(config)[0] if config is not None else _default_config()
     if len(sep) != 1 and sep != "\\t":
         raise typer.BadParameter("the separator must be one character", param_hint="--sep")
     sep = "\t" if sep == "\\t" else sep
