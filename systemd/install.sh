@@ -157,8 +157,10 @@ fi
 # and every other file must be readable by the service user (staging has no such user).
 AS_USER=""
 if live; then AS_USER="--user liquid-gateway"; fi
+# The venv's python, not its script (a staged script names the final prefix); -P: the
+# installed package, never a `gateway` folder in the directory this runs from.
 # shellcheck disable=SC2086  # AS_USER is two words or none
-if ! CREDENTIALS_DIRECTORY="$ETC/secrets" "$VENV/bin/python" -m gateway config validate $AS_USER "$ETC/liquid-gateway.yaml"; then
+if ! CREDENTIALS_DIRECTORY="$ETC/secrets" "$VENV/bin/python" -P -m gateway config validate $AS_USER "$ETC/liquid-gateway.yaml"; then
   echo "install.sh: $ETC/liquid-gateway.yaml is invalid: not enabling the service" >&2
   exit 78
 fi
