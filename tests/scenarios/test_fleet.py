@@ -53,7 +53,7 @@ def test_ten_gateways_share_one_broker(broker: Broker, tmp_path: Path) -> None:
             # Lighter sensors (ten gateways share two cores here), faults as rare per stream.
             config = gateway_config(
                 folder, broker.host, broker.port, gateway_id=gw, streams=4, rate_hz=50,
-                fault_every=0.4,
+                fault_every=0.4, fault_length=0.2,
             )  # fmt: skip
             with (folder / "gateway.log").open("wb") as log:
                 procs[gw] = subprocess.Popen(
