@@ -121,11 +121,10 @@ class Batch:
 
 
 def iso_utc(ts: float) -> str:
-    """ISO 8601 UTC with milliseconds and a Z, as sent upstream."""
-    import datetime as _dt
+    """ISO 8601 UTC with milliseconds and a Z, as sent upstream (the rule in ``times``)."""
+    from gateway.times import iso
 
-    moment = _dt.datetime.fromtimestamp(ts, tz=_dt.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso(ts)
 
 
 def json_number(value: float | None) -> float | None:

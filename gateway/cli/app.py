@@ -8,7 +8,6 @@ Query commands open the database read-only (WAL readers never block the daemon);
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 import json
 import logging
@@ -84,6 +83,15 @@ DemoOption = Annotated[
     bool, typer.Option("--demo", help="Use the embedded demo config (simulated sensors).")
 ]
 FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
+# The one rule for times is gateway/times.py: UTC marked Z unless --local, always labelled.
+UtcOption = Annotated[
+    bool,
+    typer.Option(
+        "--utc/--local",
+        help="Times in UTC, marked Z (the default), or in this machine's time zone with its "
+        "offset, e.g. +05:30.",
+    ),
+]
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -145,10 +153,18 @@ def _open_store(config: Config, write: bool = False) -> Any:
         raise _fail(str(exc), EXIT_RUNTIME) from exc
 
 
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return dt.datetime.fromtimestamp(ts, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+def _when(ts: float | None, local: bool = False) -> str:
+    """A time for a table or a sentence, with its offset (``Z`` for UTC)."""
+    from gateway.times import shown
+
+    return shown(ts, local)
+
+
+def _iso(ts: float | None, local: bool = False) -> str | None:
+    """A time for JSON and CSV: ISO 8601 with milliseconds and offset."""
+    from gateway.times import iso
+
+    return None if ts is None else iso(ts, local)
 
 
 def _ago(ts: float | None) -> str:
@@ -234,14 +250,19 @@ class _JournalFormatter(logging.Formatter):
         return f"<{self.PRIORITY.get(record.levelname, 6)}>{text}"
 
 
-def setup_logging(level: str) -> None:
-    """Plain lines on stderr; under systemd, with ``<N>`` priority prefixes and no timestamp
-    (the journal adds its own)."""
+def setup_logging(level: str, local: bool = False) -> None:
+    """Plain lines on stderr, each starting with an ISO 8601 time and its offset (UTC ``Z``
+    unless ``local``); under systemd, with ``<N>`` priority prefixes and no timestamp (the
+    journal adds its own)."""
+    from gateway.times import LogFormatter
+
     handler = logging.StreamHandler()
     if _under_journald():
         handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            LogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", local=local)
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -260,6 +281,7 @@ def run(
     duration: Annotated[
         str | None, typer.Option(help="Stop after this long (e.g. 90s, 5m); default: forever.")
     ] = None,
+    utc: UtcOption = True,
 ) -> None:
     """Run the gateway daemon (SIGTERM/SIGINT drain and exit 0; SIGHUP reloads the config)."""
     from gateway.config.checks import file_issues
@@ -275,7 +297,7 @@ def run(
             seconds = _parse_duration(duration)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--duration") from exc
-    setup_logging(cfg.gateway.log_level)
+    setup_logging(cfg.gateway.log_level, local=not utc)
     from gateway.ops.daemon import run_gateway
 
     try:
@@ -329,12 +351,18 @@ ALERT_COLUMNS = [
 ]
 
 
-def _alert_row(alert: dict[str, Any]) -> dict[str, Any]:
+def _alert_row(
+    alert: dict[str, Any], local: bool = False, fmt: OutputFormat = OutputFormat.table
+) -> dict[str, Any]:
+    """Times as ``_when`` gives them for a table, ISO 8601 for JSON and CSV (``*_ts`` stay
+    seconds since the epoch)."""
+    when = _when if fmt is OutputFormat.table else _iso
     return {
         **alert,
         "id": alert["id"],
-        "raised": _when(alert.get("raised_ts")),
-        "cleared": _when(alert.get("cleared_ts")),
+        "raised": when(alert.get("raised_ts"), local),
+        "cleared": when(alert.get("cleared_ts"), local),
+        "acked": when(alert.get("acked_ts"), local),
         "condition": "active" if alert.get("active") else "cleared",
         "state": "acked" if alert.get("acked_ts") else "open",
         "rarity": _rarity(alert.get("score")),
@@ -353,13 +381,14 @@ def alerts_list(
         AlertState, typer.Option(help="open (not acknowledged), acked or all.")
     ] = AlertState.open,
     fmt: FormatOption = OutputFormat.table,
+    utc: UtcOption = True,
 ) -> None:
     """List alerts, newest first."""
     cfg, _ = _load(config, demo)
     since_ts = _since(since)
     with _open_store(cfg) as store:
         alerts = store.list_alerts(since_ts=since_ts, stream=stream, state=state.value)
-    rows = [_alert_row(a) for a in alerts]
+    rows = [_alert_row(a, not utc, fmt) for a in alerts]
     columns = ALERT_COLUMNS
     if fmt is not OutputFormat.table:
         columns = ALERT_COLUMNS + [
@@ -369,6 +398,7 @@ def alerts_list(
             "band_low",
             "band_high",
             "model",
+            "acked",
             "acked_ts",
             "ack_note",
         ]
@@ -403,24 +433,27 @@ def alerts_show(
     config: ConfigOption = None,
     demo: DemoOption = False,
     fmt: FormatOption = OutputFormat.table,
+    utc: UtcOption = True,
 ) -> None:
     """Show one alert and why it was raised, in plain words."""
     cfg, _ = _load(config, demo)
+    local = not utc
     with _open_store(cfg) as store:
         alert = store.get_alert(alert_id)
     if alert is None:
         raise _fail(_no_alert(cfg, alert_id), EXIT_RUNTIME)
     if fmt is not OutputFormat.table:
-        _emit([_alert_row(alert)], list(_alert_row(alert)), fmt)
+        row = _alert_row(alert, local, fmt)
+        _emit([row], list(row), fmt)
         return
     unit = f" {alert['unit']}" if alert.get("unit") else ""
     lines = [
         f"Alert {alert['id']} on {alert['stream']}",
-        f"  raised   {_when(alert.get('raised_ts'))} UTC with score {_num(alert.get('score'), 6)}"
+        f"  raised   {_when(alert.get('raised_ts'), local)} with score {_num(alert.get('score'), 6)}"
         f", as rare as {_rarity(alert.get('score'))} healthy blocks of readings (peak "
         f"{_num(alert.get('max_score'), 6)}, {_rarity(alert.get('max_score'))})",
-        f"  status   {'still active' if alert.get('active') else 'cleared ' + _when(alert.get('cleared_ts')) + ' UTC'}"
-        f", {'acknowledged ' + _when(alert.get('acked_ts')) + ' UTC' if alert.get('acked_ts') else 'not acknowledged'}",
+        f"  status   {'still active' if alert.get('active') else 'cleared ' + _when(alert.get('cleared_ts'), local)}"
+        f", {'acknowledged ' + _when(alert.get('acked_ts'), local) if alert.get('acked_ts') else 'not acknowledged'}",
         f"  why      observed {_num(alert.get('observed'), 6)}{unit}, expected "
         f"{_num(alert.get('expected'), 6)}{unit} (normal band {_num(alert.get('band_low'), 6)}"
         f" .. {_num(alert.get('band_high'), 6)}{unit})",
@@ -475,16 +508,18 @@ def events_list(
     demo: DemoOption = False,
     since: Annotated[str | None, typer.Option(help="Only events in this window, e.g. 1h.")] = None,
     fmt: FormatOption = OutputFormat.table,
+    utc: UtcOption = True,
 ) -> None:
     """List recorded events, newest first."""
     cfg, _ = _load(config, demo)
     since_ts = _since(since)
     with _open_store(cfg) as store:
         events = store.list_events(since_ts=since_ts)
-    rows = [{**e, "time": _when(e.get("ts"))} for e in events]
+    when = _when if fmt is OutputFormat.table else _iso
+    rows = [{**e, "time": when(e.get("ts"), not utc)} for e in events]
     columns = ["time", "kind", "subject", "detail"]
     if fmt is not OutputFormat.table:
-        columns = ["id", "ts", "kind", "subject", "detail"]
+        columns = ["id", "ts", "time", "kind", "subject", "detail"]
     _emit(rows, columns, fmt)
 
 
@@ -517,10 +552,14 @@ def _duration(seconds: float) -> str:
 
 @app.command()
 def status(
-    config: ConfigOption = None, demo: DemoOption = False, fmt: FormatOption = OutputFormat.table
+    config: ConfigOption = None,
+    demo: DemoOption = False,
+    fmt: FormatOption = OutputFormat.table,
+    utc: UtcOption = True,
 ) -> None:
     """Is it running: uptime, per-source health, last reading, backlog, upstream, degraded flags."""
     cfg, _ = _load(config, demo)
+    local = not utc
     with _open_store(cfg) as store, store.snapshot():
         snapshot = store.status() or {}
         backlog, oldest = store.outbox_backlog()
@@ -554,6 +593,10 @@ def status(
         "dead_letters_stored": {f"{s}/{r}": n for (s, r), n in dead.items()},
         "degraded": degraded,
     }
+    if fmt is not OutputFormat.table:  # beside the epoch seconds, the times as ISO 8601
+        for key in ("started_at", "updated_at", "stopped_at"):
+            if snapshot.get(key) is not None:
+                snapshot[key.removesuffix("_at")] = _iso(snapshot[key], local)
     if fmt is OutputFormat.json:  # a list of one, like every other command's JSON
         typer.echo(json.dumps([snapshot], indent=2, default=str))
     elif fmt is OutputFormat.csv:
@@ -561,12 +604,14 @@ def status(
     elif "updated_at" not in snapshot:
         typer.echo(f"gateway {cfg.gateway.id}: no status yet (has it run?)")
     else:
-        typer.echo(_status_table(snapshot, backlog, oldest))
+        typer.echo(_status_table(snapshot, backlog, oldest, local))
     if degraded:  # for scripts and monitoring: the same answer in every format
         raise typer.Exit(EXIT_DEGRADED)
 
 
-def _status_table(s: dict[str, Any], backlog: int, oldest: float | None) -> str:
+def _status_table(
+    s: dict[str, Any], backlog: int, oldest: float | None, local: bool = False
+) -> str:
     if s["running"]:
         state = f"running, pid {s.get('pid', '?')}, up {_duration(s['uptime_s'] or 0)}"
     else:
@@ -583,7 +628,7 @@ def _status_table(s: dict[str, Any], backlog: int, oldest: float | None) -> str:
     alerts = s.get("alerts") or {}
     lines = [
         f"gateway   {s.get('gateway')}  {state}",
-        f"started   {_when(s.get('started_at'))} UTC",
+        f"started   {_when(s.get('started_at'), local)}",
         f"model     {s.get('model')} on {s.get('runtime')}"
         + (f", {s['detector_core']} detector core" if s.get("detector_core") else ""),
         f"readings  {s.get('readings', 0)} scored, {s.get('streams', 0)} streams, "
@@ -618,12 +663,12 @@ def _status_table(s: dict[str, Any], backlog: int, oldest: float | None) -> str:
     if s.get("last_reload"):
         r = s["last_reload"]
         lines.append(
-            f"reload    {_when(r.get('at'))} UTC: "
+            f"reload    {_when(r.get('at'), local)}: "
             + ("ok" if r.get("ok") else f"REJECTED ({r.get('errors')} errors, old config kept)")
         )
     flags = s["degraded"]
     if not s["running"] and s.get("stopped_at") and not flags:
-        lines.append(f"health    stopped cleanly at {_when(s['stopped_at'])} UTC")
+        lines.append(f"health    stopped cleanly at {_when(s['stopped_at'], local)}")
     else:
         lines.append("health    " + ("ok" if not flags else "DEGRADED: " + "; ".join(flags)))
     return "\n".join(lines)
@@ -631,7 +676,10 @@ def _status_table(s: dict[str, Any], backlog: int, oldest: float | None) -> str:
 
 @app.command()
 def streams(
-    config: ConfigOption = None, demo: DemoOption = False, fmt: FormatOption = OutputFormat.table
+    config: ConfigOption = None,
+    demo: DemoOption = False,
+    fmt: FormatOption = OutputFormat.table,
+    utc: UtcOption = True,
 ) -> None:
     """Every stream: last value, expected value, baseline, score, alert state."""
     cfg, _ = _load(config, demo)
@@ -644,6 +692,7 @@ def streams(
     for row in rows:
         view = views.get(row["stream"]) or {}
         row["last"] = _ago(row.get("last_ts"))
+        row["last_time"] = _iso(row.get("last_ts"), not utc)
         row["baseline"] = view.get("baseline")
         row["scale"] = view.get("scale")
         row["asset"] = view.get("asset")
@@ -658,7 +707,7 @@ def streams(
     if fmt is OutputFormat.table:
         columns.append("readings")
     else:
-        columns += ["readings", "last_ts", "scale", "asset", "active_alert"]
+        columns += ["readings", "last_ts", "last_time", "scale", "asset", "active_alert"]
     _emit(rows, columns, fmt)
 
 
@@ -677,6 +726,7 @@ def alerts_export(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write here [default: stdout].")
     ] = None,
+    utc: UtcOption = True,
 ) -> None:
     """Every field of every matching alert, for a spreadsheet or a ticket system."""
     cfg, _ = _load(config, demo)
@@ -685,7 +735,8 @@ def alerts_export(
         alerts = store.list_alerts(
             since_ts=since_ts, stream=stream, state=state.value, limit=1_000_000
         )
-    rows = [_alert_row(a) for a in alerts]
+    # Never the table's format: an export is for scripts and spreadsheets.
+    rows = [_alert_row(a, not utc, OutputFormat.json) for a in alerts]
     if fmt is OutputFormat.json:
         text = json.dumps(rows, indent=2, default=str) + "\n"
     else:
@@ -713,6 +764,7 @@ EXPORT_EXTRA = [
     "band_low",
     "band_high",
     "model",
+    "acked",
     "acked_ts",
     "ack_note",
     "contributors",
@@ -743,6 +795,7 @@ def db_check(
         bool, typer.Option("--full", help="integrity_check (slower) instead of quick_check.")
     ] = False,
     fmt: FormatOption = OutputFormat.table,
+    utc: UtcOption = True,
 ) -> None:
     """Check the database read-only: integrity, schema, size, rows per table (exit 1 if damaged)."""
     cfg, _ = _load(config, demo)
@@ -778,6 +831,7 @@ def db_check(
         "rows": rows,
         "outbox_backlog": backlog,
         "outbox_oldest": oldest,
+        "outbox_oldest_time": _iso(oldest, not utc),
         "last_recovery": recoveries[0]["detail"] if recoveries else None,
     }
     if fmt is OutputFormat.json:
@@ -797,7 +851,7 @@ def db_check(
         if recoveries:
             last = recoveries[0]["detail"]
             lines.append(
-                f"recovered {_when(recoveries[0]['ts'])} UTC from {last.get('moved_to')}: "
+                f"recovered {_when(recoveries[0]['ts'], not utc)} from {last.get('moved_to')}: "
                 f"{last.get('outbox_salvaged', 0)} waiting outbox rows salvaged, "
                 f"{last.get('outbox_unreadable', 0)} unreadable"
                 + (f" ({last['outbox_problem']})" if last.get("outbox_problem") else "")
