@@ -1184,6 +1184,52 @@ def replay(
     )
 
 
+# --- test (a dry run) --------------------------------------------------------------------
+
+
+class ReportFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+@app.command("test")
+def dry_run_command(
+    config: ConfigOption = None,
+    demo: DemoOption = False,
+    seconds: Annotated[
+        float,
+        typer.Option(min=0.5, max=60.0, help="How long to read the sources (all at once), in s."),
+    ] = 5.0,
+    samples: Annotated[
+        int, typer.Option(min=0, max=100, help="Parsed readings to show per source.")
+    ] = 5,
+    fmt: Annotated[
+        ReportFormat, typer.Option("--format", "-f", help="Output format.")
+    ] = ReportFormat.table,
+    utc: UtcOption = True,
+) -> None:
+    """Dry run: read every configured source for a few seconds, print the streams it would
+    create, a sample of parsed readings and its dead letters by reason; writes nothing (no
+    database, no upstream). Exit 1 if a source cannot connect or open its port."""
+    from gateway.cli.dryrun import as_json, dry_run, render_text
+    from gateway.config.checks import file_issues
+
+    located, _ = _load_located(config, demo)
+    missing = file_issues(located)
+    if missing:
+        _config_exit(missing)
+    setup_logging("warning", local=not utc)  # the sources' own warnings, on stderr
+    run = dry_run(located.config, seconds, samples)
+    if fmt is ReportFormat.json:
+        typer.echo(json.dumps(as_json(run, not utc), indent=2))
+    else:
+        typer.echo(render_text(run, not utc))
+    for problem in run.problems:
+        typer.echo(f"error: {problem}", err=True)
+    if run.problems:
+        raise typer.Exit(EXIT_RUNTIME)
+
+
 @app.command()
 def version() -> None:
     """Print the version."""
