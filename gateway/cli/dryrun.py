@@ -85,6 +85,8 @@ class DryRun:
 
     @property
     def problems(self) -> list[str]:
+        if not self.sources:
+            return ["the config has no sources: nothing to read"]
         return [p for s in self.sources if (p := s.problem()) is not None]
 
     @property
@@ -181,7 +183,7 @@ def dry_run(config: Config, seconds: float, samples: int = 5) -> DryRun:
             collector.take(*queue.get_batch(MAX_BATCH, POLL_S))
             _look_at(sources, reports)
             if all(r.error is not None and not r.connected for r in reports.values()):
-                break
+                break  # also with no sources at all
     finally:
         collector.take(*queue.get_batch(MAX_BATCH, 0.0))  # all that came before the stop
         collector.stopped = True
@@ -189,7 +191,7 @@ def dry_run(config: Config, seconds: float, samples: int = 5) -> DryRun:
             source.stop()
         for source in sources.values():
             source.join(JOIN_S)
-    while len(queue):  # what arrived before the sources stopped
+    while len(queue):  # what the sources handed over while they stopped
         collector.take(*queue.get_batch(MAX_BATCH, 0.0))
     _look_at(sources, reports)
     return DryRun(

@@ -180,6 +180,9 @@ def test_a_source_that_cannot_connect_or_open_fails_clearly(tmp_path: Path) -> N
     assert not (tmp_path / "data").exists()
 
 
-def test_seconds_are_bounded() -> None:
+def test_seconds_are_bounded_and_a_config_needs_a_source(tmp_path: Path) -> None:
     assert runner.invoke(app, ["test", "--demo", "--seconds", "600"]).exit_code == 2
     assert runner.invoke(app, ["test", "--demo", "--seconds", "0"]).exit_code == 2
+    empty = _config(tmp_path, "  []\n")  # sources: []
+    result = _run(empty, "--seconds", "1")
+    assert result.exit_code == 1 and "error: the config has no sources" in result.stderr
