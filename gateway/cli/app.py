@@ -1059,13 +1059,12 @@ def config_validate(
 
 @config_app.command("show")
 def config_show(config: ConfigOption = None, demo: DemoOption = False) -> None:
-    """Print the effective config (defaults filled in, secrets redacted)."""
-    import yaml
+    """Print the effective config: defaults filled in, values as used, secrets left out (their
+    password_file / password_env stay). The output loads again: config show > x.yaml."""
+    cfg, file = _load(config, demo)
+    from gateway.config.render import show_text
 
-    cfg, _ = _load(config, demo)
-    from gateway.config import redacted
-
-    typer.echo(yaml.safe_dump(redacted(cfg), sort_keys=False), nl=False)
+    typer.echo(show_text(cfg, str(file)), nl=False)
 
 
 # --- model -----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import os
 import re
 import stat
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -98,8 +99,48 @@ def parse_size(value: Any) -> int:
     return int(float(number) * base ** _SIZE_POWERS[prefix.lower()])
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Size = Annotated[int, BeforeValidator(parse_size)]
+def format_duration(seconds: float) -> str:
+    """The shortest spelling that ``parse_duration`` reads back exactly: ``90s``, ``5m``,
+    ``1h``, ``250ms``; ``1.5s`` when no unit divides it."""
+    for unit in ("w", "d", "h", "m", "s") if seconds >= 1 else ("ms",):
+        count = seconds / _DURATION_UNITS[unit]
+        if count >= 1 and count.is_integer():
+            text = f"{int(count)}{unit}"
+            if parse_duration(text) == seconds:
+                return text
+    return f"{_plain_number(seconds)}s"
+
+
+def _plain_number(value: float) -> str:
+    """``value`` in positional notation (``0.00001``, not ``1e-05``, which a duration or a
+    span does not accept), digit for digit as ``repr`` has it, so it reads back exactly."""
+    text = format(Decimal(repr(float(value))), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def format_size(size: int) -> str:
+    """The shortest spelling that ``parse_size`` reads back exactly: ``512MB``, ``1GiB``."""
+    for power, prefix in ((4, "T"), (3, "G"), (2, "M"), (1, "k")):
+        for base, infix in ((1000, ""), (1024, "i")):
+            count, rest = divmod(size, base**power)
+            if size and not rest:
+                text = f"{count}{prefix.upper() if infix else prefix}{infix}B"
+                if parse_size(text) == size:
+                    return text
+    return str(size)
+
+
+# In JSON mode (``config show``) both are written as the config accepts them: ``10s``, ``512MB``.
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+]
+Size = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    PlainSerializer(format_size, return_type=str, when_used="json"),
+]
 
 
 @dataclass(frozen=True)
@@ -111,16 +152,7 @@ class Span:
     per_interval: bool
 
     def __str__(self) -> str:
-        return f"{self.value:g}x" if self.per_interval else format_duration(self.value)
-
-
-def format_duration(seconds: float) -> str:
-    """The shortest exact spelling that ``parse_duration`` reads back: ``90s``, ``5m``, ``1h``."""
-    for unit in ("w", "d", "h", "m", "s"):
-        size = _DURATION_UNITS[unit]
-        if seconds >= size and float(seconds / size).is_integer():
-            return f"{int(seconds / size)}{unit}"
-    return f"{seconds:g}s"
+        return f"{_plain_number(self.value)}x" if self.per_interval else format_duration(self.value)
 
 
 def parse_span(value: Any, allow_zero: bool = False) -> Span:
@@ -275,6 +307,15 @@ class BrokerSection(Section):
         return value
 
 
+class SourceBrokerSection(BrokerSection):
+    """A source's broker: as upstream's, but MQTT 3.1.1 unless set. A subscriber uses nothing
+    of MQTT 5, and for every PUBLISH paho builds an MQTT 5 ``Properties`` object even when
+    there are none: about a tenth of the source thread's time at a few thousand messages/s.
+    (The upstream client keeps MQTT 5 by default: it reads PUBACK reason codes.)"""
+
+    protocol: Literal["5", "3.1.1"] = "3.1.1"
+
+
 class FieldSpec(Section):
     """How to turn one raw field into a stream value."""
 
@@ -330,13 +371,22 @@ class Subscription(Section):
     format: Literal["json", "number"] = "json"
     qos: Literal[0, 1, 2] = 1
     # Stream name template: {topic} (topic with '/' turned into '.'), {0}, {1}, ... (topic
-    # segments), {field} (JSON key). Default: '{topic}.{field}' for json, '{topic}' for number.
-    stream: str | None = None
+    # segments), {field} (JSON key). Left out: '{topic}.{field}' for json, '{topic}' for number.
+    stream: str = ""
     fields: list[str] = Field(default_factory=list)  # JSON keys to take; empty = every number
     timestamp_field: str | None = None
     max_payload: int = Field(65536, ge=16, le=16_777_216)
     # Scale/offset/unit per JSON key (or per stream name): like SerialSource.units.
     units: dict[str, FieldSpec] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_stream(cls, data: Any) -> Any:
+        # Filled in here, not where it is used, so that `config show` prints the template used.
+        if isinstance(data, dict) and not data.get("stream"):
+            number = data.get("format") == "number"
+            data = {**data, "stream": "{topic}" if number else "{topic}.{field}"}
+        return data
 
     @field_validator("topic")
     @classmethod
@@ -355,7 +405,7 @@ class Subscription(Section):
 class MqttSource(Section):
     type: Literal["mqtt"]
     name: Name
-    broker: BrokerSection = Field(default_factory=BrokerSection)
+    broker: SourceBrokerSection = Field(default_factory=SourceBrokerSection)
     subscribe: list[Subscription] = Field(min_length=1)
 
 
@@ -403,16 +453,26 @@ def register_count(dtype: str) -> int:
 
 class ModbusSlave(Section):
     id: int = Field(ge=1, le=247)  # the slave (unit / device) address on the bus
-    name: Name | None = None  # for events and logs; default "slave-<id>"
+    name: Name | None = None  # for events and logs; left out: "slave-<id>"
     poll_interval: Duration = Field(1.0, ge=0.01)
     timeout: Duration = Field(0.5, gt=0.0, le=30.0)  # per request; a dead slave costs this
     backoff_max: Duration = Field(30.0, gt=0.0)  # a failing slave is retried at most this rarely
     stream_prefix: str = ""
     registers: list[ModbusRegister] = Field(min_length=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_name(cls, data: Any) -> Any:
+        # Filled in here, so that `config show` prints the name events and logs use.
+        slave = data.get("id") if isinstance(data, dict) else None
+        if isinstance(slave, int | str) and str(slave).isdigit() and data.get("name") is None:
+            data = {**data, "name": f"slave-{int(slave)}"}
+        return data
+
     @property
     def label(self) -> str:
-        return self.name or f"slave-{self.id}"
+        assert self.name is not None  # filled in by _default_name
+        return self.name
 
 
 class ModbusSource(Section):
@@ -850,12 +910,22 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         path = path.expanduser()
         return path if path.is_absolute() else (base / path)
 
+    def fix_secret(path: Path | None) -> Path | None:
+        # As secret_path reads it; a credential name stays one, so that it is shown as such.
+        if path is None:
+            return None
+        path = path.expanduser()
+        if not path.is_absolute() and os.environ.get("CREDENTIALS_DIRECTORY"):
+            return path
+        return fix(path)
+
     def fix_broker(broker: BrokerSection) -> BrokerSection:
-        if broker.tls is None:
-            return broker
-        files = ("ca_file", "cert_file", "key_file")
-        tls = broker.tls.model_copy(update={k: fix(getattr(broker.tls, k)) for k in files})
-        return broker.model_copy(update={"tls": tls})
+        update: dict[str, Any] = {"password_file": fix_secret(broker.password_file)}
+        if broker.tls is not None:
+            files = ("ca_file", "cert_file", "key_file")
+            tls = broker.tls.model_copy(update={k: fix(getattr(broker.tls, k)) for k in files})
+            update["tls"] = tls
+        return broker.model_copy(update=update)
 
     gateway = config.gateway.model_copy(update={"data_dir": fix(config.gateway.data_dir)})
     model = config.model.model_copy(update={"path": fix(config.model.path)})
@@ -980,18 +1050,8 @@ def demo_config_path() -> Path:
 
 
 def redacted(config: Config) -> dict[str, Any]:
-    """The effective config as plain data, with every secret shown as '***'."""
-    data = config.model_dump(mode="json")
-
-    def scrub(node: Any, model: Any) -> None:
-        if isinstance(model, BrokerSection) and isinstance(node, dict):
-            node["password"] = "***" if model.password is not None else None
-        if isinstance(model, BaseModel) and isinstance(node, dict):
-            for key in node:
-                scrub(node[key], getattr(model, key, None))
-        elif isinstance(model, list) and isinstance(node, list):
-            for n, m in zip(node, model, strict=False):
-                scrub(n, m)
-
-    scrub(data, config)
-    return data
+    """The effective config as plain data, as ``config show`` prints it: every value as used,
+    durations and sizes spelt as the config accepts them. No secret is in it (``password`` is
+    excluded from dumps): the ``password_file`` or ``password_env`` it is read from is, so
+    the output loads again."""
+    return config.model_dump(mode="json")

@@ -31,7 +31,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway.config import BrokerSection, MqttSource, Subscription
+from gateway.config import MqttSource, Subscription
 from gateway.errors import ParseError, SourceError
 from gateway.mqtt.security import TlsSetupError, secure
 from gateway.records import Reading
@@ -66,22 +66,6 @@ def max_packet_size(section: MqttSource) -> int:
     (Mosquitto drops it and logs it), so an oversized payload is never read at all; one
     that fits in the headroom is still read and refused as ``payload_too_large``."""
     return max(sub.max_payload for sub in section.subscribe) + PUBLISH_HEADROOM
-
-
-def default_template(subscription: Subscription) -> str:
-    return subscription.stream or (
-        "{topic}" if subscription.format == "number" else "{topic}.{field}"
-    )
-
-
-def source_protocol(broker: BrokerSection) -> str:
-    """The MQTT version a source subscribes with: the configured one, else 3.1.1.
-
-    A subscriber uses nothing of MQTT 5, and for every PUBLISH paho builds an MQTT 5
-    ``Properties`` object even when there are none: about a tenth of the source thread's
-    time at a few thousand messages/s. (The upstream client keeps MQTT 5 by default: it
-    reads PUBACK reason codes.)"""
-    return broker.protocol if "protocol" in broker.model_fields_set else "3.1.1"
 
 
 def callback_filter(topic_filter: str) -> str:
@@ -225,7 +209,7 @@ class MqttSubscriber(Source):
         self.section: MqttSource = section
         self._routes: list[_Route] = []
         for sub in section.subscribe:
-            template = default_template(sub)
+            template = sub.stream
             try:
                 check_template(template)
             except ValueError as exc:
@@ -271,9 +255,7 @@ class MqttSubscriber(Source):
 
     def _max_packet_size(self) -> int | None:
         """MQTT 3.1.1 has no way to ask for it: a payload is read whole, then checked."""
-        return (
-            max_packet_size(self.section) if source_protocol(self.section.broker) == "5" else None
-        )
+        return max_packet_size(self.section) if self.section.broker.protocol == "5" else None
 
     def _connect_props(self) -> Properties | None:
         """paho sends them again with every reconnect."""
@@ -294,7 +276,7 @@ class MqttSubscriber(Source):
 
     def _make_client(self) -> mqtt.Client:
         broker = self.section.broker
-        protocol = mqtt.MQTTv5 if source_protocol(broker) == "5" else mqtt.MQTTv311
+        protocol = mqtt.MQTTv5 if broker.protocol == "5" else mqtt.MQTTv311
         client = BufferedClient(
             read_pass=self._read_pass,
             on_publish_qos0=self._on_publish_qos0,

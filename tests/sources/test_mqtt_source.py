@@ -19,7 +19,6 @@ from gateway.sources.mqtt import (
     PUBLISH_HEADROOM,
     BufferedClient,
     MqttSubscriber,
-    source_protocol,
 )
 from tests.conftest import Broker, free_port
 from tests.helpers import ListSink, wait_for
@@ -267,7 +266,7 @@ def test_a_source_subscribes_with_mqtt_3_1_1_unless_5_is_configured() -> None:
         section = MqttSource.model_validate(
             {"type": "mqtt", "name": "p", "broker": broker, "subscribe": [{"topic": "a/#"}]}
         )
-        return source_protocol(section.broker)
+        return section.broker.protocol
 
     assert protocol() == "3.1.1"
     assert protocol(protocol="5") == "5"
