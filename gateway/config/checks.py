@@ -3,8 +3,9 @@
 Loading (``schema.py``) answers "does this file parse into a Config"; these checks answer
 what can be known without connecting anywhere: the files it names exist and can be read by
 the user the service runs as, the CA and client certificate load, no broker is still an
-example host, the metrics port is free. ``config validate`` runs all of them; ``run`` runs
-``file_issues`` so that a missing file stops it at start with the same message (exit 78).
+example host, the metrics port is free (the config file and every file it includes count).
+``config validate`` runs all of them; ``run`` runs ``file_issues`` so that a missing file
+stops it at start with the same message (exit 78).
 Every issue names file:line and the key.
 """
 
@@ -242,9 +243,10 @@ def offline_issues(located: Located, reader: Reader | None = None) -> Report:
             f"not root: files checked as {Reader.current().name}, not {reader.name}"
         )
         reader = Reader.current()
-    problem = _unreadable(Path(located.file), reader)
-    if problem:
-        report.issues.append(located.issue((), problem))
+    for file in (located.file, *located.includes):
+        problem = _unreadable(Path(file), reader)
+        if problem:
+            report.issues.append(ConfigIssue(file, None, "", problem))
     report.issues += file_issues(located, reader)
     report.issues += _tls_issues(located, reader)
     report.issues += _secret_issues(located, reader)

@@ -15,13 +15,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import stat
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -34,6 +32,15 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.config.documents import (
+    ENV_NAME_PATTERN,
+    MAX_CONFIG_BYTES,
+    Lines,
+    construct,
+    format_path,
+    read_bounded,
+    read_tree,
+)
 from gateway.errors import ConfigError, ConfigIssue
 
 # Names that end up inside MQTT topics and file names: no wildcards, separators or spaces.
@@ -42,14 +49,8 @@ from gateway.errors import ConfigError, ConfigIssue
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
 _NAME_RE = re.compile(NAME_PATTERN)
 
-# Bounds on what a config can make the loader read or build (#13 item 10): a 9-level alias
-# bomb once took 2.6 GB, /dev/zero as a password_file 1.8 GB.
-MAX_CONFIG_BYTES = 1_048_576
-MAX_CONFIG_NODES = 100_000  # YAML nodes once every alias is expanded
+# A password_file is read this far at most (the config's own bounds are in documents.py).
 MAX_SECRET_BYTES = 65_536
-# What password_env may name. Upper case only: a value that is not a conventional variable
-# name is never echoed, in case it is a password written into the wrong key.
-ENV_NAME_PATTERN = r"[A-Z_][A-Z0-9_]{0,127}"
 
 _DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|w)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -713,46 +714,6 @@ class Config(Section):
 # --- loading -----------------------------------------------------------------------------
 
 
-class _Lines:
-    """Maps key paths to the line they stand on, from PyYAML's node tree."""
-
-    def __init__(self) -> None:
-        self.lines: dict[tuple[Any, ...], int] = {}
-        self.duplicates: list[tuple[tuple[Any, ...], int]] = []
-
-    def walk(self, node: yaml.Node, path: tuple[Any, ...] = ()) -> None:
-        self.lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            seen: set[Any] = set()
-            for key_node, value_node in node.value:
-                key = key_node.value
-                if key in seen:
-                    self.duplicates.append((path + (key,), key_node.start_mark.line + 1))
-                seen.add(key)
-                self.lines[path + (key,)] = key_node.start_mark.line + 1
-                self.walk(value_node, path + (key,))
-        elif isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                self.walk(item, path + (index,))
-
-    def line_of(self, path: tuple[Any, ...]) -> int | None:
-        while path:
-            if path in self.lines:
-                return self.lines[path]
-            path = path[:-1]
-        return self.lines.get(())
-
-
-def format_path(path: tuple[Any, ...]) -> str:
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
 def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
     """Pydantic's error location with the union-tag steps removed, so it follows the YAML."""
     path: list[Any] = []
@@ -842,54 +803,6 @@ def secret_path(path: Path, base: Path) -> Path:
     return (Path(creds) / path) if creds else (base / path)
 
 
-def read_bounded(path: Path, limit: int) -> bytes:
-    """The bytes of a regular file of at most ``limit`` bytes. OSError if it cannot be read,
-    ValueError (saying why, without the path) if it is no regular file or too large.
-    Opened non-blocking, so a FIFO cannot hang the loader."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError("is not a regular file")
-        data = file.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError(f"is larger than {limit} bytes")
-    return data
-
-
-class _AliasBomb(Exception):
-    pass
-
-
-def _check_expansion(root: yaml.Node, limit: int) -> None:
-    """Count the nodes the document has once aliases are expanded; PyYAML shares an aliased
-    node, but the line map, the constructor's merge keys and validation all walk it again."""
-    sizes: dict[int, int] = {}
-    active: set[int] = set()
-
-    def size(node: yaml.Node) -> int:
-        key = id(node)
-        if key in sizes:
-            return sizes[key]
-        if key in active:
-            raise _AliasBomb("an alias refers to the node it is inside of")
-        active.add(key)
-        children: list[yaml.Node] = []
-        if isinstance(node, yaml.SequenceNode):
-            children = list(node.value)
-        elif isinstance(node, yaml.MappingNode):
-            children = [part for pair in node.value for part in pair]
-        total = 1
-        for child in children:
-            total += size(child)
-            if total > limit:
-                raise _AliasBomb(f"more than {limit} YAML nodes once aliases are expanded")
-        active.discard(key)
-        sizes[key] = total
-        return total
-
-    size(root)
-
-
 def _brokers(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
     found: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
     upstream = data.get("upstream")
@@ -942,15 +855,32 @@ def _resolve_paths(config: Config, base: Path) -> Config:
 
 @dataclass(frozen=True)
 class Located:
-    """A loaded config with the lines its keys stand on, so later checks can name file:line."""
+    """A loaded config with the file and line its keys stand on, so later checks can name
+    file:line (``file`` is the main file; a key may stand in one it includes)."""
 
     config: Config
     file: str
-    lines: _Lines
+    lines: Lines
     base: Path
+    includes: tuple[str, ...] = ()  # the files merged into it, in merge order
 
     def issue(self, path: tuple[Any, ...], message: str) -> ConfigIssue:
-        return ConfigIssue(self.file, self.lines.line_of(path), format_path(path), message)
+        return _issue(self.lines, self.file, path, message)
+
+
+def _issue(lines: Lines, file: str, path: tuple[Any, ...], message: str) -> ConfigIssue:
+    where = lines.line_of(path)
+    if path in lines.substituted:
+        # A value from ${NAME} is shown as written, never as what it became: it may be a
+        # secret in the wrong key. (Unquoted only when long enough not to be a word or a
+        # digit of the message itself.)
+        written, value = lines.substituted[path]
+        message = message.replace(repr(value), repr(written))
+        if len(value) >= 4:
+            message = message.replace(value, written)
+    if where is None:
+        return ConfigIssue(file, None, format_path(path), message)
+    return ConfigIssue(where[0], where[1], format_path(path), message)
 
 
 def parse_config(text: str, filename: str = "<config>", base: Path | None = None) -> Config:
@@ -958,42 +888,28 @@ def parse_config(text: str, filename: str = "<config>", base: Path | None = None
     return parse_located(text, filename, base).config
 
 
-def parse_located(text: str, filename: str = "<config>", base: Path | None = None) -> Located:
-    """As ``parse_config``, keeping the line of every key."""
+def parse_located(
+    text: str, filename: str = "<config>", base: Path | None = None, path: Path | None = None
+) -> Located:
+    """As ``parse_config``, keeping the file and line of every key. ``path``: the file the
+    text was read from (so that it cannot include itself); ``base`` its folder, which
+    relative paths and include patterns are taken from."""
     base = base or Path.cwd()
-    if len(text) > MAX_CONFIG_BYTES:
-        raise ConfigError(
-            [ConfigIssue(filename, None, "", f"larger than {MAX_CONFIG_BYTES} bytes")]
-        )
-    loader = yaml.SafeLoader(text)
-    try:
-        root = loader.get_single_node()
-        lines = _Lines()
-        if root is not None:
-            _check_expansion(root, MAX_CONFIG_NODES)
-            lines.walk(root)  # before construction: merge keys (<<) rewrite the node tree
-        data = loader.construct_document(root) if root is not None else None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([ConfigIssue(filename, line, "", f"invalid YAML: {problem}")]) from exc
-    except _AliasBomb as exc:
-        raise ConfigError([ConfigIssue(filename, None, "", f"refused: {exc}")]) from exc
-    except RecursionError as exc:
-        raise ConfigError([ConfigIssue(filename, None, "", "refused: nested too deeply")]) from exc
-    finally:
-        loader.dispose()
+    tree = read_tree(text, filename, base, path)
+    data = construct(tree.root)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(
             [ConfigIssue(filename, 1, "", "the config must be a mapping of sections")]
         )
+    lines = tree.lines
 
-    raw_issues: list[tuple[tuple[Any, ...], str]] = [
-        (path, "duplicate key") for path, _ in lines.duplicates
+    issues = [
+        ConfigIssue(file, line, format_path(key), "duplicate key")
+        for key, file, line in lines.duplicates
     ]
+    raw_issues: list[tuple[tuple[Any, ...], str]] = []
     for where, broker in _brokers(data):
         _resolve_secret(broker, base, where, raw_issues)
 
@@ -1002,30 +918,29 @@ def parse_located(text: str, filename: str = "<config>", base: Path | None = Non
         config = Config.model_validate(data)
     except ValidationError as exc:
         for error in exc.errors():
-            path = _data_path(data, tuple(error["loc"]))
+            key = _data_path(data, tuple(error["loc"]))
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
                 message = "unknown key"
-            raw_issues.append((path, message))
+            raw_issues.append((key, message))
 
-    if raw_issues:
-        issues = [
-            ConfigIssue(filename, lines.line_of(path), format_path(path), message)
-            for path, message in raw_issues
-        ]
-        issues.sort(key=lambda i: (i.line or 0, i.path))
+    issues += [_issue(lines, filename, key, message) for key, message in raw_issues]
+    if issues:
+        order = {name: n for n, name in enumerate(tree.files)}
+        issues.sort(key=lambda i: (order.get(i.file, len(order)), i.line or 0, i.path))
         raise ConfigError(issues)
     assert config is not None
-    return Located(_resolve_paths(config, base), filename, lines, base)
+    return Located(_resolve_paths(config, base), filename, lines, base, tuple(tree.files[1:]))
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and validate a config file; relative paths in it are taken from its folder."""
+    """Read and validate a config file (and the files it includes); relative paths in them
+    are taken from its folder."""
     return load_located(path).config
 
 
 def load_located(path: str | os.PathLike[str]) -> Located:
-    """As ``load_config``, keeping the line of every key."""
+    """As ``load_config``, keeping the file and line of every key."""
     file = Path(path)
     try:
         text = read_bounded(file, MAX_CONFIG_BYTES).decode("utf-8")
@@ -1037,7 +952,8 @@ def load_located(path: str | os.PathLike[str]) -> Located:
         else:
             reason = f"refused: {exc}"
         raise ConfigError([ConfigIssue(str(file), None, "", reason)]) from exc
-    return parse_located(text, filename=str(file), base=file.resolve().parent)
+    base = file.resolve().parent
+    return parse_located(text, filename=str(file), base=base, path=file)
 
 
 def demo_config_path() -> Path:

@@ -178,6 +178,20 @@ def test_files_are_checked_as_the_service_user(shared_dir: Path) -> None:
     assert os.geteuid() == 0 and os.getegid() == 0  # ids restored
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="checking as another user needs root")
+def test_included_files_are_checked_as_the_service_user(shared_dir: Path) -> None:
+    (shared_dir / "conf.d").mkdir(mode=0o755)
+    included = shared_dir / "conf.d" / "sensor.yaml"
+    included.write_text("sources: [{type: simulate, name: a}]\n")
+    included.chmod(0o600)
+    file = shared_dir / "gw.yaml"
+    file.write_text("include: [conf.d/*.yaml]\nmetrics: {listen: null}\n")
+    file.chmod(0o644)
+    assert _validate(file)[0] == 0
+    code, output = _validate(file, "--user", "nobody")
+    assert code == 78 and f"{included}: {included} cannot be read by nobody" in output, output
+
+
 def test_an_unknown_user_is_a_usage_error(tmp_path: Path) -> None:
     file = tmp_path / "gw.yaml"
     file.write_text("metrics: {listen: null}\n")

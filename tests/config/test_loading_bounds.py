@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from gateway.cli.app import app
 from gateway.config import load_config, parse_config
-from gateway.config.schema import MAX_CONFIG_BYTES, MAX_CONFIG_NODES, MAX_SECRET_BYTES
+from gateway.config.documents import MAX_CONFIG_BYTES, MAX_CONFIG_NODES
+from gateway.config.schema import MAX_SECRET_BYTES
 from gateway.errors import ConfigError
 
 runner = CliRunner()
