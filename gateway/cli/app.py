@@ -1067,6 +1067,16 @@ def config_show(config: ConfigOption = None, demo: DemoOption = False) -> None:
     typer.echo(show_text(cfg, str(file)), nl=False)
 
 
+@config_app.command("sample")
+def config_sample() -> None:
+    """Print a commented sample config: every key with its meaning and default, written from
+    the schema, so it is always this version's. It validates as it is; sources and upstream
+    are commented examples (config sample > gw.yaml, then edit)."""
+    from gateway.config.render import sample_text
+
+    typer.echo(sample_text(), nl=False)
+
+
 # --- model -----------------------------------------------------------------------------
 
 

@@ -222,14 +222,26 @@ def check_regex(pattern: str | None, timestamp_field: str | None = None) -> re.P
 
 
 class GatewaySection(Section):
-    id: Name = "liquid-gateway"
-    data_dir: Path = Path("/var/lib/liquid-gateway")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    id: Name = Field(
+        "liquid-gateway",
+        description="the gateway's name in upstream topics (letters, digits, _ . : -)",
+    )
+    data_dir: Path = Field(
+        Path("/var/lib/liquid-gateway"), description="where gateway.db lives (made 0750 if missing)"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="debug, info, warning or error"
+    )
 
 
 class ModelSection(Section):
-    path: Path | None = None  # None: the packaged default model
-    runtime: Literal["auto", "litert", "tflite-runtime", "tensorflow", "numpy"] = "auto"
+    path: Path | None = Field(
+        None,
+        description="a .tflite file (its .json card and .npz weights beside it); null: the packaged default model",
+    )
+    runtime: Literal["auto", "litert", "tflite-runtime", "tensorflow", "numpy"] = Field(
+        "auto", description="auto, litert, tflite-runtime, tensorflow or numpy"
+    )
 
 
 class DetectorSection(Section):
@@ -244,24 +256,46 @@ class DetectorSection(Section):
         description="readings per stream before alerts are allowed (the tests themselves "
         "need 128 healthy readings to calibrate, whatever this says)",
     )
-    threshold: float = Field(0.8, gt=0.0, le=0.99)
-    clear_threshold: float = Field(0.7, gt=0.0, le=0.99)
+    threshold: float = Field(
+        0.8,
+        gt=0.0,
+        le=0.99,
+        description="anomaly score that raises an alert: 0.8 is as rare as one healthy block of readings in 10^4",
+    )
+    clear_threshold: float = Field(
+        0.7, gt=0.0, le=0.99, description="score the alert must fall below to clear"
+    )
     min_duration: int = Field(3, ge=1, description="consecutive readings over threshold")
-    baseline_halflife: SpanField = Span(300.0, True)
-    # The relation test (multi-channel assets) learns the channels' joint behaviour this slowly.
-    relation_halflife: SpanField = Span(2000.0, True)
-    # After a clear (0: no cooldown).
-    cooldown: PauseField = Span(100.0, True)
-    # During the cooldown a new alert needs this many consecutive readings over threshold
-    # (a sustained fault is reported, a flapping signal is not re-alerted); 0: none at all.
-    cooldown_min_duration: int = Field(30, ge=0)
-    max_gap: SpanField = Span(100.0, True)
+    baseline_halflife: SpanField = Field(
+        Span(300.0, True),
+        description="how fast the baseline follows the signal: in each stream's typical intervals (300x) or pinned (1h)",
+    )
+    relation_halflife: SpanField = Field(
+        Span(2000.0, True),
+        description="how slowly an asset's channels' joint behaviour is learned (the relation test)",
+    )
+    cooldown: PauseField = Field(
+        Span(100.0, True),
+        description="after a clear, a new alert on that asset needs cooldown_min_duration readings over threshold for this long (0: no cooldown)",
+    )
+    cooldown_min_duration: int = Field(
+        30,
+        ge=0,
+        description="consecutive readings over threshold a new alert needs during the cooldown, so a flapping signal is not re-alerted (0: none)",
+    )
+    max_gap: SpanField = Field(
+        Span(100.0, True),
+        description="a longer silence restarts the stream's short memory (what was learned stays)",
+    )
     drift_threshold: float = Field(3.0, gt=0.0, description="baseline move, in scales")
-    drift_halflife: SpanField = Span(10000.0, True)
-    # An alert open this long is taken as a new normal: the baseline adapts again (so the
-    # alert clears) and a new_normal event records it. null (the default): a fault stays
-    # open until it ends or an operator acknowledges it.
-    accept_after: SpanField | None = None
+    drift_halflife: SpanField = Field(
+        Span(10000.0, True),
+        description="half-life of the slow reference a drift is measured against",
+    )
+    accept_after: SpanField | None = Field(
+        None,
+        description="an alert open this long is taken as a new normal: the baseline adapts and a new_normal event records it (null: a fault stays open until it ends or is acknowledged)",
+    )
 
     @field_validator("threshold", "clear_threshold", mode="before")
     @classmethod
@@ -282,21 +316,38 @@ class DetectorSection(Section):
 
 
 class TlsSection(Section):
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    ca_file: Path | None = Field(
+        None,
+        description="CA certificate(s) (PEM) the broker's certificate is checked against; null: the system's",
+    )
+    cert_file: Path | None = Field(
+        None, description="client certificate (PEM), for brokers that want one"
+    )
+    key_file: Path | None = Field(
+        None, description="the client certificate's key (PEM, no passphrase), if not in cert_file"
+    )
 
 
 class BrokerSection(Section):
-    host: str = "127.0.0.1"
-    port: int = Field(1883, ge=1, le=65535)
-    tls: TlsSection | None = None
-    username: str | None = None
-    password_file: Path | None = None
-    password_env: str | None = None
-    keepalive: int = Field(30, ge=5, le=3600)
-    protocol: Literal["5", "3.1.1"] = "5"
-    client_id: Name | None = None
+    host: str = Field("127.0.0.1", description="the broker's host name or address")
+    port: int = Field(1883, ge=1, le=65535, description="1883 plain, usually 8883 with TLS")
+    tls: TlsSection | None = Field(None, description="TLS settings; null: no TLS")
+    username: str | None = Field(None, description="MQTT user name")
+    password_file: Path | None = Field(
+        None,
+        description="file holding the password (relative: from $CREDENTIALS_DIRECTORY when set, else the config's folder)",
+    )
+    password_env: str | None = Field(
+        None, description="or the name of an environment variable holding it (A-Z, 0-9, _)"
+    )
+    keepalive: int = Field(30, ge=5, le=3600, description="seconds between MQTT pings")
+    protocol: Literal["5", "3.1.1"] = Field(
+        "5", description="MQTT version: '5' (sees a refused publish) or '3.1.1'"
+    )
+    client_id: Name | None = Field(
+        None,
+        description="MQTT client id; null: <gateway.id>-upstream upstream, a random one for a source",
+    )
     # Filled by load_config from password_file / password_env; never read from YAML.
     password: SecretStr | None = Field(None, exclude=True)
 
@@ -314,38 +365,70 @@ class SourceBrokerSection(BrokerSection):
     there are none: about a tenth of the source thread's time at a few thousand messages/s.
     (The upstream client keeps MQTT 5 by default: it reads PUBACK reason codes.)"""
 
-    protocol: Literal["5", "3.1.1"] = "3.1.1"
+    protocol: Literal["5", "3.1.1"] = Field(
+        "3.1.1",
+        description="MQTT version: '3.1.1' (cheaper per message; a subscriber needs nothing of 5) or '5' (the broker then never sends more than max_payload)",
+    )
 
 
 class FieldSpec(Section):
     """How to turn one raw field into a stream value."""
 
-    scale: float = 1.0
-    offset: float = 0.0
-    unit: str | None = None
+    scale: float = Field(1.0, description="value = raw * scale + offset")
+    offset: float = Field(0.0, description="added after scaling")
+    unit: str | None = Field(None, description="unit shown with the stream, e.g. bar")
 
 
 class SerialSource(Section):
-    type: Literal["serial"]
-    name: Name
-    port: str
-    baudrate: int = Field(9600, ge=50, le=4_000_000)
-    bytesize: Literal[5, 6, 7, 8] = 8
-    parity: Literal["N", "E", "O", "M", "S"] = "N"
-    stopbits: float = 1  # 1, 1.5 or 2 (a Literal of floats is not a valid type for mypy)
-    format: Literal["csv", "kv", "json", "regex"] = "csv"
-    fields: list[Name] = Field(default_factory=list)
-    delimiter: str = Field(",", min_length=1, max_length=1)
-    # format regex: named groups are the fields, e.g. "T=(?P<temperature>\\S+) P=(?P<pressure>\\S+)"
-    pattern: str | None = Field(None, max_length=4096)
-    timestamp_field: str | None = None
-    max_line: int = Field(4096, ge=16, le=1_048_576)
-    read_timeout: Duration = 1.0
-    stream_prefix: str = ""  # stream = stream_prefix + field name
-    units: dict[str, FieldSpec] = Field(default_factory=dict)
-    # Reopen a lost port after reconnect_min, doubling up to reconnect_max.
-    reconnect_min: Duration = Field(0.5, gt=0.0, le=60.0)
-    reconnect_max: Duration = Field(2.0, gt=0.0, le=300.0)
+    type: Literal["serial"] = Field(
+        description="a serial line: a device, or a pyserial URL (loop://, socket://host:port, rfc2217://host:port)"
+    )
+    name: Name = Field(description="the source's name, in events and status", examples=["line-a"])
+    port: str = Field(
+        description="/dev/serial/by-id/... survives re-enumeration; or a pyserial URL",
+        examples=["/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0"],
+    )
+    baudrate: int = Field(9600, ge=50, le=4_000_000, description="bits per second")
+    bytesize: Literal[5, 6, 7, 8] = Field(8, description="data bits: 5, 6, 7 or 8")
+    parity: Literal["N", "E", "O", "M", "S"] = Field("N", description="N, E, O, M or S")
+    # A float, not a Literal: a Literal of floats is not a valid type for mypy.
+    stopbits: float = Field(1, description="1, 1.5 or 2")
+    format: Literal["csv", "kv", "json", "regex"] = Field(
+        "csv", description="csv, kv (temperature=21.5 pressure=1013), json or regex"
+    )
+    fields: list[Name] = Field(
+        default_factory=list,
+        description="column names (required for csv); for kv and json the keys to take (empty: every number)",
+        examples=[["temperature", "pressure"]],
+    )
+    delimiter: str = Field(
+        ",", min_length=1, max_length=1, description="csv column separator (one character)"
+    )
+    pattern: str | None = Field(
+        None,
+        max_length=4096,
+        description="format regex: named groups are the fields, e.g. T=(?P<temperature>\\S+)",
+    )
+    timestamp_field: str | None = Field(
+        None,
+        description="field with the device's time (epoch s or ms, or ISO 8601); null: time of receipt",
+    )
+    max_line: int = Field(
+        4096,
+        ge=16,
+        le=1_048_576,
+        description="longer lines are dead letters (line_too_long), in bytes",
+    )
+    read_timeout: Duration = Field(1.0, description="how long one read waits")
+    stream_prefix: str = Field("", description="stream name = stream_prefix + field name")
+    units: dict[str, FieldSpec] = Field(
+        default_factory=dict,
+        description="scale, offset and unit per field: {field: {scale, offset, unit}}",
+    )
+    reconnect_min: Duration = Field(
+        0.5, gt=0.0, le=60.0, description="a lost port is reopened after this, the wait doubling..."
+    )
+    reconnect_max: Duration = Field(2.0, gt=0.0, le=300.0, description="...up to this")
 
     @model_validator(mode="after")
     def _format_needs(self) -> SerialSource:
@@ -368,17 +451,34 @@ class SerialSource(Section):
 
 
 class Subscription(Section):
-    topic: str
-    format: Literal["json", "number"] = "json"
-    qos: Literal[0, 1, 2] = 1
-    # Stream name template: {topic} (topic with '/' turned into '.'), {0}, {1}, ... (topic
-    # segments), {field} (JSON key). Left out: '{topic}.{field}' for json, '{topic}' for number.
-    stream: str = ""
-    fields: list[str] = Field(default_factory=list)  # JSON keys to take; empty = every number
-    timestamp_field: str | None = None
-    max_payload: int = Field(65536, ge=16, le=16_777_216)
-    # Scale/offset/unit per JSON key (or per stream name): like SerialSource.units.
-    units: dict[str, FieldSpec] = Field(default_factory=dict)
+    topic: str = Field(
+        description="topic filter; + and # wildcards, $share/group/... for a shared subscription",
+        examples=["plant/+/telemetry"],
+    )
+    format: Literal["json", "number"] = Field(
+        "json", description="json (each number a stream) or number (the payload is one number)"
+    )
+    qos: Literal[0, 1, 2] = Field(1, description="0, 1 or 2")
+    stream: str = Field(
+        "",
+        description="stream name template: {topic} (/ turned into .), {0}, {1}... (topic levels), {field} (JSON key); left out: {topic}.{field} for json, {topic} for number",
+    )
+    fields: list[str] = Field(
+        default_factory=list, description="JSON keys (or dotted paths) to take; empty: every number"
+    )
+    timestamp_field: str | None = Field(
+        None,
+        description="JSON key with the device's time (epoch s or ms, or ISO 8601); null: time of receipt",
+    )
+    max_payload: int = Field(
+        65536,
+        ge=16,
+        le=16_777_216,
+        description="larger payloads are dead letters (payload_too_large), in bytes",
+    )
+    units: dict[str, FieldSpec] = Field(
+        default_factory=dict, description="scale, offset and unit per JSON key or stream name"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -404,39 +504,65 @@ class Subscription(Section):
 
 
 class MqttSource(Section):
-    type: Literal["mqtt"]
-    name: Name
-    broker: SourceBrokerSection = Field(default_factory=SourceBrokerSection)
-    subscribe: list[Subscription] = Field(min_length=1)
+    type: Literal["mqtt"] = Field(description="an MQTT broker the sensors publish to")
+    name: Name = Field(description="the source's name, in events and status", examples=["plant"])
+    broker: SourceBrokerSection = Field(
+        default_factory=SourceBrokerSection, description="the broker to subscribe at"
+    )
+    subscribe: list[Subscription] = Field(
+        min_length=1,
+        description="what to subscribe to (at least one); renewed after every reconnect",
+    )
 
 
 class SimulateSource(Section):
-    type: Literal["simulate"]
-    name: Name = "sim"
-    streams: int = Field(4, ge=1, le=10_000)
-    rate_hz: float = Field(10.0, gt=0.0, le=10_000.0)
-    seed: int = 7
-    faults: bool = True
-    fault_after: Duration = 60.0  # first fault, after start
-    fault_every: Duration = 45.0
-    fault_length: Duration = 10.0
-    drift_per_hour: float = 2.0  # in noise standard deviations
+    type: Literal["simulate"] = Field(
+        description="simulated sensors with injected faults, for a demo: no hardware needed"
+    )
+    name: Name = Field("sim", description="the source's name")
+    streams: int = Field(4, ge=1, le=10_000, description="how many simulated streams")
+    rate_hz: float = Field(10.0, gt=0.0, le=10_000.0, description="readings per second per stream")
+    seed: int = Field(7, description="random seed: the same seed, the same readings")
+    faults: bool = Field(True, description="inject faults")
+    fault_after: Duration = Field(60.0, description="first fault, after start")
+    fault_every: Duration = Field(45.0, description="time between faults")
+    fault_length: Duration = Field(10.0, description="how long each fault lasts")
+    drift_per_hour: float = Field(
+        2.0, description="slow drift, in noise standard deviations per hour"
+    )
 
 
 class ModbusRegister(Section):
     """One value read from a slave: a holding/input register run, a coil or a discrete input."""
 
-    stream: Name  # the stream name (the slave's stream_prefix is put in front)
-    address: int = Field(ge=0, le=65535)  # 0-based protocol address (40001 is address 0)
-    function: Literal["holding", "input", "coil", "discrete"] = "holding"
-    type: Literal["int16", "uint16", "int32", "uint32", "float32", "int64", "uint64", "float64"] = (
-        "uint16"
+    stream: Name = Field(
+        description="the stream name (the slave's stream_prefix is put in front)", examples=["flow"]
     )
-    byte_order: Literal["big", "little"] = "big"  # bytes inside each 16-bit register
-    word_order: Literal["big", "little"] = "big"  # big: the first register holds the high word
-    scale: float = 1.0
-    offset: float = 0.0
-    unit: str | None = None
+    address: int = Field(
+        ge=0,
+        le=65535,
+        description="0-based protocol address (register 40001 is address 0)",
+        examples=[0],
+    )
+    function: Literal["holding", "input", "coil", "discrete"] = Field(
+        "holding", description="holding, input, coil or discrete"
+    )
+    type: Literal["int16", "uint16", "int32", "uint32", "float32", "int64", "uint64", "float64"] = (
+        Field(
+            "uint16",
+            description="int16, uint16, int32, uint32, float32, int64, uint64 or float64 "
+            "(coils and discrete inputs: leave out)",
+        )
+    )
+    byte_order: Literal["big", "little"] = Field(
+        "big", description="bytes inside each 16-bit register: big or little"
+    )
+    word_order: Literal["big", "little"] = Field(
+        "big", description="big: the first register holds the high word; or little"
+    )
+    scale: float = Field(1.0, description="value = raw * scale + offset")
+    offset: float = Field(0.0, description="added after scaling")
+    unit: str | None = Field(None, description="unit shown with the stream")
 
     @model_validator(mode="after")
     def _bits_are_plain(self) -> ModbusRegister:
@@ -453,13 +579,24 @@ def register_count(dtype: str) -> int:
 
 
 class ModbusSlave(Section):
-    id: int = Field(ge=1, le=247)  # the slave (unit / device) address on the bus
-    name: Name | None = None  # for events and logs; left out: "slave-<id>"
-    poll_interval: Duration = Field(1.0, ge=0.01)
-    timeout: Duration = Field(0.5, gt=0.0, le=30.0)  # per request; a dead slave costs this
-    backoff_max: Duration = Field(30.0, gt=0.0)  # a failing slave is retried at most this rarely
-    stream_prefix: str = ""
-    registers: list[ModbusRegister] = Field(min_length=1)
+    id: int = Field(
+        ge=1, le=247, description="the slave's (unit's) address on the bus, 1-247", examples=[1]
+    )
+    name: Name | None = Field(None, description="for events and logs; left out: slave-<id>")
+    poll_interval: Duration = Field(1.0, ge=0.01, description="how often its registers are read")
+    timeout: Duration = Field(
+        0.5,
+        gt=0.0,
+        le=30.0,
+        description="per request: a dead slave costs this much of the bus's time",
+    )
+    backoff_max: Duration = Field(
+        30.0, gt=0.0, description="a failing slave is retried at most this rarely"
+    )
+    stream_prefix: str = Field("", description="put in front of each register's stream name")
+    registers: list[ModbusRegister] = Field(
+        min_length=1, description="the values read from it (at least one)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -479,16 +616,22 @@ class ModbusSlave(Section):
 class ModbusSource(Section):
     """One RS-485 bus (one port), polled by one thread, with any number of slaves."""
 
-    type: Literal["modbus"]
-    name: Name
-    port: str
-    baudrate: int = Field(19200, ge=50, le=4_000_000)
-    bytesize: Literal[7, 8] = 8
-    parity: Literal["N", "E", "O"] = "E"  # the Modbus RTU default is 8E1
-    stopbits: Literal[1, 2] = 1
-    reconnect_min: Duration = Field(0.5, gt=0.0, le=60.0)
-    reconnect_max: Duration = Field(2.0, gt=0.0, le=300.0)
-    slaves: list[ModbusSlave] = Field(min_length=1)
+    type: Literal["modbus"] = Field(description="a Modbus RTU bus (RS-485), polled by one thread")
+    name: Name = Field(description="the source's name, in events and status", examples=["bus-1"])
+    port: str = Field(description="as for serial", examples=["/dev/ttyUSB0"])
+    baudrate: int = Field(19200, ge=50, le=4_000_000, description="bits per second")
+    bytesize: Literal[7, 8] = Field(8, description="data bits: 7 or 8")
+    parity: Literal["N", "E", "O"] = Field(
+        "E", description="N, E or O (Modbus RTU's default is 8E1)"
+    )
+    stopbits: Literal[1, 2] = Field(1, description="1 or 2")
+    reconnect_min: Duration = Field(
+        0.5, gt=0.0, le=60.0, description="a lost port is reopened after this, the wait doubling..."
+    )
+    reconnect_max: Duration = Field(2.0, gt=0.0, le=300.0, description="...up to this")
+    slaves: list[ModbusSlave] = Field(
+        min_length=1, description="the devices on the bus (at least one)"
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> ModbusSource:
@@ -512,39 +655,61 @@ SourceSection = Annotated[
 class IngestSection(Section):
     """The queue between sources and the pipeline, and stale-stream detection."""
 
-    queue_size: int = Field(100_000, ge=100, le=10_000_000)  # readings
-    overflow: Literal["drop_oldest", "drop_newest"] = "drop_oldest"  # readings only, ever
-    dead_letter_queue: int = Field(10_000, ge=100, le=1_000_000)
-    # A stream silent for stale_factor x its usual interval (and at least stale_min) is stale.
-    stale_factor: float | None = Field(5.0, gt=1.0)  # null: no stale detection
-    stale_min: Duration = 10.0
-    # A stream that goes stale flap_limit times within flap_window is reported once as
-    # flapping; its stale/recovered events are then held back until it is steady again.
-    flap_limit: int = Field(5, ge=2)
-    flap_window: Duration = 600.0
-    # A reading stamped more than this ahead of the gateway's clock, or this far behind its
-    # stream's newest reading, is dead-lettered, not scored (null: timestamps are not checked).
-    max_clock_skew: Duration | None = Field(600.0, gt=0.0)
+    queue_size: int = Field(
+        100_000,
+        ge=100,
+        le=10_000_000,
+        description="readings waiting at most between the sources and the detector",
+    )
+    overflow: Literal["drop_oldest", "drop_newest"] = Field(
+        "drop_oldest",
+        description="when full: drop_oldest or drop_newest (only readings are ever dropped)",
+    )
+    dead_letter_queue: int = Field(
+        10_000, ge=100, le=1_000_000, description="dead letters waiting at most"
+    )
+    stale_factor: float | None = Field(
+        5.0,
+        gt=1.0,
+        description="a stream silent for this multiple of its usual interval gets a stale event (null: no stale detection)",
+    )
+    stale_min: Duration = Field(10.0, description="...but never sooner than this")
+    flap_limit: int = Field(
+        5,
+        ge=2,
+        description="stale this often within flap_window: one flapping event, then its stale events are held back until it is steady",
+    )
+    flap_window: Duration = Field(600.0, description="the window flap_limit counts in")
+    max_clock_skew: Duration | None = Field(
+        600.0,
+        gt=0.0,
+        description="a reading stamped this far ahead of the gateway's clock, or behind its stream's newest, is a dead letter (null: not checked)",
+    )
 
 
 class UpstreamSection(Section):
-    broker: BrokerSection
-    topic_prefix: str = "liquid-gateway"
-    qos: Literal[1, 2] = 1
-    max_inflight: int = Field(20, ge=1, le=1000)
-    # Reconnect: exponential back-off between these bounds, each wait jittered to 50-100 %
-    # so a fleet that lost the same broker does not come back in lock-step.
-    reconnect_min_delay: Duration = 1.0
-    reconnect_max_delay: Duration = 60.0
-    # A row the broker refused (PUBACK reason >= 128) is parked and retried with back-off.
-    retry_min_delay: Duration = 2.0
-    retry_max_delay: Duration = 300.0
-    # On SIGTERM: how long in-flight publishes may take to be acknowledged (and `offline` sent).
-    drain_timeout: Duration = 5.0
-    # echo: subscribe to our own alert and event topics and mark a row delivered only when
-    # it comes back from the broker (end to end; the only way to see refusals under 3.1.1).
-    confirm: Literal["none", "echo"] = "none"
-    confirm_timeout: Duration = 10.0  # no echo by then: the row is parked and retried
+    broker: BrokerSection = Field(description="the broker alerts and events are published to")
+    topic_prefix: str = Field("liquid-gateway", description="topics are <prefix>/<gateway.id>/...")
+    qos: Literal[1, 2] = Field(1, description="1 or 2")
+    max_inflight: int = Field(20, ge=1, le=1000, description="unacknowledged publishes at most")
+    reconnect_min_delay: Duration = Field(
+        1.0, description="reconnect back-off: doubles per failed attempt, jittered to 50-100 %..."
+    )
+    reconnect_max_delay: Duration = Field(60.0, description="...up to this")
+    retry_min_delay: Duration = Field(
+        2.0, description="a row the broker refused is parked and retried after this, doubling..."
+    )
+    retry_max_delay: Duration = Field(300.0, description="...up to this")
+    drain_timeout: Duration = Field(
+        5.0, description="on SIGTERM, how long in-flight publishes may take to be acknowledged"
+    )
+    confirm: Literal["none", "echo"] = Field(
+        "none",
+        description="none, or echo: a row is delivered only when it comes back from the broker (the only way to see refusals under 3.1.1)",
+    )
+    confirm_timeout: Duration = Field(
+        10.0, description="with confirm: echo, a row not seen back by then is parked and retried"
+    )
 
     @model_validator(mode="after")
     def _delays_ordered(self) -> UpstreamSection:
@@ -578,13 +743,24 @@ class UpstreamSection(Section):
 
 
 class StorageSection(Section):
-    readings_retention: Duration = 7 * 86400.0
-    max_db_size: Size = 512_000_000
-    durability: Literal["normal", "full"] = "normal"
-    checkpoint_every: Duration = 300.0  # a crash loses at most this much adaptation, no data
-    # At start, check the database (quick: structure, O(N); full: also every index entry,
-    # slower); a damaged one is moved aside, never deleted, and a fresh one is made.
-    check_on_start: Literal["off", "quick", "full"] = "quick"
+    readings_retention: Duration = Field(
+        7 * 86400.0, description="readings older than this are pruned"
+    )
+    max_db_size: Size = Field(
+        512_000_000,
+        description="above this the oldest readings go first (never alerts or undelivered outbox rows)",
+    )
+    durability: Literal["normal", "full"] = Field(
+        "normal", description="normal: survives a crash; full: also a power loss (slower)"
+    )
+    checkpoint_every: Duration = Field(
+        300.0,
+        description="how often detector state is saved (a crash loses at most this much adaptation, never data)",
+    )
+    check_on_start: Literal["off", "quick", "full"] = Field(
+        "quick",
+        description="off, quick or full (also every index, slower); a damaged database is moved aside",
+    )
 
     @field_validator("check_on_start", mode="before")
     @classmethod
@@ -597,16 +773,24 @@ class LimitsSection(Section):
     """How much the gateway keeps track of: every stream costs memory (about 40 KiB once warm)
     and a checkpoint row (about 16 KB), so their number is capped."""
 
-    # Streams scored at once. A reading of a new stream past it is dead-lettered
-    # (`max_streams`) and counted; sized for a Raspberry Pi (2,000 streams: ~80 MB).
-    max_streams: int = Field(2000, ge=1, le=1_000_000)
-    # A stream without a reading for this long is forgotten: its state leaves memory and the
-    # database, and it warms up again if it comes back. Frees its place under max_streams.
-    stream_retention: Duration = Field(30 * 86400.0, gt=0.0)
+    max_streams: int = Field(
+        2000,
+        ge=1,
+        le=1_000_000,
+        description="streams scored at once (~40 KiB of memory each); a reading of a new stream past it is a dead letter",
+    )
+    stream_retention: Duration = Field(
+        30 * 86400.0,
+        gt=0.0,
+        description="a stream without a reading this long is forgotten and frees its place",
+    )
 
 
 class MetricsSection(Section):
-    listen: str | None = "127.0.0.1:9464"  # host:port of the Prometheus endpoint; null: off
+    listen: str | None = Field(
+        "127.0.0.1:9464",
+        description="host:port of the Prometheus endpoint (no authentication: keep it on loopback); null: off",
+    )
 
     @field_validator("listen")
     @classmethod
@@ -649,8 +833,11 @@ class MetricsSection(Section):
 class HomeAssistantSection(Section):
     """Opt-in MQTT discovery on the upstream broker: one `problem` binary sensor per stream."""
 
-    enabled: bool = False
-    discovery_prefix: str = "homeassistant"
+    enabled: bool = Field(
+        False,
+        description="announce each stream's alert state to Home Assistant (MQTT discovery, on the upstream broker)",
+    )
+    discovery_prefix: str = Field("homeassistant", description="Home Assistant's discovery prefix")
 
     @field_validator("discovery_prefix")
     @classmethod
@@ -661,17 +848,48 @@ class HomeAssistantSection(Section):
 
 
 class Config(Section):
-    gateway: GatewaySection = Field(default_factory=GatewaySection)
-    model: ModelSection = Field(default_factory=ModelSection)
-    detector: DetectorSection = Field(default_factory=DetectorSection)
-    sources: list[SourceSection] = Field(default_factory=list)
-    assets: dict[Name, list[Name]] = Field(default_factory=dict)
-    upstream: UpstreamSection | None = None
-    ingest: IngestSection = Field(default_factory=IngestSection)
-    storage: StorageSection = Field(default_factory=StorageSection)
-    limits: LimitsSection = Field(default_factory=LimitsSection)
-    metrics: MetricsSection = Field(default_factory=MetricsSection)
-    homeassistant: HomeAssistantSection = Field(default_factory=HomeAssistantSection)
+    gateway: GatewaySection = Field(default_factory=GatewaySection, description="this gateway")
+    model: ModelSection = Field(
+        default_factory=ModelSection, description="the model that scores readings"
+    )
+    detector: DetectorSection = Field(
+        default_factory=DetectorSection, description="when a score becomes an alert"
+    )
+    sources: list[SourceSection] = Field(
+        default_factory=list,
+        description="where readings come from: serial, mqtt, modbus or simulate",
+    )
+    assets: dict[Name, list[Name]] = Field(
+        default_factory=dict,
+        examples=[{"line-a-pump": ["line-a.temperature", "line-a.pressure"]}],
+        description="channels scored together, {asset: [stream, ...]}: the alert names the culprit",
+    )
+    upstream: UpstreamSection | None = Field(
+        None, description="the MQTT broker alerts and events go to; null: they stay local"
+    )
+    ingest: IngestSection = Field(
+        default_factory=IngestSection,
+        description="the queue between the sources and the detector, and stale streams",
+    )
+    storage: StorageSection = Field(default_factory=StorageSection, description="the database")
+    limits: LimitsSection = Field(
+        default_factory=LimitsSection, description="how much the gateway keeps track of"
+    )
+    metrics: MetricsSection = Field(
+        default_factory=MetricsSection, description="the Prometheus endpoint"
+    )
+    homeassistant: HomeAssistantSection = Field(
+        default_factory=HomeAssistantSection, description="Home Assistant MQTT discovery"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_default(cls, data: Any) -> Any:
+        # `sources:` with every item commented out (as `config sample` writes it) is null.
+        if isinstance(data, dict):
+            empty = [k for k, v in data.items() if v is None and k in _DEFAULT_FACTORY_KEYS]
+            data = {k: v for k, v in data.items() if k not in empty}
+        return data
 
     @model_validator(mode="after")
     def _homeassistant_needs_upstream(self) -> Config:
@@ -710,6 +928,11 @@ class Config(Section):
         configured asset is an asset of its own)."""
         return 2 * self.limits.max_streams + len(self.assets)
 
+
+# Sections and lists with a default of their own: an empty key (null) means that default.
+_DEFAULT_FACTORY_KEYS = frozenset(
+    name for name, info in Config.model_fields.items() if info.default_factory is not None
+)
 
 # --- loading -----------------------------------------------------------------------------
 
