@@ -1047,9 +1047,10 @@ def config_validate(
         typer.echo(f"note: {note}", err=True)
     if report.issues:
         _config_exit(report.issues)
+    included = f", {len(located.includes)} included files" if located.includes else ""
     typer.echo(
         f"{file}: ok ({len(cfg.sources)} sources, upstream "
-        f"{'configured' if cfg.upstream else 'none'})"
+        f"{'configured' if cfg.upstream else 'none'}{included})"
     )
     if cfg.upstream is not None and (warning := cfg.upstream.refusal_warning()):
         typer.echo(f"warning: {warning}")

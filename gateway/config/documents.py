@@ -13,7 +13,8 @@ twice (or by itself) is refused.
 (``:-``: the default when it is unset or empty); ``$${`` is a literal ``${``. The result is
 read as if written there (``1883`` a number, ``true`` a boolean): quote the reference to keep
 a string. A missing variable without a default is an error naming file:line and the
-variable. Error messages show the reference, never the value it stood for.
+variable. Error messages show the reference, never the value it stood for. Substituted
+values count against the same byte bound as the files.
 """
 
 from __future__ import annotations
@@ -167,6 +168,8 @@ class _Reader:
         if depth >= MAX_INCLUDE_DEPTH:
             self._issue(node, "include", f"includes nested deeper than {MAX_INCLUDE_DEPTH} levels")
             return []
+        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+            return []  # `include:` with every line commented out
         items = node.value if isinstance(node, yaml.SequenceNode) else [node]
         found: list[tuple[Path, tuple[str, int, str]]] = []
         for index, item in enumerate(items):
@@ -280,6 +283,12 @@ class _Reader:
             return
         if value == written:
             return
+        self.bytes_left -= max(0, len(value.encode("utf-8", "surrogatepass")) - len(written))
+        if self.bytes_left < 0:
+            where = format_path(path)
+            message = f"refused: with ${{...}} substituted, the config is larger than {MAX_CONFIG_BYTES} bytes"
+            self.issues.append(ConfigIssue(filename, node.start_mark.line + 1, where, message))
+            raise _Refused
         node.value = value
         if node.style is None and id(node) not in self.tagged:  # typed as if written there
             node.tag = _RESOLVER.resolve(yaml.ScalarNode, value, (True, False))

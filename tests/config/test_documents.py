@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from gateway.cli.app import app
@@ -78,10 +80,16 @@ def test_errors_in_an_included_file_name_it_and_its_line(tmp_path: Path) -> None
     assert f"{tmp_path / 'conf.d/b.yaml'}:3: gateway.id: duplicate key" in text, text
     result = runner.invoke(app, ["config", "validate", str(main)])
     assert result.exit_code == 78 and f"{inc}:8:" in result.output
+    (tmp_path / "conf.d/b.yaml").write_text("gateway: {id: b}\n")
+    inc.write_text("sources: [{type: simulate, name: b}]\n")
+    result = runner.invoke(app, ["config", "validate", str(main)])
+    assert "ok (2 sources, upstream none, 2 included files)" in result.output, result.output
 
 
 def test_a_missing_include_is_an_error_and_an_empty_conf_d_is_not(tmp_path: Path) -> None:
     main = _write(tmp_path, {"gw.yaml": "gateway: {id: gw}\ninclude:\n  - conf.d/*.yaml\n"})
+    assert load_config(main).gateway.id == "gw"
+    main.write_text("gateway: {id: gw}\ninclude:\n#  - conf.d/*.yaml\n")
     assert load_config(main).gateway.id == "gw"
     main.write_text("gateway: {id: gw}\ninclude:\n  - conf.d/*.yaml\n  - site.yaml\n")
     assert f"{main}:4: include[1]: cannot read {tmp_path / 'site.yaml'}: No such file" in (
@@ -127,6 +135,17 @@ def test_include_depth_count_and_size_are_bounded(tmp_path: Path) -> None:
     assert f"the config and its includes are larger than {MAX_CONFIG_BYTES} bytes" in (
         _issues(main)
     )
+
+
+def test_substituted_values_count_against_the_size_bound(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("GW_BIG", "x" * 100_000)
+    refs = "".join(f"  s{n}: ${{GW_BIG}}\n" for n in range(MAX_CONFIG_BYTES // 100_000 + 1))
+    file = _write(tmp_path, {"gw.yaml": f"assets:\n{refs}"})
+    text = _issues(file)
+    assert f"with ${{...}} substituted, the config is larger than {MAX_CONFIG_BYTES}" in text
+    assert "xxxx" not in text
 
 
 def test_an_included_file_must_be_a_mapping(tmp_path: Path) -> None:
@@ -239,3 +258,14 @@ def test_includes_may_be_named_from_the_environment(
         },
     )
     assert load_config(main).gateway.id == "n"
+
+
+@given(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")))
+def test_a_quoted_reference_is_replaced_by_the_value_exactly(value: str) -> None:
+    """Whatever the variable holds ($, ${...}, quotes, newlines) is the value, unchanged:
+    never read for references again, never parsed as YAML."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GW_ANY", value)
+        config = parse_config("upstream:\n  broker:\n    host: h\n    username: '${GW_ANY}'\n")
+    assert config.upstream is not None
+    assert config.upstream.broker.username == value
