@@ -48,17 +48,21 @@ _RESOLVER = yaml.resolver.Resolver()
 KeyPath = tuple[Any, ...]
 
 
+class TooLarge(ValueError):
+    pass
+
+
 def read_bounded(path: Path, limit: int) -> bytes:
     """The bytes of a regular file of at most ``limit`` bytes. OSError if it cannot be read,
-    ValueError (saying why, without the path) if it is no regular file or too large.
-    Opened non-blocking, so a FIFO cannot hang the loader."""
+    ValueError (saying why, without the path) if it is no regular file, TooLarge if it is
+    larger. Opened non-blocking, so a FIFO cannot hang the loader."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as file:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ValueError("is not a regular file")
         data = file.read(limit + 1)
     if len(data) > limit:
-        raise ValueError(f"is larger than {limit} bytes")
+        raise TooLarge(f"is larger than {limit} bytes")
     return data
 
 
@@ -124,7 +128,8 @@ class _Reader:
     def __init__(self, base: Path) -> None:
         self.base = base
         self.bytes_left = MAX_CONFIG_BYTES
-        self.seen: dict[Path, str] = {}  # file -> where it was included from
+        self.seen: dict[Path, str] = {}  # file (resolved) -> where it was included from
+        self.files: list[str] = []  # the included files as named, in merge order
         self.issues: list[ConfigIssue] = []
         self.substituted: dict[int, tuple[str, str]] = {}
         self.tagged: set[int] = set()  # scalars with an explicit tag (!!str)
@@ -215,16 +220,15 @@ class _Reader:
         except UnicodeDecodeError:
             refuse(f"{path} is not UTF-8 text")
             return None
+        except TooLarge as exc:
+            refuse(f"{path}: the config and its includes are larger than {MAX_CONFIG_BYTES} bytes")
+            raise _Refused from exc
         except ValueError as exc:
-            if "larger" in str(exc):
-                refuse(
-                    f"{path}: the config and its includes are larger than {MAX_CONFIG_BYTES} bytes"
-                )
-                raise _Refused from exc
             refuse(f"{path} {exc}")
             return None
         self.bytes_left -= len(data)
         self.seen[resolved] = f"{filename}:{line}"
+        self.files.append(str(path))
         return self.document(text, str(path), (*chain, resolved), depth)
 
     def _substitute(self, root: yaml.Node, filename: str) -> None:
@@ -378,6 +382,7 @@ def read_tree(text: str, filename: str, base: Path, path: Path | None = None) ->
     reader = _Reader(base)
     reader.bytes_left -= len(text.encode("utf-8", "surrogatepass"))
     chain = (path.resolve(),) if path is not None else ()
+    root: yaml.Node | None = None
     try:
         root = reader.document(text, filename, chain)
         if root is not None:
@@ -393,7 +398,7 @@ def read_tree(text: str, filename: str, base: Path, path: Path | None = None) ->
     if root is not None:
         lines.walk(root, substituted=reader.substituted)
     lines.duplicates = reader.duplicates
-    return Tree(root, lines, [filename, *(str(p) for p in reader.seen)])
+    return Tree(root, lines, [filename, *reader.files])
 
 
 def construct(root: yaml.Node | None) -> Any:
