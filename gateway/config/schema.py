@@ -692,6 +692,7 @@ class UpstreamSection(Section):
     topic_prefix: str = Field("liquid-gateway", description="topics are <prefix>/<gateway.id>/...")
     qos: Literal[1, 2] = Field(1, description="1 or 2")
     max_inflight: int = Field(20, ge=1, le=1000, description="unacknowledged publishes at most")
+    # Jittered so that a fleet that lost the same broker does not come back in lock-step.
     reconnect_min_delay: Duration = Field(
         1.0, description="reconnect back-off: doubles per failed attempt, jittered to 50-100 %..."
     )
@@ -759,7 +760,8 @@ class StorageSection(Section):
     )
     check_on_start: Literal["off", "quick", "full"] = Field(
         "quick",
-        description="off, quick or full (also every index, slower); a damaged database is moved aside",
+        description="off, quick or full (also every index, slower); a damaged database is "
+        "moved aside, never deleted, and a fresh one is made",
     )
 
     @field_validator("check_on_start", mode="before")
