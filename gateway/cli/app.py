@@ -565,7 +565,7 @@ def status(
         backlog, oldest = store.outbox_backlog()
         quarantined = store.outbox_quarantined()
         dead = store.dead_letter_counts()
-        open_alerts = len(store.list_alerts(state="open"))
+        open_alerts = store.count_alerts("open")  # not capped at a page of alerts
     snapshot.pop("stream_views", None)  # that is what `streams` shows
     liveness = still_running(snapshot, time.time())
     running = liveness != "stopped"

@@ -959,6 +959,19 @@ class Store:
         return [_alert(row) for row in rows]
 
     @_converts_errors
+    def count_alerts(self, state: AlertState = "open") -> int:
+        """How many alerts are in ``state`` (``list_alerts`` stops at its ``limit``)."""
+        where = {
+            "open": " WHERE acked_ts IS NULL",
+            "acked": " WHERE acked_ts IS NOT NULL",
+            "all": "",
+        }
+        if state not in where:
+            raise ValueError(f"state must be open, acked or all, not {state!r}")
+        sql = "SELECT COUNT(*) FROM alerts" + where[state]  # noqa: S608 (fixed fragments)
+        return int(self._conn.execute(sql).fetchone()[0])
+
+    @_converts_errors
     def match_alert_ids(self, prefix: str, limit: int = 10) -> list[str]:
         """Alert ids starting with ``prefix`` (any length), in id order."""
         rows = self._query(

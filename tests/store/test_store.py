@@ -243,6 +243,20 @@ def test_alert_raise_clear_ack_round_trip(store: Store) -> None:
     assert store.list_alerts(state="all", stream="other") == []
 
 
+def test_count_alerts_counts_past_a_page_of_alerts(store: Store) -> None:
+    """`status` shows how many alerts are not acknowledged: all of them, not the first 1000
+    that ``list_alerts`` returns."""
+    ids = [uuid.uuid4().hex for _ in range(1203)]
+    store.write_batch(Batch(alerts=[change(i, ts=T0 + n) for n, i in enumerate(ids)]))
+    for alert_id in ids[:3]:
+        store.ack_alert(alert_id)
+    assert len(store.list_alerts(state="open")) == 1000
+    assert store.count_alerts("open") == 1200
+    assert store.count_alerts("acked") == 3 and store.count_alerts("all") == 1203
+    with pytest.raises(ValueError):
+        store.count_alerts("bogus")  # type: ignore[arg-type]
+
+
 def test_ambiguous_prefix_matches_nothing(store: Store) -> None:
     store.write_batch(Batch(alerts=[change("abcdef01" + "0" * 24), change("abcdef02" + "0" * 24)]))
     assert store.get_alert("abcdef") is None
