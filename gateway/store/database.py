@@ -30,7 +30,6 @@ import os
 import sqlite3
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -199,6 +198,19 @@ def _build_stream_summary(conn: sqlite3.Connection) -> None:
         "WHERE r.ts = stream_summary.last_ts AND r.stream = stream_summary.stream "
         "ORDER BY r.id DESC LIMIT 1)"
     )
+
+
+# The same rows, the oldest first in index order (ts, stream, id): a total order, so within
+# one transaction the readings counted are the readings deleted, and a stream's newest
+# reading is always the last of it to go.
+_COUNT_OLDEST_READINGS = (
+    "SELECT stream, COUNT(*) FROM (SELECT stream FROM readings WHERE ts < ? "
+    "ORDER BY ts, stream, id LIMIT ?) GROUP BY stream"
+)
+_DELETE_OLDEST_READINGS = (
+    "DELETE FROM readings WHERE id IN (SELECT id FROM readings WHERE ts < ? "
+    "ORDER BY ts, stream, id LIMIT ?)"
+)
 
 
 def _batch_summary(readings: Sequence[ScoredReading]) -> list[tuple[Any, ...]]:
@@ -1304,32 +1316,24 @@ class Store:
         out of ``stream_summary`` in the same transaction: one statement for all the streams
         they belong to (executemany would step, and release the GIL, once per stream)."""
         with self._write():
-            # In index order (ts, stream, id): the deleted rows are the first rows of the
-            # table by ts, and a stream's newest reading is always the last of it to go.
-            doomed = self._conn.execute(
-                "SELECT id, stream FROM readings WHERE ts < ? ORDER BY ts, stream, id LIMIT ?",
-                (before, chunk),
-            ).fetchall()
-            if not doomed:
+            lost = dict(self._conn.execute(_COUNT_OLDEST_READINGS, (before, chunk)).fetchall())
+            if not lost:
                 return 0
-            self._conn.execute(
-                "DELETE FROM readings WHERE id IN (SELECT value FROM json_each(?))",
-                (json.dumps([row[0] for row in doomed]),),
-            )
-            lost = json.dumps(Counter(row[1] for row in doomed))
+            deleted = self._conn.execute(_DELETE_OLDEST_READINGS, (before, chunk)).rowcount
             oldest_left = self._conn.execute("SELECT MIN(ts) FROM readings").fetchone()[0]
+            per_stream = json.dumps(lost)
             self._conn.execute(
                 "UPDATE stream_summary SET readings = readings - lost.value, "
                 "first_ts = MAX(first_ts, COALESCE(?, first_ts)) "
                 "FROM json_each(?) AS lost WHERE stream_summary.stream = lost.key",
-                (oldest_left, lost),
+                (oldest_left, per_stream),
             )
             self._conn.execute(
                 "DELETE FROM stream_summary WHERE readings <= 0 "
                 "AND stream IN (SELECT key FROM json_each(?))",
-                (lost,),
+                (per_stream,),
             )
-        return len(doomed)
+        return int(deleted)
 
     def _delete_oldest_delivered(self, chunk: int) -> int:
         with self._write():
