@@ -121,7 +121,8 @@ def test_prune_keeps_counts_and_newest_readings_exact(tmp_path: Path) -> None:
                 for i in range(700)
                 if not (i % 7 == 6 and block > 2)  # s6 falls silent after block 2
             ]
-            batch.append(reading("rare", T0 + block * 100 + 50, float(block)))
+            # A name that JSON has to escape: prune hands the per-stream counts over as JSON.
+            batch.append(reading('rare "1" \\ ü.\n', T0 + block * 100 + 50, float(block)))
             store.write_batch(Batch(readings=batch))
             written += batch
 
