@@ -3,6 +3,7 @@
 # Idempotent: run it again to upgrade; an existing config and secrets are never overwritten.
 #
 #   sudo systemd/install.sh [--wheelhouse DIR] [--prefix DIR] [--destdir DIR] [--python PY] [--no-start]
+#                           [--unitdir DIR] [--bindir DIR]
 #   sudo systemd/install.sh --uninstall [--purge]
 #
 #   user      liquid-gateway (static system user via sysusers.d, in dialout for serial ports)
@@ -15,6 +16,8 @@
 #   --destdir DIR      stage everything under DIR (also $DESTDIR): no user, no systemctl;
 #                      the tree runs once moved to / (scripts name PREFIX, not DIR), and
 #                      tmpfiles.d gives the config to the service's group at first boot
+#   --unitdir DIR      where the unit goes (default /etc/systemd/system; a .deb: /usr/lib/systemd/system)
+#   --bindir DIR       where the liquid-gateway link goes (default /usr/local/bin; a .deb: /usr/bin)
 #   --uninstall        remove code, unit, completions; keep config and state unless --purge
 set -eu
 
@@ -26,6 +29,8 @@ WHEELHOUSE=""
 START=1
 ACTION=install
 PURGE=0
+UNITDIR=/etc/systemd/system
+BINDIR=/usr/local/bin
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -34,9 +39,11 @@ while [ $# -gt 0 ]; do
     --destdir) DESTDIR=$2; shift 2 ;;
     --python) PYTHON=$2; shift 2 ;;
     --no-start) START=0; shift ;;
+    --unitdir) UNITDIR=$2; shift 2 ;;
+    --bindir) BINDIR=$2; shift 2 ;;
     --uninstall) ACTION=uninstall; shift ;;
     --purge) PURGE=1; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "unknown option: $1 (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -44,11 +51,11 @@ done
 ROOT=${DESTDIR%/}
 ETC=$ROOT/etc/liquid-gateway
 VENV=$ROOT$PREFIX/venv
-UNIT=$ROOT/etc/systemd/system/liquid-gateway.service
+UNIT=$ROOT${UNITDIR%/}/liquid-gateway.service
 SYSUSERS=$ROOT/usr/lib/sysusers.d/liquid-gateway.conf
 TMPFILES=$ROOT/usr/lib/tmpfiles.d/liquid-gateway.conf
 ENVFILE=$ROOT/etc/default/liquid-gateway
-LINK=$ROOT/usr/local/bin/liquid-gateway
+LINK=$ROOT${BINDIR%/}/liquid-gateway
 BASH_COMP=$ROOT/usr/share/bash-completion/completions/liquid-gateway
 ZSH_COMP=$ROOT/usr/share/zsh/vendor-completions/_liquid-gateway
 FISH_COMP=$ROOT/usr/share/fish/vendor_completions.d/liquid-gateway.fish
@@ -101,9 +108,9 @@ else
   "$VENV/bin/python" -m pip install --quiet --upgrade "$SRC"
 fi
 if ! live; then
-  # pip wrote the staging path into every script's #! line (and activate's VIRTUAL_ENV):
-  # point them at where the tree will run, so it works once moved to /.
-  grep -rlIF "$VENV" "$VENV/bin" | while IFS= read -r script; do
+  # pip wrote the staging path into every script's #! line (and activate's VIRTUAL_ENV),
+  # venv into pyvenv.cfg: point them at where the tree will run, so it works once moved to /.
+  grep -rlIF "$VENV" "$VENV/bin" "$VENV/pyvenv.cfg" | while IFS= read -r script; do
     sed "s|$VENV|$PREFIX/venv|g" "$script" > "$script.tmp"
     chmod --reference="$script" "$script.tmp"
     mv "$script.tmp" "$script"
