@@ -134,6 +134,14 @@ def json_number(value: float | None) -> float | None:
     return value
 
 
+def alert_condition(active: bool) -> str:
+    """The first of an alert's two dimensions, named the same in the CLI, its JSON and CSV and
+    the upstream payload: ``active`` while the fault lasts, ``cleared`` once it is over. The
+    second, ``acknowledged``, is whether an operator has seen it; it is independent (a cleared
+    alert may still want a look, an acknowledged one may still be active)."""
+    return "active" if active else "cleared"
+
+
 def alert_payload(change: AlertChange, gateway_id: str) -> dict[str, Any]:
     """The JSON body published to ``{prefix}/{gateway}/alerts/{stream}``."""
     return {
@@ -142,7 +150,8 @@ def alert_payload(change: AlertChange, gateway_id: str) -> dict[str, Any]:
         "gateway": gateway_id,
         "ts": iso_utc(change.ts),
         "stream": change.stream,
-        "state": change.state,
+        "state": change.state,  # what happened: raised or cleared
+        "condition": alert_condition(change.state == "raised"),  # how it stands after that
         "score": round(change.score, 6),
         "observed": json_number(change.observed),
         "expected": json_number(change.expected),

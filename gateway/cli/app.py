@@ -342,7 +342,7 @@ ALERT_COLUMNS = [
     "raised",
     "cleared",
     "condition",
-    "state",
+    "acknowledged",
     "score",
     "rarity",
     "observed",
@@ -356,15 +356,20 @@ def _alert_row(
 ) -> dict[str, Any]:
     """Times as ``_when`` gives them for a table, ISO 8601 for JSON and CSV (``*_ts`` stay
     seconds since the epoch)."""
+    from gateway.records import alert_condition
+
     when = _when if fmt is OutputFormat.table else _iso
+    acknowledged = bool(alert.get("acked_ts"))
     return {
         **alert,
         "id": alert["id"],
         "raised": when(alert.get("raised_ts"), local),
         "cleared": when(alert.get("cleared_ts"), local),
         "acked": when(alert.get("acked_ts"), local),
-        "condition": "active" if alert.get("active") else "cleared",
-        "state": "acked" if alert.get("acked_ts") else "open",
+        "condition": alert_condition(bool(alert.get("active"))),
+        "acknowledged": ("yes" if acknowledged else "no")
+        if fmt is OutputFormat.table
+        else acknowledged,
         "rarity": _rarity(alert.get("score")),
     }
 
@@ -378,7 +383,10 @@ def alerts_list(
     ] = None,
     stream: Annotated[str | None, typer.Option(help="Only this stream or asset.")] = None,
     state: Annotated[
-        AlertState, typer.Option(help="open (not acknowledged), acked or all.")
+        AlertState,
+        typer.Option(
+            help="open: not acknowledged yet (active or cleared); acked: acknowledged; all."
+        ),
     ] = AlertState.open,
     fmt: FormatOption = OutputFormat.table,
     utc: UtcOption = True,
@@ -719,7 +727,12 @@ def alerts_export(
         str | None, typer.Option(help="Only alerts raised or cleared in this window, e.g. 7d.")
     ] = None,
     stream: Annotated[str | None, typer.Option(help="Only this stream or asset.")] = None,
-    state: Annotated[AlertState, typer.Option(help="open, acked or all.")] = AlertState.all,
+    state: Annotated[
+        AlertState,
+        typer.Option(
+            help="open: not acknowledged yet (active or cleared); acked: acknowledged; all."
+        ),
+    ] = AlertState.all,
     fmt: Annotated[
         OutputFormat, typer.Option("--format", "-f", help="csv or json (table means csv).")
     ] = OutputFormat.csv,

@@ -127,7 +127,10 @@ def test_alerts_list_show_ack(gateway_db: tuple[Path, str]) -> None:
     as_json = json.loads(
         runner.invoke(app, ["alerts", "list", "-c", str(config), "-f", "json"]).output
     )
-    assert as_json[0]["id"] == alert_id and as_json[0]["state"] == "open"
+    # The two dimensions, named plainly: is the fault still there, has anyone seen it.
+    assert as_json[0]["id"] == alert_id and as_json[0]["acknowledged"] is False
+    assert as_json[0]["condition"] == "active" and "state" not in as_json[0]
+    assert "CONDITION  ACKNOWLEDGED" in header and " active     no " in row, table.output
     as_csv = runner.invoke(app, ["alerts", "list", "-c", str(config), "--format", "csv"]).output
     assert as_csv.splitlines()[0].startswith("id,stream,raised")
     shown = runner.invoke(app, ["alerts", "show", alert_id[:8], "-c", str(config)])
@@ -156,6 +159,10 @@ def test_alerts_list_show_ack(gateway_db: tuple[Path, str]) -> None:
     assert still_open.exit_code == 0
     acked_list = runner.invoke(app, ["alerts", "list", "-c", str(config), "--state", "acked"])
     assert alert_id in acked_list.output
+    assert " active     yes " in acked_list.output, acked_list.output  # seen, still there
+    acked_json = runner.invoke(app, ["alerts", "list", "-c", str(config), "--state", "acked",
+                                     "-f", "json"])  # fmt: skip
+    assert json.loads(acked_json.output)[0]["acknowledged"] is True
     assert runner.invoke(app, ["alerts", "show", "nope", "-c", str(config)]).exit_code == 1
 
 

@@ -71,6 +71,7 @@ def test_alerts_arrive_in_order_on_their_topics_and_are_delivered(
         first, change = received[0], changes[0]
         assert first["ts"] == "2023-11-14T22:13:20.500Z"
         assert (first["stream"], first["state"], first["score"]) == ("pump-0", "raised", 0.9993)
+        assert first["condition"] == "active"  # named as the CLI names it
         assert (first["observed"], first["expected"], first["band"]) == (81.5, 60.25, [55.0, 65.5])
         assert (first["unit"], first["model"]) == ("degC", change.model)
         topics = [m.topic for m in watcher.messages if "/alerts/" in m.topic]
