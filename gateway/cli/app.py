@@ -326,7 +326,7 @@ def _rarity(score: Any) -> str:
     """What a score means, for people: "as rare as one healthy block of readings in 10^D"."""
     if not isinstance(score, int | float) or score <= 0.0:
         return "-"
-    from gateway.detector.core import NATS_PER_DIGIT, surprise_of
+    from gateway.score import NATS_PER_DIGIT, surprise_of
 
     digits = surprise_of(float(score)) / NATS_PER_DIGIT
     if not math.isfinite(digits) or digits >= 1e15:

@@ -5,7 +5,8 @@ engine  Detector: the build that runs here, state snapshots, views for `streams`
 build   compiles core.py into _core_compiled
 """
 
-from gateway.detector.core import AlertLatch, score_of, surprise_of
+from gateway.detector.core import AlertLatch
 from gateway.detector.engine import Detector, DetectorOutput
+from gateway.score import score_of, surprise_of
 
 __all__ = ["AlertLatch", "Detector", "DetectorOutput", "score_of", "surprise_of"]

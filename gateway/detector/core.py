@@ -72,6 +72,7 @@ from typing import Any, Final
 import numpy as np
 
 from gateway.records import AlertChange, Contribution, Event, Reading, ScoredReading
+from gateway.score import score_of
 
 # --- constants (all counted in readings or typical intervals) ------------------------------
 
@@ -116,7 +117,6 @@ RELATION_MAX_CHANNELS: Final = 128  # larger assets are judged per channel only
 RELATION_FROM: Final = 64  # asset ticks before the relation is first fitted
 BAND_SIGMAS: Final = 3.0
 HOLD_SURPRISE: Final = 4.6  # a channel this surprising (ln 100) is held at a raise
-NATS_PER_DIGIT: Final = math.log(10.0)
 
 # The cycle: a channel remembers its last HISTORY raw values and looks for a period in them.
 HISTORY: Final = 2048  # periods up to HISTORY // 2 readings are found
@@ -136,24 +136,6 @@ RELATION: Final = 2
 STUCK: Final = 3
 REASONS: Final = ("level", "prediction", "relation", "stuck")
 STATE_VERSION: Final = 2  # checkpoints of another version are not restored
-
-
-def score_of(surprise: float) -> float:
-    """The anomaly score in [0, 1) of a surprise in nats: ``D / (1 + D)``, D in decimal
-    digits of rarity. Monotone and never exactly 1, so scores rank all the way up."""
-    if not surprise > 0.0:
-        return 0.0
-    digits = surprise / NATS_PER_DIGIT
-    return digits / (1.0 + digits)
-
-
-def surprise_of(score: float) -> float:
-    """The inverse of ``score_of``: the surprise (nats) a score stands for."""
-    if score <= 0.0:
-        return 0.0
-    if score >= 1.0:
-        return math.inf
-    return NATS_PER_DIGIT * score / (1.0 - score)
 
 
 def _clip(x: float, lo: float, hi: float) -> float:
