@@ -79,7 +79,7 @@ pooled over corpora: the default beats each ablation on event F1 in >= 95 % of d
 
 Output: the tables (main: one line per corpus x detector; breakdowns by tags, e.g. periodic by
 shape x change; retimed by interval; comparisons; targets; time per corpus) and, with
-``--out``, one JSON with the keys ``benchmark, argv, size, seed, draws, corpora_requested,
+``--out``, one JSON with the keys ``benchmark, argv, size, seed, seeds, draws, corpora_requested,
 protocol, detectors, config, model, git, machine, corpora, pooled_over_corpora, targets,
 seconds_total``; ``corpora[name]`` holds ``role`` (main/validation), ``seeds``, ``series``,
 ``rows``, ``seconds`` (generate, detect_wall, detect_cpu = the detectors' time summed over
@@ -91,11 +91,13 @@ Undefined values (a ratio with a zero denominator) are ``null``.
 Usage (from the repo root)::
 
     python tools/bench_detect.py [--size smoke|quick|full] [--corpora skab,synthetic,...]
-        [--seed 0] [--jobs 2] [--detectors default,rolling-z] [--draws 2000]
+        [--seed 0] [--seeds 1] [--jobs 2] [--detectors default,rolling-z] [--draws 2000]
         [--out results.json] [--against previous.json] [--runtime auto]
 
 ``--size smoke`` is for tests (seconds); ``quick`` for development (minutes); ``full`` is the
-table. A corpus module that is missing or fails to import stops the run with its name; leave it
+table. ``--seeds 3`` draws every generated corpus three times (seeds ``--seed`` to ``--seed`` + 2)
+and pools the draws: one seed's quick corpus is a few dozen series, and a change that wins on
+one draw and loses on the next (it happens) must not look like a win. A corpus module that is missing or fails to import stops the run with its name; leave it
 out with ``--corpora``. A detector that fails on a series stops the run, naming both.
 """
 
@@ -1156,6 +1158,25 @@ def generate(module: ModuleType, name: str, seed: int, size: str) -> list[Series
     return series
 
 
+def generate_seeds(module: ModuleType, name: str, seeds: Sequence[int], size: str) -> list[Series]:
+    """The corpus drawn from every seed, one after the other. With more than one seed each
+    series is named after its seed (``name@s1``); a corpus that draws the same series whatever
+    the seed (real data: SKAB) is taken once."""
+    first = generate(module, name, seeds[0], size)
+    if len(seeds) == 1:
+        return first
+    out = [replace(s, name=f"{s.name}@s{seeds[0]}") for s in first]
+    for seed in seeds[1:]:
+        more = generate(module, name, seed, size)
+        same = [a.name for a in more] == [b.name for b in first] and all(
+            np.array_equal(a.x, b.x, equal_nan=True) for a, b in zip(more, first, strict=True)
+        )
+        if same:
+            break  # the seed draws nothing new
+        out += [replace(s, name=f"{s.name}@s{seed}") for s in more]
+    return out
+
+
 def retimed_series(sources: dict[str, list[Series]]) -> list[Series]:
     out = []
     for source, series in sources.items():
@@ -1167,9 +1188,15 @@ def retimed_series(sources: dict[str, list[Series]]) -> list[Series]:
     return out
 
 
-def _seeds_of(series: list[Series], seed: int) -> list[int]:
+def _seed_text(args: argparse.Namespace) -> str:
+    if args.seeds == 1:
+        return f"seed {args.seed}"
+    return f"seeds {args.seed}-{args.seed + args.seeds - 1}"
+
+
+def _seeds_of(series: list[Series], seeds: Sequence[int]) -> list[int]:
     found = sorted({int(s.tags["seed"]) for s in series if s.tags.get("seed", "").isdigit()})
-    return found or [seed]
+    return found or list(seeds)
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -1270,6 +1297,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--size", choices=SIZES, default="quick")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="draw every generated corpus from this many seeds (--seed, --seed + 1, ...) and "
+        "pool them: a change that only wins on one draw shows up as no win",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (1 = in process)")
     parser.add_argument(
         "--detectors",
@@ -1323,8 +1357,8 @@ def against(previous: dict[str, Any], reports: list[CorpusReport]) -> tuple[list
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.draws < 1 or args.jobs < 1:
-        parser.error("--draws and --jobs must be at least 1")
+    if args.draws < 1 or args.jobs < 1 or args.seeds < 1:
+        parser.error("--draws, --jobs and --seeds must be at least 1")
     started = time.perf_counter()
     try:
         return _main(args, argv)
@@ -1346,6 +1380,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
                 modules[needed] = load_corpus_module(needed)
     config = Config()
     model = load_model(None, args.runtime)
+    seeds = list(range(args.seed, args.seed + args.seeds))
     corpora: dict[str, list[Series]] = {}
     generated: dict[str, list[Series]] = {}
     gen_seconds: dict[str, float] = {}
@@ -1355,12 +1390,12 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
             sources = {}
             for source in args.retime_from:
                 if source not in generated:
-                    generated[source] = generate(modules[source], source, args.seed, args.size)
+                    generated[source] = generate_seeds(modules[source], source, seeds, args.size)
                 sources[source] = generated[source]
             corpora[name] = retimed_series(sources)
         else:
             if name not in generated:
-                generated[name] = generate(modules[name], name, args.seed, args.size)
+                generated[name] = generate_seeds(modules[name], name, seeds, args.size)
             corpora[name] = generated[name]
         gen_seconds[name] = time.perf_counter() - t0
     tmp_root = tempfile.mkdtemp(prefix="bench-detect-")
@@ -1394,7 +1429,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
                 args.draws,
                 args.seed,
                 {"generate": gen_seconds[name], "detect_wall": wall, "detect_cpu": task_s},
-                _seeds_of(series, args.seed),
+                _seeds_of(series, seeds),
             )
             groups = getattr(modules.get(name), "BREAKDOWN", None) or BREAKDOWNS.get(name, [])
             report.breakdown = breakdown(report, [tuple(g) for g in groups])
@@ -1419,7 +1454,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
     targets += evaluate_targets(held, pooled_held, "validation")
 
     print(
-        f"\nDetection benchmark, size {args.size}, seed {args.seed}, {args.draws} paired draws "
+        f"\nDetection benchmark, size {args.size}, {_seed_text(args)}, {args.draws} paired draws "
         f"per corpus; model {model.model_id} on {model.runtime}; rows after train_rows scored"
     )
     if main_reports:
@@ -1462,6 +1497,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
             "argv": sys.argv[1:] if argv is None else list(argv),
             "size": args.size,
             "seed": args.seed,
+            "seeds": args.seeds,
             "draws": args.draws,
             "jobs": args.jobs,
             "corpora_requested": args.corpora,

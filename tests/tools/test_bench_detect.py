@@ -264,3 +264,23 @@ def test_unknown_names_are_usage_errors() -> None:
     assert exc.value.code == 2
     with pytest.raises(SystemExit):
         main(["--detectors", "oracle"])
+
+
+def test_more_seeds_pool_new_draws_and_take_real_data_once() -> None:
+    synthetic = load_corpus_module("synthetic")
+    one = bench_detect.generate_seeds(synthetic, "synthetic", [0], "smoke")
+    two = bench_detect.generate_seeds(synthetic, "synthetic", [0, 1], "smoke")
+    assert [s.name for s in one] == [
+        s.name for s in bench_detect.generate(synthetic, "x", 0, "smoke")
+    ]
+    assert len(two) == 2 * len(one)
+    assert len({s.name for s in two}) == len(two)  # names stay unique: name@s0, name@s1
+    assert not np.array_equal(two[0].x, two[len(one)].x)  # the second seed drew new series
+
+    class Fixed:  # real data: every seed gives the same series
+        @staticmethod
+        def generate(seed: int, size: str) -> list[Series]:
+            return [_series("only", [])]
+
+    fixed = bench_detect.generate_seeds(Fixed, "fixed", [0, 1, 2], "smoke")  # type: ignore[arg-type]
+    assert [s.name for s in fixed] == ["only@s0"]
