@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from typer.testing import CliRunner
 
@@ -37,6 +38,7 @@ def _run(config: Path, *args: str) -> Any:
     return runner.invoke(app, ["test", "-c", str(config), *args])
 
 
+@pytest.mark.slow
 def test_simulate_streams_and_samples_and_no_data_dir(tmp_path: Path) -> None:
     config = _config(tmp_path, "  - {type: simulate, name: sim, streams: 2, rate_hz: 20}\n")
     result = _run(config, "--seconds", "1", "--samples", "3", "-f", "json")
@@ -81,6 +83,7 @@ class Watcher:
         self.client.loop_stop()
 
 
+@pytest.mark.slow
 def test_mqtt_valid_and_bad_payloads_and_nothing_published_upstream(
     tmp_path: Path, broker: Broker
 ) -> None:
@@ -118,6 +121,7 @@ def test_mqtt_valid_and_bad_payloads_and_nothing_published_upstream(
         watcher.close()
 
 
+@pytest.mark.slow
 def test_serial_over_a_pty_with_a_bad_line(tmp_path: Path) -> None:
     master, slave = os.openpty()
     tty.setraw(slave)  # no echo before the reader opens it (pyserial sets raw mode too)
@@ -159,6 +163,7 @@ def test_serial_over_a_pty_with_a_bad_line(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.slow
 def test_a_source_that_cannot_connect_or_open_fails_clearly(tmp_path: Path) -> None:
     missing = tmp_path / "ttyUSB9"
     closed = free_port()  # nothing listens there

@@ -55,6 +55,7 @@ def test_the_rule() -> None:
     assert iso(RAISED + 0.25) == "2026-12-02T05:21:10.250Z" == iso_utc(RAISED + 0.25)
 
 
+@pytest.mark.slow
 def test_the_same_alert_in_utc_and_local_time(one_alert: tuple[Path, str]) -> None:
     config, alert_id = one_alert
     utc = _cli("alerts", "show", alert_id, "-c", str(config), "--utc")
@@ -74,6 +75,7 @@ def test_the_same_alert_in_utc_and_local_time(one_alert: tuple[Path, str]) -> No
     assert row["cleared"] is None
 
 
+@pytest.mark.slow
 def test_daemon_log_lines_carry_an_offset(tmp_path: Path) -> None:
     config = tmp_path / "gw.yaml"
     config.write_text(

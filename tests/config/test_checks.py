@@ -75,6 +75,7 @@ def test_a_real_host_named_like_an_example_is_not(tmp_path: Path) -> None:
     assert _validate(file)[0] == 0
 
 
+@pytest.mark.slow
 def test_a_busy_metrics_port_is_refused(tmp_path: Path) -> None:
     port = free_port()
     file = tmp_path / "gw.yaml"

@@ -39,6 +39,7 @@ def test_the_env_var_forces_the_interpreted_core(monkeypatch: pytest.MonkeyPatch
         Detector(DetectorSection(), NaiveModel(), core="fast")
 
 
+@pytest.mark.slow
 def test_the_wheel_carries_the_compiled_core(tmp_path: Path) -> None:
     """``pip install .`` builds in an isolated environment with only the build requirements:
     there the project's mypy settings (the pydantic plugin) once made mypyc fail, and every

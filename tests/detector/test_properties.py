@@ -226,6 +226,7 @@ def plant(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x, loads, mixing
 
 
+@pytest.mark.slow
 def test_52_channels_one_channel_stepping_by_4_sd_raises(model: StepModel, core: str) -> None:
     x, _, _ = plant(5000, 10)
     sd = x[:3000, 17].std()
@@ -236,6 +237,7 @@ def test_52_channels_one_channel_stepping_by_4_sd_raises(model: StepModel, core:
     assert first.contributors[0].stream == "c17"
 
 
+@pytest.mark.slow
 def test_52_channels_three_breaking_their_relation_raise(model: StepModel, core: str) -> None:
     x, loads, mixing = plant(5000, 11)
     rng = np.random.default_rng(12)
@@ -247,6 +249,7 @@ def test_52_channels_three_breaking_their_relation_raise(model: StepModel, core:
     assert first.contributors[0].stream in {"c5", "c6", "c7"}
 
 
+@pytest.mark.slow
 def test_52_channels_moving_together_within_range_do_not_raise(model: StepModel, core: str) -> None:
     x, _, _ = plant(8000, 13)  # the loads wander within their range, every channel with them
     assert run(model, core, x)["raised"] == []

@@ -36,6 +36,7 @@ def test_names_are_checked_whole() -> None:
 
 
 @given(st.text(max_size=60))
+@pytest.mark.slow
 def test_a_name_is_always_a_publishable_topic_level(text: str) -> None:
     if is_name(text):
         assert topic_problem(f"prefix/{text}") is None

@@ -82,6 +82,7 @@ def _wait(predicate, timeout: float = 30.0):  # type: ignore[no-untyped-def]
     raise AssertionError("condition not met in time")
 
 
+@pytest.mark.slow
 def test_notify_reload_metrics_and_no_secret_in_logs(tmp_path: Path) -> None:
     secret = f"pw-{uuid.uuid4().hex}"
     (tmp_path / "secrets").mkdir()

@@ -218,6 +218,7 @@ def clean_machine() -> Iterator[None]:
     subprocess.run(["dpkg", "--purge", PACKAGE], capture_output=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_deb_installs_upgrades_keeps_site_data_and_purges(
     tmp_path: Path, clean_machine: None
 ) -> None:

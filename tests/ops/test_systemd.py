@@ -110,6 +110,7 @@ def _run_install(root: Path, wheelhouse: Path, *args: str) -> subprocess.Complet
     )
 
 
+@pytest.mark.slow
 def test_installer_into_a_scratch_root_is_idempotent_and_validates(tmp_path: Path) -> None:
     root, wheelhouse = tmp_path / "root", tmp_path / "wheels"
     wheelhouse.mkdir()
@@ -162,6 +163,7 @@ def test_installer_into_a_scratch_root_is_idempotent_and_validates(tmp_path: Pat
     assert purge.returncode == 0 and not etc.exists() and not envfile.exists()
 
 
+@pytest.mark.slow
 def test_a_staged_tree_runs_once_moved_into_place(tmp_path: Path) -> None:
     """--destdir builds an image's tree: once moved to /, its scripts must run (their #!
     lines name the prefix, not the staging dir), and the config must reach the service's

@@ -117,6 +117,7 @@ def test_presence_is_retained_online_then_offline(broker: Broker, db_path: Path)
     later.close()
 
 
+@pytest.mark.slow
 def test_nothing_is_delivered_while_the_broker_is_down(
     broker: Broker, db_path: Path, store: Store
 ) -> None:
@@ -255,6 +256,7 @@ def test_rows_committed_just_before_a_stop_are_sent_in_the_drain(
         watcher.close()
 
 
+@pytest.mark.slow
 def test_a_delivery_that_cannot_be_recorded_is_not_sent_again(
     broker: Broker, db_path: Path, store: Store
 ) -> None:
@@ -324,6 +326,7 @@ def test_an_unreadable_outbox_row_is_quarantined_and_the_rest_delivered(
         watcher.close()
 
 
+@pytest.mark.slow
 def test_a_row_the_broker_drops_the_connection_for_is_isolated_then_quarantined(
     broker: Broker, db_path: Path, store: Store
 ) -> None:

@@ -7,6 +7,7 @@ import queue
 import time
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import BrokerSection, HomeAssistantSection, UpstreamSection
@@ -34,6 +35,7 @@ def test_discovery_message_is_a_problem_sensor_tied_to_presence() -> None:
     assert payload["unique_id"] == "liquid-gateway_gw7_pump_flow_alert"
 
 
+@pytest.mark.slow
 def test_announcer_publishes_retained_configs_and_again_on_ha_restart(broker: Broker) -> None:
     got: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
     listener = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="ha-listener")

@@ -142,6 +142,7 @@ def test_config_validate_says_plainly_that_311_hides_refusals(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+@pytest.mark.slow
 def test_echo_confirms_what_the_broker_passed_on_and_parks_what_it_did_not(
     broker: Broker, tmp_path: Path, protocol: str
 ) -> None:
@@ -201,6 +202,7 @@ def test_echo_with_everything_allowed_delivers_all_as_before(
         store.close()
 
 
+@pytest.mark.slow
 def test_echo_without_read_access_delivers_nothing_and_says_why(
     broker: Broker, tmp_path: Path
 ) -> None:

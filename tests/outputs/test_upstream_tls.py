@@ -104,6 +104,7 @@ def test_tls_client_certificate_and_credential_file_deliver(
         ("bad-password", "refused the connection"),
     ],
 )
+@pytest.mark.slow
 def test_tls_failures_are_clear_and_never_plaintext(
     tls_broker: TlsBroker,
     credentials: Path,

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import MqttSource, SerialSource
@@ -184,6 +185,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60.0) -> Any:
 # --- bulk, in process ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_serial_bulk_every_line_is_accounted_for() -> None:
     rng = random.Random(SEED)
     queue = IngestQueue(capacity=10**6, side_capacity=10**6)
@@ -213,6 +215,7 @@ def test_serial_bulk_every_line_is_accounted_for() -> None:
     print(f"serial bulk: {SERIAL_BULK} lines -> {len(readings)} readings, {stats['dead_letters']}")
 
 
+@pytest.mark.slow
 def test_mqtt_bulk_every_message_is_accounted_for() -> None:
     rng = random.Random(SEED + 1)
     queue = IngestQueue(capacity=10**6, side_capacity=10**6)

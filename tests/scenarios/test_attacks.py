@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 from typer.testing import CliRunner
 
 from gateway.cli.app import app
@@ -62,6 +63,7 @@ def dead_letters(config: Path) -> dict[str, int]:
     return json.loads(out.output)[0]["dead_letters_stored"]
 
 
+@pytest.mark.slow
 def test_every_hostile_input_is_counted_and_a_real_fault_still_gets_through(
     broker, tmp_path: Path
 ) -> None:

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
+
 from gateway.config import BrokerSection, UpstreamSection
 from gateway.outputs.forwarder import Forwarder, backoff
 from gateway.records import Batch, ScoredReading
@@ -76,6 +78,7 @@ def check_at_least_once(received: list[str], committed: list[str], outages: int)
     return duplicates
 
 
+@pytest.mark.slow
 def test_broker_outages_under_a_steady_stream_lose_nothing(broker: Broker, tmp_path: Path) -> None:
     # One message in flight towards the watcher, so the broker->watcher leg adds at most one
     # re-delivery per outage to the gateway's own (at most WINDOW).
@@ -214,6 +217,7 @@ def start_gateway(config: Path, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+@pytest.mark.slow
 def test_sigterm_with_a_frozen_broker_exits_0_and_marks_nothing_without_puback(
     broker: Broker, tmp_path: Path
 ) -> None:
@@ -256,6 +260,7 @@ def test_sigterm_with_a_frozen_broker_exits_0_and_marks_nothing_without_puback(
     watcher.close()
 
 
+@pytest.mark.slow
 def test_sigterm_drains_and_goes_offline(broker: Broker, tmp_path: Path) -> None:
     config = gateway_config(tmp_path, broker.host, broker.port, gateway_id="gw-term")
     watcher = Watcher(broker.host, broker.port, "gw-term")

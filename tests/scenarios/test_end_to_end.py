@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -129,6 +130,7 @@ def assert_alert(payload: bytes, stream: str) -> dict:
     return alert
 
 
+@pytest.mark.slow
 def test_mqtt_fault_is_forwarded_upstream_and_kept_locally(broker, tmp_path: Path) -> None:
     config = tmp_path / "gw.yaml"
     config.write_text(
@@ -178,6 +180,7 @@ def test_mqtt_fault_is_forwarded_upstream_and_kept_locally(broker, tmp_path: Pat
     assert sum(snapshot["dead_letters_stored"].values()) == 1  # the junk payload, quarantined
 
 
+@pytest.mark.slow
 def test_serial_fault_over_a_pty_is_forwarded(broker, tmp_path: Path) -> None:
     master, slave = os.openpty()
     port = os.ttyname(slave)
@@ -211,6 +214,7 @@ def test_serial_fault_over_a_pty_is_forwarded(broker, tmp_path: Path) -> None:
         os.close(slave)
 
 
+@pytest.mark.slow
 def test_demo_runs_without_a_broker_and_alerts_on_injected_faults(tmp_path: Path) -> None:
     """The embedded demo, sped up: every injected fault is caught, nothing else alerts."""
     demo = yaml.safe_load(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
+import pytest
 
 from tests.helpers import wait_for
 from tools.soak_kill import PREFIX, gateway_config
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FLEET = 10
 
 
+@pytest.mark.slow
 def test_ten_gateways_share_one_broker(broker: Broker, tmp_path: Path) -> None:
     lock = threading.Lock()
     by_topic: dict[str, list[bytes]] = defaultdict(list)

@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
+
 from tools.soak_kill import run_soak
 
 if TYPE_CHECKING:
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
 KILLS = 30
 
 
+@pytest.mark.slow
 def test_sigkill_while_forwarding_loses_no_committed_alert(broker: Broker, tmp_path: Path) -> None:
     phases = ("running", "startup", "drain")
     result = run_soak(

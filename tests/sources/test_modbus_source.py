@@ -94,6 +94,7 @@ def test_registers_of_every_type_become_readings(bus: RtuBus) -> None:
     assert source.stats()["slaves"]["pump-1"]["failures"] == 0
 
 
+@pytest.mark.slow
 def test_dead_and_slow_slaves_do_not_stall_the_others(bus: RtuBus) -> None:
     bus.slaves[1] = pump_slave()
     bus.slaves[2] = SimSlave(registers={0: 1}, dead=True)
@@ -234,6 +235,7 @@ def test_modbus_config_is_validated() -> None:
         assert "bus.yaml:" in str(info.value)
 
 
+@pytest.mark.slow
 def test_repeated_unplugging_leaks_no_descriptors_or_threads(bus: RtuBus) -> None:
     bus.slaves[1] = SimSlave(registers={0: 42})
     slave = {"id": 1, "poll_interval": 0.01, "registers": [{"stream": "v", "address": 0}]}

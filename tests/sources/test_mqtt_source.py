@@ -173,6 +173,7 @@ def test_readings_keep_flowing_after_broker_restart(
     assert len(sink.events("broker_lost")) == 1
 
 
+@pytest.mark.slow
 def test_absent_broker_does_not_block_start_and_is_joined_later(tmp_path: Path) -> None:
     port = free_port()
     sink = ListSink()

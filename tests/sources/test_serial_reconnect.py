@@ -69,6 +69,7 @@ class Adapter:
         os.write(self.master, data)
 
 
+@pytest.mark.slow
 def test_100_unplug_replug_cycles_recover_without_leaking(tmp_path: Path) -> None:
     adapter = Adapter(tmp_path / "usb-FTDI_FT232R-if00-port0")
     adapter.plug()

@@ -79,6 +79,7 @@ def mutations(original: bytes) -> list[tuple[str, bytes, bytes | None]]:
     return out  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("check", ["quick", "full"])
 def test_every_mutation_opens_and_nothing_is_deleted(
     pristine: bytes, tmp_path: Path, check: str

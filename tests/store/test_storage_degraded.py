@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
+
 from tests.helpers import wait_for
 from tools.soak_kill import PREFIX, gateway_config
 
@@ -37,6 +39,7 @@ def _limit_file_size() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT, resource.RLIM_INFINITY))
 
 
+@pytest.mark.slow
 def test_disk_full_degrades_then_recovers(broker: Broker, tmp_path: Path) -> None:
     import paho.mqtt.client as mqtt
 

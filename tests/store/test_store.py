@@ -408,6 +408,7 @@ def test_prune_by_size_removes_oldest_readings_only(store: Store) -> None:
     text=st.text(max_size=300),
     value=st.floats(allow_nan=False, allow_infinity=False),
 )
+@pytest.mark.slow
 def test_arbitrary_text_is_data_never_sql(stream: str, text: str, value: float) -> None:
     with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp) / "g.db") as store:
         alert_id = uuid.uuid4().hex

@@ -85,6 +85,7 @@ readings_strategy = st.lists(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batches=st.lists(readings_strategy, min_size=1, max_size=6))
 def test_summary_is_the_grouping_of_the_readings_after_any_batches(

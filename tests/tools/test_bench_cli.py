@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_bench_cli_times_every_command_against_a_filled_database(tmp_path: Path) -> None:
     out = tmp_path / "cli.json"
     args = ["--runs", "2", "--alerts", "30", "--readings", "500", "--streams", "5", "--out"]

@@ -204,6 +204,7 @@ def test_a_detector_crash_names_the_series(monkeypatch: pytest.MonkeyPatch, tmp_
         run_task(task)
 
 
+@pytest.mark.slow
 def test_end_to_end_smoke_run_writes_the_documented_json(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

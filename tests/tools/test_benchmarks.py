@@ -233,6 +233,7 @@ def test_file_bootstrap_of_one_repeated_file_has_no_spread_and_counts_must_align
         bootstrap_files({"x": [one] * 3, "y": [one] * 4})
 
 
+@pytest.mark.slow
 def test_synthetic_suite_over_two_seeds_reports_every_stream_and_a_paired_bootstrap(
     tmp_path: Path,
 ) -> None:
