@@ -29,7 +29,7 @@ from gateway.times import iso, shown
 POLL_S = 0.1  # how often the queue is drained and the sources' health looked at
 MAX_BATCH = 5000
 JOIN_S = 3.0  # per source, to let its threads finish after stop()
-LOST_EVENTS = ("port_lost", "broker_lost")
+LOST_EVENTS = ("port_lost", "broker_lost", "server_lost")
 EXAMPLE_CHARS = 160  # of a dead letter's detail in the report
 STREAMS_SHOWN = 50  # per source in the text report; the JSON report has them all
 # Dead letters that the end of the dry run itself causes: a serial source flushes the line
@@ -99,6 +99,8 @@ def _where(section: Any) -> str:
         return str(section.port)
     if section.type == "mqtt":
         return f"broker {section.broker.host}:{section.broker.port}"
+    if section.type == "opcua":
+        return str(section.endpoint)
     if section.type == "simulate":
         return f"{section.streams} simulated streams at {section.rate_hz:g} Hz"
     return section.type

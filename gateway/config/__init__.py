@@ -6,6 +6,7 @@ face other packages import from."""
 
 from gateway.config.schema import (
     NAME_PATTERN,
+    SOURCE_TAGS,
     BrokerSection,
     Config,
     ConfigError,
@@ -24,6 +25,9 @@ from gateway.config.schema import (
     ModelSection,
     MqttSource,
     Name,
+    OpcuaNode,
+    OpcuaSecurity,
+    OpcuaSource,
     Section,
     SerialSource,
     SimulateSource,
@@ -70,6 +74,10 @@ __all__ = [
     "ModelSection",
     "MqttSource",
     "NAME_PATTERN",
+    "OpcuaNode",
+    "OpcuaSecurity",
+    "OpcuaSource",
+    "SOURCE_TAGS",
     "Name",
     "Section",
     "SerialSource",

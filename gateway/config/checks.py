@@ -2,8 +2,9 @@
 
 Loading (``schema.py``) answers "does this file parse into a Config"; these checks answer
 what can be known without connecting anywhere: the files it names exist and can be read by
-the user the service runs as, the CA and client certificate load, no broker is still an
-example host, the metrics port is free (the config file and every file it includes count).
+the user the service runs as, the CA and client certificate load (and an OPC UA source's
+certificates and key), no broker is still an example host, the metrics port is free (the
+config file and every file it includes count).
 ``config validate`` runs all of them; ``run`` runs ``file_issues`` so that a missing file
 stops it at start with the same message (exit 78).
 Every issue names file:line and the key.
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.config.schema import BrokerSection, Located, secret_path
+from gateway.config.schema import BrokerSection, Located, OpcuaSource, secret_path
 from gateway.errors import ConfigIssue
 
 # RFC 2606 names, reserved for examples: a host still spelt like this was never edited.
@@ -91,10 +92,24 @@ def _brokers(located: Located) -> Iterator[tuple[tuple[Any, ...], BrokerSection]
             yield ("sources", index, "broker"), broker
 
 
+def _opcua(located: Located) -> Iterator[tuple[tuple[Any, ...], OpcuaSource]]:
+    for index, source in enumerate(located.config.sources):
+        if isinstance(source, OpcuaSource):
+            yield ("sources", index), source
+
+
+_OPCUA_FILES = ("cert_file", "key_file", "server_cert_file")
+
+
 def _files(located: Located) -> Iterator[tuple[tuple[Any, ...], Path]]:
     """Every file a run opens, with its key path."""
     if located.config.model.path is not None:
         yield ("model", "path"), located.config.model.path
+    for where, source in _opcua(located):
+        for key in _OPCUA_FILES:
+            path = getattr(source.security, key)
+            if path is not None:
+                yield where + ("security", key), path
     for where, broker in _brokers(located):
         if broker.tls is not None:
             for key in ("ca_file", "cert_file", "key_file"):
@@ -161,12 +176,65 @@ def _tls_issues(located: Located, reader: Reader) -> list[ConfigIssue]:
     return issues
 
 
+def certificate_format(data: bytes) -> str:
+    """ "pem" or "der": OPC UA tools write either, whatever the file is called."""
+    return "pem" if data.lstrip().startswith(b"-----BEGIN") else "der"
+
+
+def _load_certificate(data: bytes) -> None:
+    from cryptography import x509  # asyncua's dependency; only configs with OPC UA need it
+
+    if certificate_format(data) == "pem":
+        x509.load_pem_x509_certificate(data)
+    else:
+        x509.load_der_x509_certificate(data)
+
+
+def _load_key(data: bytes) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    if certificate_format(data) == "pem":
+        serialization.load_pem_private_key(data, password=None)
+    else:
+        serialization.load_der_private_key(data, password=None)
+
+
+def _opcua_security_issues(located: Located, reader: Reader) -> list[ConfigIssue]:
+    """Each certificate and key an OPC UA source names loads as one (missing files are
+    ``file_issues``' to report)."""
+    issues = []
+    for where, source in _opcua(located):
+        for key in _OPCUA_FILES:
+            path = getattr(source.security, key)
+            if path is None:
+                continue
+            try:
+                with _as(reader):
+                    data = path.read_bytes()
+            except OSError:
+                continue
+            what = "a private key (PEM or DER, no passphrase)"
+            try:
+                if key == "key_file":
+                    _load_key(data)
+                else:
+                    what = "a certificate (DER or PEM)"
+                    _load_certificate(data)
+            except (ValueError, TypeError) as exc:
+                issues.append(
+                    located.issue(where + ("security", key), f"{path} is not {what}: {exc}")
+                )
+    return issues
+
+
 def _secret_issues(located: Located, reader: Reader) -> list[ConfigIssue]:
     """The loader read each password_file as whoever ran it; the service user must too
     (unless systemd hands it over as a credential)."""
     issues = []
     handed_over = bool(os.environ.get("CREDENTIALS_DIRECTORY"))
-    for where, broker in _brokers(located):
+    holders: list[tuple[tuple[Any, ...], BrokerSection | OpcuaSource]] = [*_brokers(located)]
+    holders += _opcua(located)
+    for where, broker in holders:
         if broker.password_file is None:
             continue
         if not (handed_over and not broker.password_file.expanduser().is_absolute()):
@@ -250,6 +318,7 @@ def offline_issues(located: Located, reader: Reader | None = None) -> Report:
     report.issues += file_issues(located, reader)
     report.issues += _tls_issues(located, reader)
     report.issues += _secret_issues(located, reader)
+    report.issues += _opcua_security_issues(located, reader)
     report.issues += _host_issues(located)
     report.issues += _port_issues(located, report)
     report.issues.sort(key=lambda i: (i.line or 0, i.path))

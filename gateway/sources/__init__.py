@@ -3,42 +3,44 @@
 serial    SerialReader    a serial port or pyserial URL, lines of CSV / key=value / JSON / regex
 mqtt      MqttSubscriber  topics on a local broker, JSON or plain-number payloads
 modbus    ModbusPoller    Modbus RTU slaves on an RS-485 bus, polled from register maps
+opcua     OpcuaSubscriber variables on an OPC UA server, by data-change subscriptions
 simulate  Simulator       the embedded demo: realistic signals with injected faults
+
+The keys are the ``type`` tags of the config's source sections (``SourceSection`` in
+gateway/config/schema.py, the one list of them); tests/sources check that the two agree.
+A driver's module is imported when a config uses it: a gateway without OPC UA or Modbus
+sources never loads asyncua (about 0.7 s) or pymodbus.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from gateway.sources.base import Sink, Source
-from gateway.sources.modbus import ModbusPoller
-from gateway.sources.mqtt import MqttSubscriber
-from gateway.sources.serial import SerialReader
-from gateway.sources.simulate import Simulator
 
-SOURCE_TYPES: dict[str, type[Source]] = {
-    "serial": SerialReader,
-    "mqtt": MqttSubscriber,
-    "simulate": Simulator,
-    "modbus": ModbusPoller,
+# type tag -> (module, class)
+SOURCE_TYPES: dict[str, tuple[str, str]] = {
+    "serial": ("gateway.sources.serial", "SerialReader"),
+    "mqtt": ("gateway.sources.mqtt", "MqttSubscriber"),
+    "simulate": ("gateway.sources.simulate", "Simulator"),
+    "modbus": ("gateway.sources.modbus", "ModbusPoller"),
+    "opcua": ("gateway.sources.opcua", "OpcuaSubscriber"),
 }
 
-__all__ = [
-    "SOURCE_TYPES",
-    "ModbusPoller",
-    "MqttSubscriber",
-    "SerialReader",
-    "Simulator",
-    "Sink",
-    "Source",
-    "build_source",
-]
+__all__ = ["SOURCE_TYPES", "Sink", "Source", "build_source", "source_class"]
+
+
+def source_class(kind: str) -> type[Source]:
+    """The driver class for a source ``type`` (ValueError if there is none)."""
+    try:
+        module, name = SOURCE_TYPES[kind]
+    except KeyError:
+        raise ValueError(f"unknown source type {kind!r}") from None
+    cls: type[Source] = getattr(importlib.import_module(module), name)
+    return cls
 
 
 def build_source(section: Any, sink: Sink) -> Source:
     """The source for one config section (``section.type`` picks the class)."""
-    try:
-        cls = SOURCE_TYPES[section.type]
-    except KeyError:
-        raise ValueError(f"unknown source type {section.type!r}") from None
-    return cls(section, sink)
+    return source_class(section.type)(section, sink)

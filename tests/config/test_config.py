@@ -20,12 +20,19 @@ def test_every_shipped_config_validates(
     path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The production example names systemd credentials; give it a credentials directory.
-    for name in ("mqtt-local", "mqtt-upstream"):
+    for name in ("mqtt-local", "mqtt-upstream", "opcua-password"):
         (tmp_path / name).write_text("s3cret-value\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     config = load_config(path)
     assert config.gateway.id
     result = runner.invoke(app, ["config", "validate", str(path)])
+    if path.name == "opcua.yaml":
+        # Loads; validate names each certificate file this machine does not have.
+        assert result.exit_code == 78, result.output
+        for key in ("cert_file", "key_file", "server_cert_file"):
+            assert f"sources[0].security.{key}: /etc/liquid-gateway/opcua/" in result.output
+        assert result.output.count("does not exist") == 3
+        return
     if path.name != "production.example.yaml":
         assert result.exit_code == 0, result.output
         return
@@ -46,6 +53,7 @@ def test_config_dir_has_the_documented_examples() -> None:
         "serial.yaml",
         "mqtt.yaml",
         "modbus.yaml",
+        "opcua.yaml",
         "production.example.yaml",
     } <= names
 

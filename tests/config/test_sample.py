@@ -64,7 +64,7 @@ def _uncommented(text: str) -> str:
 
 def test_the_commented_examples_validate_when_uncommented() -> None:
     config = parse_config(_uncommented(sample_text()), "edited.yaml")
-    assert [s.type for s in config.sources] == ["serial", "mqtt", "simulate", "modbus"]
+    assert [s.type for s in config.sources] == ["serial", "mqtt", "simulate", "modbus", "opcua"]
     assert config.upstream is not None
     assert config == parse_config(sample_text(examples=True), "examples.yaml")
     assert isinstance(config.gateway, Section)

@@ -56,7 +56,7 @@ def test_every_shipped_config_shows_as_itself(
 ) -> None:
     creds = tmp_path / "creds"
     creds.mkdir()
-    for name in ("mqtt-local", "mqtt-upstream"):
+    for name in ("mqtt-local", "mqtt-upstream", "opcua-password"):
         (creds / name).write_text("s3cret-value\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     first, second, text = _round_trip(path, tmp_path / "shown.yaml")
