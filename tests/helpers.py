@@ -1,9 +1,14 @@
-"""Small test helpers shared by the source and ingest tests."""
+"""Small test helpers shared across the suite: a sink that keeps what it gets, one polling
+helper, and one way to start the daemon as its own process."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from gateway.records import DeadLetter, Event, Reading, Record
@@ -37,12 +42,30 @@ class ListSink:
         return len(self.events(kind))
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 30.0, what: str = "", every: float = 0.005
+) -> Any:
     """Poll until ``predicate`` returns something truthy; generous, never a timing check."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = predicate()
         if result:
             return result
-        time.sleep(0.005)
+        time.sleep(every)
     raise AssertionError(f"condition not met within {timeout}s: {what or predicate}")
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def start_gateway(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """``liquid-gateway run -c CONFIG`` in its own process, from this tree, its log (stderr)
+    appended to ``log``; the caller stops it (SIGTERM) and waits."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", "-c", str(config)],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=out,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )

@@ -20,6 +20,7 @@ from gateway.config import load_config
 from gateway.ops.daemon import Gateway
 from gateway.store import Store
 from tests.conftest import free_port
+from tests.helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -72,16 +73,6 @@ def _views(db: Path) -> dict[str, dict]:
         store.close()
 
 
-def _wait(predicate, timeout: float = 30.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
-
-
 @pytest.mark.slow
 def test_notify_reload_metrics_and_no_secret_in_logs(tmp_path: Path) -> None:
     secret = f"pw-{uuid.uuid4().hex}"
@@ -116,14 +107,15 @@ def test_notify_reload_metrics_and_no_secret_in_logs(tmp_path: Path) -> None:
         _receive(sock, "WATCHDOG=1", seen)
 
         # Metrics, scraped on loopback.
-        samples = _wait(
+        samples = wait_for(
             lambda: (
                 (s := _scrape(metrics_port)).get(
                     'liquid_gateway_source_readings_total{source="sim-a"}', 0
                 )
                 > 0
                 and s
-            )
+            ),
+            every=0.1,
         )
         assert samples['liquid_gateway_mqtt_connected{link="upstream"}'] == 0.0
         assert "liquid_gateway_inference_seconds_count" in samples
@@ -141,7 +133,7 @@ def test_notify_reload_metrics_and_no_secret_in_logs(tmp_path: Path) -> None:
         assert streams == sum(1 for k in samples if k.startswith("liquid_gateway_alert_active{"))
 
         db = tmp_path / "data" / "gateway.db"
-        before = _wait(lambda: (v := _views(db)).get("sim-a-temp-0") and v)
+        before = wait_for(lambda: (v := _views(db)).get("sim-a-temp-0") and v, every=0.1)
         n_before = before["sim-a-temp-0"]["readings"]
 
         # A bad config is rejected, the old one kept.
@@ -167,8 +159,9 @@ def test_notify_reload_metrics_and_no_secret_in_logs(tmp_path: Path) -> None:
         _receive(sock, "READY=1", seen)
         assert proc.poll() is None
         # The detector kept its state: sim-a's stream goes on counting, not from zero.
-        after = _wait(
-            lambda: (v := _views(db)).get("sim-a-temp-0", {}).get("readings", 0) > n_before and v
+        after = wait_for(
+            lambda: (v := _views(db)).get("sim-a-temp-0", {}).get("readings", 0) > n_before and v,
+            every=0.1,
         )
         assert after["sim-a-temp-0"]["readings"] > n_before
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 import json
 import os
 import random
-import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -29,6 +27,7 @@ from gateway.records import DeadLetter, Reading
 from gateway.sources.mqtt import MqttSubscriber
 from gateway.sources.serial import SerialReader
 from tests.conftest import Broker
+from tests.helpers import wait_for
 
 SEED = 20_240_611
 SERIAL_BULK = 52_000
@@ -172,16 +171,6 @@ def outcome(stats: dict[str, Any]) -> tuple[int, dict[str, int]]:
     return stats["readings"], dict(stats["dead_letters"])
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.01)
-    raise AssertionError(f"condition not met within {timeout}s")
-
-
 # --- bulk, in process ----------------------------------------------------------------------
 
 
@@ -253,7 +242,7 @@ def test_serial_over_a_pty_matches_the_in_process_twin() -> None:
     reader = SerialReader(serial_section(os.ttyname(slave)), queue)
     reader.start()
     try:
-        wait_for(lambda: reader.stats()["connected"])
+        wait_for(lambda: reader.stats()["connected"], timeout=60.0)
         stream = b"".join(lines)
         pos = 0
         while pos < len(stream):  # random chunking: lines split anywhere
@@ -266,7 +255,7 @@ def test_serial_over_a_pty_matches_the_in_process_twin() -> None:
             too_long = s["dead_letters"].get("line_too_long", 0)
             return bool(s["lines"] + s["blank_lines"] + too_long == SERIAL_REAL)
 
-        wait_for(done)
+        wait_for(done, timeout=60.0)
     finally:
         reader.stop()
         assert reader.join(5.0)
@@ -292,11 +281,11 @@ def test_mqtt_through_the_broker_matches_the_in_process_twin(broker: Broker) -> 
     publisher.connect(broker.host, broker.port)
     publisher.loop_start()
     try:
-        wait_for(lambda: source.stats()["subscribed"])
+        wait_for(lambda: source.stats()["subscribed"], timeout=60.0)
         infos = [publisher.publish(topic, payload, qos=1) for topic, payload in messages]
         for info in infos:
             info.wait_for_publish(30.0)
-        wait_for(lambda: source.stats()["messages"] == MQTT_REAL)
+        wait_for(lambda: source.stats()["messages"] == MQTT_REAL, timeout=60.0)
     finally:
         publisher.disconnect()
         publisher.loop_stop()

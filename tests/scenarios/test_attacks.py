@@ -21,12 +21,12 @@ from typer.testing import CliRunner
 from gateway.cli.app import app
 from gateway.config.schema import NAME_PATTERN
 from gateway.mqtt.topics import topic_problem
+from tests.helpers import start_gateway
 from tests.scenarios.test_end_to_end import (
     N_READINGS,
     assert_alert,
     detector_yaml,
     signal_values,
-    start_gateway,
     stop_gateway,
     subscriber,
     upstream_yaml,
@@ -79,7 +79,7 @@ def test_every_hostile_input_is_counted_and_a_real_fault_still_gets_through(
         "timestamp_field: ts}\n" + upstream_yaml(broker)
     )
     client, inbox = subscriber(broker, "test/site/gw-atk/#")
-    proc = start_gateway(config, tmp_path)
+    proc = start_gateway(config, tmp_path / "gateway.log")
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-attacker")
     try:
         wait_for(inbox, lambda m: m[0].endswith("/status") and m[1] == b"online")

@@ -8,11 +8,8 @@ is lost to the test while the broker is down.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,7 +21,7 @@ from gateway.config import BrokerSection, UpstreamSection
 from gateway.outputs.forwarder import Forwarder, backoff
 from gateway.records import Batch, ScoredReading
 from gateway.store import Store
-from tests.helpers import wait_for
+from tests.helpers import start_gateway, wait_for
 from tests.upstream import GW, PREFIX, Subscriber, alert, reconfigure
 from tools.soak_kill import Watcher, gateway_config
 
@@ -204,17 +201,6 @@ def test_backoff_is_exponential_capped_and_jittered() -> None:
 
 
 # --- graceful stop of the real process ---------------------------------------------------
-
-
-def start_gateway(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", "-c", str(config)],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=out,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
 
 
 @pytest.mark.slow

@@ -12,7 +12,6 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import yaml
 from typer.testing import CliRunner
 
 from gateway.cli.app import app
+from tests.helpers import start_gateway
 
 runner = CliRunner()
 FAULT_AT = 400
@@ -57,17 +57,6 @@ def signal_values() -> np.ndarray:
     values = 50.0 + rng.normal(0.0, 0.5, N_READINGS)
     values[FAULT_AT:] += 5.0  # a 10-sigma level shift: a stuck valve, a failed bearing
     return values
-
-
-def start_gateway(config: Path, tmp_path: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with (tmp_path / "gateway.log").open("wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", "-c", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            env=env,
-        )
 
 
 def stop_gateway(proc: subprocess.Popen, tmp_path: Path, sig: int = signal.SIGTERM) -> None:
@@ -141,7 +130,7 @@ def test_mqtt_fault_is_forwarded_upstream_and_kept_locally(broker, tmp_path: Pat
         "timestamp_field: ts}\n" + upstream_yaml(broker)
     )
     client, inbox = subscriber(broker, "test/site/gw-e2e/#")
-    proc = start_gateway(config, tmp_path)
+    proc = start_gateway(config, tmp_path / "gateway.log")
     try:
         wait_for(inbox, lambda m: m[0].endswith("/status") and m[1] == b"online")
         wait_until_subscribed(config, "plant")  # a publish before the SUBSCRIBE is not kept
@@ -194,7 +183,7 @@ def test_serial_fault_over_a_pty_is_forwarded(broker, tmp_path: Path) -> None:
         + upstream_yaml(broker)
     )
     client, inbox = subscriber(broker, "test/site/gw-serial/#")
-    proc = start_gateway(config, tmp_path)
+    proc = start_gateway(config, tmp_path / "gateway.log")
     try:
         wait_for(inbox, lambda m: m[0].endswith("/status") and m[1] == b"online")
         time.sleep(0.5)  # let the reader open the port before we write
