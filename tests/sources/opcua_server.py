@@ -90,6 +90,16 @@ class OpcuaServer:
     ) -> None:
         self._run(self._write(name, value, status, source_ts))
 
+    def bounce(self) -> None:
+        """Close the listener and every session, then listen again: the same address space
+        (quicker than a fresh server, which takes a second or two to build)."""
+        self._run(self._bounce())
+
+    async def _bounce(self) -> None:
+        assert self._server is not None
+        await self._server.stop()
+        await self._server.start()
+
     def reset(self) -> None:
         """Up, with every variable at its initial value."""
         if self._server is None:

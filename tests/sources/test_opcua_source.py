@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -406,3 +408,25 @@ def test_a_server_that_never_answers_is_lost_and_does_not_hold_up_stop() -> None
             time.sleep(0.2)  # let its hello go out: the wait is the client's, not the socket's
             source.stop()
             assert source.join(10)
+
+
+@pytest.mark.slow
+def test_repeated_server_restarts_leak_no_descriptors_or_threads(server: OpcuaServer) -> None:
+    config = section(server.endpoint, [{"node": ns(server, "pump.temp"), "stream": "temp"}])
+    sink = ListSink()
+    source = build_source(config, sink)
+    source.start()
+    try:
+        wait_for(lambda: source.stats()["connected"] is True, what="the first connection")
+        fds, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
+        for cycle in range(1, 11):
+            server.bounce()
+            wait_for(lambda c=cycle: source.stats()["reconnects"] == c, what="the reconnect")
+        assert len(os.listdir("/proc/self/fd")) <= fds
+        assert threading.active_count() <= threads
+        stats = source.stats()
+        assert stats["errors"] == 0 and stats["connected"] is True
+        assert len(sink.events("server_lost")) == len(sink.events("server_recovered")) == 10
+    finally:
+        source.stop()
+        assert source.join(10)
