@@ -64,10 +64,12 @@ class SourceReport:
     def trouble(self) -> str | None:
         """Why this source would not work in the daemon, or None."""
         if not self.connected and self.error is not None:
-            verb = "connect to" if self.type == "mqtt" else "open"
+            verb = "connect to" if self.type in ("mqtt", "opcua") else "open"
             return f"cannot {verb} {self.where}: {self.error}"
         if self.refused_subscriptions:
-            return f"the broker refused the subscription {', '.join(self.refused_subscriptions)}"
+            server = "server" if self.type == "opcua" else "broker"
+            refused = ", ".join(self.refused_subscriptions)
+            return f"the {server} refused the subscription {refused}"
         return None
 
     def problem(self) -> str | None:
@@ -210,7 +212,9 @@ def _look_at(sources: dict[str, Source], reports: dict[str, SourceReport]) -> No
         report = reports[name]
         if stats.get("connected") or stats.get("readings"):
             report.connected = True
-        refused = stats.get("subscriptions_refused")
+        refused = stats.get("subscriptions_refused") or [
+            f"{node} ({status})" for node, status in (stats.get("nodes_refused") or {}).items()
+        ]
         if refused:
             report.refused_subscriptions = list(refused)
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from opcua_server import NAMESPACE, OpcuaServer, make_certificate
 
+from gateway.cli.dryrun import dry_run
 from gateway.config import (
     SOURCE_TAGS,
     ConfigError,
@@ -430,3 +431,31 @@ def test_repeated_server_restarts_leak_no_descriptors_or_threads(server: OpcuaSe
     finally:
         source.stop()
         assert source.join(10)
+
+
+@pytest.mark.slow
+def test_liquid_gateway_test_names_a_refused_node_and_an_absent_server(
+    server: OpcuaServer, tmp_path: Path
+) -> None:
+    nodes = [
+        {"node": ns(server, "pump.temp"), "stream": "temp"},
+        {"node": ns(server, "no.such.node"), "stream": "ghost"},
+    ]
+    absent = f"opc.tcp://127.0.0.1:{free_port()}/"
+    text = yaml.safe_dump(
+        {
+            "sources": [
+                settings(server.endpoint, nodes),
+                {**settings(absent, nodes[:1]), "name": "press-2"},
+            ]
+        }
+    )
+    report = dry_run(parse_config(text, "gw.yaml", base=tmp_path), seconds=1.0)
+    by_name = {s.name: s for s in report.sources}
+    assert set(by_name["press-1"].streams) == {"p1.temp"}
+    assert report.problems == [
+        f"source press-1 (opcua): the server refused the subscription "
+        f"{ns(server, 'no.such.node')} (BadNodeIdUnknown)",
+        f"source press-2 (opcua): cannot connect to {absent}: " + str(by_name["press-2"].error),
+    ]
+    assert "cannot connect" in str(by_name["press-2"].error)
