@@ -137,6 +137,7 @@ class OpcuaSubscriber(Source):
             await self._disconnect(client)
             with self._lock:
                 self._items = {}
+            self._set_connected(False)
 
     async def _unless_stopped(self, step: Coroutine[Any, Any, Any]) -> bool:
         """Run one step of the session; False (the step cancelled) if the source is told to
@@ -186,24 +187,32 @@ class OpcuaSubscriber(Source):
             except ValueError as exc:
                 refused[config.node] = str(exc)
                 continue
+            if node_id in items:  # ns=2;s=a and nsu=<its uri>;s=a: one node, one stream
+                refused[config.node] = f"the same node as {items[node_id].config.node}"
+                continue
             nodes.append(client.get_node(node_id))
             items[node_id] = _Item(config, section.stream_prefix + config.stream)
-        publishing = section.publishing_interval
-        sampling = section.sampling_interval
-        if sampling is None:
-            sampling = publishing
-        queue = 1 if sampling <= 0 else max(1, min(MAX_QUEUE, math.ceil(publishing / sampling)))
-        subscription = await client.create_subscription(publishing * 1000, _Handler(self))
-        results = await subscription.subscribe_data_change(
-            nodes, queuesize=queue, sampling_interval=ua.Double(sampling * 1000)
-        )
-        for node, result in zip(nodes, results, strict=True):
-            if isinstance(result, ua.StatusCode):
-                item = items.pop(node.nodeid)
-                refused[item.config.node] = result.name
+        # Known before the first notification can arrive (the initial values come with the
+        # next publish, which could be handled before subscribe_data_change returns here).
         with self._lock:
-            self._items = items
+            self._items = dict(items)
             self._refused = refused
+        if nodes:
+            publishing = section.publishing_interval
+            sampling = section.sampling_interval
+            if sampling is None:
+                sampling = publishing
+            queue = max(1, min(MAX_QUEUE, math.ceil(publishing / sampling))) if sampling else 1
+            subscription = await client.create_subscription(publishing * 1000, _Handler(self))
+            results = await subscription.subscribe_data_change(
+                nodes, queuesize=queue, sampling_interval=ua.Double(sampling * 1000)
+            )
+            for node, result in zip(nodes, results, strict=True):
+                if isinstance(result, ua.StatusCode):
+                    refused[items.pop(node.nodeid).config.node] = result.name
+            with self._lock:
+                self._items = items
+                self._refused = refused
         for node_id, why in refused.items():
             log.error("opcua %s: the server refused node %s: %s", self.name, node_id, why)
             self._event("node_refused", node=node_id, status=why, endpoint=section.endpoint)

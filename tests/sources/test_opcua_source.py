@@ -125,18 +125,20 @@ def test_strings_and_bad_status_are_dead_letters_and_a_missing_node_an_event(
         {"node": ns(server, "pump.temp"), "stream": "temp"},
         {"node": ns(server, "pump.label"), "stream": "label"},
         {"node": ns(server, "no.such.node"), "stream": "ghost"},
+        {"node": f"nsu={NAMESPACE};s=pump.temp", "stream": "temp-again"},  # the same node
     ]
     sink = ListSink()
     source = build_source(section(server.endpoint, nodes), sink)
     source.start()
     try:
         wait_for(lambda: sink.readings("p1.temp"), what="the temperature")
-        wait_for(lambda: sink.events("node_refused"), what="the refused node")
+        wait_for(lambda: len(sink.events("node_refused")) == 2, what="the refused nodes")
         wait_for(lambda: sink.dead(), what="the string's dead letter")
-        refused = sink.events("node_refused")
-        assert len(refused) == 1
-        assert refused[0].detail["node"] == ns(server, "no.such.node")
-        assert refused[0].detail["status"] == "BadNodeIdUnknown"
+        refused = {e.detail["node"]: e.detail["status"] for e in sink.events("node_refused")}
+        assert refused == {
+            ns(server, "no.such.node"): "BadNodeIdUnknown",
+            f"nsu={NAMESPACE};s=pump.temp": f"the same node as {ns(server, 'pump.temp')}",
+        }
         dead = sink.dead()[0]
         assert dead.reason == "not_a_number" and "P-101" in dead.detail + str(dead.payload)
 
@@ -148,8 +150,9 @@ def test_strings_and_bad_status_are_dead_letters_and_a_missing_node_an_event(
         wait_for(lambda: latest(sink, "p1.temp") == 30.0, what="the next value")
         stats = source.stats()
         assert stats["dead_letters"] == {"not_a_number": 1, "bad_status": 1}
-        assert stats["nodes_refused"] == {ns(server, "no.such.node"): "BadNodeIdUnknown"}
+        assert stats["nodes_refused"] == refused
         assert stats["subscribed"] == 2 and stats["connected"] is True
+        assert not sink.readings("p1.temp-again")
     finally:
         source.stop()
         assert source.join(10)
