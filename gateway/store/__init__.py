@@ -3,6 +3,7 @@ detector state. ``database.py`` holds the ``Store`` and its schema migrations; t
 the public face other packages import from."""
 
 from gateway.store.database import (
+    DEFAULT_OUTPUT,
     MIGRATIONS,
     AlertRow,
     AlertState,
@@ -22,6 +23,7 @@ from gateway.store.database import (
 
 __all__ = [
     "AlertRow",
+    "DEFAULT_OUTPUT",
     "AlertState",
     "Durability",
     "EventRow",

@@ -232,7 +232,51 @@ def _batch_summary(readings: Sequence[ScoredReading]) -> list[tuple[Any, ...]]:
     ]
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5)
+def _v6(db: Database) -> None:
+    """Delivery state per output (``deliveries``), so one output's outage or refusals never
+    hold back another and each output is at-least-once on its own. An outbox row is settled
+    (``delivered_ts`` or ``quarantined_ts`` set, and so prunable) only once every configured
+    output has delivered or quarantined it. Rows queued before this migration have no
+    ``deliveries`` row: they are pending for every output, and are delivered after upgrade."""
+    db.execute(
+        """CREATE TABLE deliveries (
+        output TEXT NOT NULL, seq INTEGER NOT NULL, delivered_ts REAL, quarantined_ts REAL,
+        attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, PRIMARY KEY (output, seq))
+        WITHOUT ROWID"""
+    )
+    db.execute("CREATE INDEX deliveries_seq ON deliveries (seq)")
+    # Every way an outbox row goes (retention, size cap, a salvage) takes its state along.
+    db.execute(
+        "CREATE TRIGGER outbox_row_gone AFTER DELETE ON outbox "
+        "BEGIN DELETE FROM deliveries WHERE seq = old.seq; END"
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6)
+
+# The output an ``upstream:`` section becomes, and the one a Store settles rows for unless
+# told the configured outputs' names.
+DEFAULT_OUTPUT = "upstream"
+
+# An outbox row still to be sent to output ``?`` (bound twice: the output, then seq > ?).
+_PENDING_FOR = (
+    "FROM outbox AS o LEFT JOIN deliveries AS d ON d.output = ? AND d.seq = o.seq "
+    "WHERE o.delivered_ts IS NULL AND o.quarantined_ts IS NULL "
+    "AND d.delivered_ts IS NULL AND d.quarantined_ts IS NULL"
+)
+# Settle a row once every configured output (:names, a JSON list of :count) is done with it:
+# delivered by each, or quarantined by one at least.
+_SETTLE = """UPDATE outbox SET
+    delivered_ts = CASE WHEN (SELECT COUNT(*) FROM deliveries AS d WHERE d.seq = outbox.seq
+        AND d.output IN (SELECT value FROM json_each(:names)) AND d.delivered_ts IS NOT NULL)
+        = :count THEN :now END,
+    quarantined_ts = CASE WHEN (SELECT COUNT(*) FROM deliveries AS d WHERE d.seq = outbox.seq
+        AND d.output IN (SELECT value FROM json_each(:names)) AND d.delivered_ts IS NOT NULL)
+        = :count THEN NULL ELSE :now END
+    WHERE seq = :seq AND delivered_ts IS NULL AND quarantined_ts IS NULL
+    AND (SELECT COUNT(*) FROM deliveries AS d WHERE d.seq = outbox.seq
+        AND d.output IN (SELECT value FROM json_each(:names))
+        AND (d.delivered_ts IS NOT NULL OR d.quarantined_ts IS NOT NULL)) = :count"""
 
 
 class AlertRow(TypedDict):
@@ -573,6 +617,8 @@ class Store:
         self._conn = conn
         self.outbox = outbox
         self.gateway_id = gateway_id
+        # Every configured output: a row is settled once each of them is done with it.
+        self.outputs: tuple[str, ...] = (DEFAULT_OUTPUT,)
 
     @functools.cached_property
     def db(self) -> Database:
@@ -1166,51 +1212,123 @@ class Store:
             ).fetchone()[0]
         )
 
-    # --- the forwarder's side of the outbox -------------------------------------------------
+    # --- the outputs' side of the outbox ---------------------------------------------------
+    # ``output`` names whose delivery state is meant; without it ``pending`` lists the rows
+    # not yet settled for every output (what the CLI and the tests of the outbox look at).
 
     @_converts_errors
-    def pending(self, limit: int, after_seq: int = 0) -> list[OutboxRow]:
-        """Undelivered rows with ``seq > after_seq``, oldest first."""
+    def pending(self, limit: int, after_seq: int = 0, output: str | None = None) -> list[OutboxRow]:
+        """Rows not yet delivered (to ``output``, or settled) with ``seq > after_seq``, oldest
+        first."""
         # Text columns are read as bytes and decoded here: one row that is not valid UTF-8
         # (a damaged page, a foreign writer) would otherwise make the whole query raise, every
         # round, and hold back every row behind it.
-        rows = self._conn.execute(
-            "SELECT seq, CAST(msg_id AS BLOB), CAST(kind AS BLOB), CAST(subject AS BLOB), "
-            "CAST(payload AS BLOB), created_ts, attempts FROM outbox "
-            "WHERE delivered_ts IS NULL AND quarantined_ts IS NULL AND seq > ? "
-            "ORDER BY seq LIMIT ?",
-            (after_seq, int(limit)),
-        ).fetchall()
-        return [_outbox_row(*row) for row in rows]
+        columns = (
+            "SELECT o.seq, CAST(o.msg_id AS BLOB), CAST(o.kind AS BLOB), "
+            "CAST(o.subject AS BLOB), CAST(o.payload AS BLOB), o.created_ts, "
+        )
+        if output is None:
+            sql = columns + (
+                "o.attempts FROM outbox AS o WHERE o.delivered_ts IS NULL "
+                "AND o.quarantined_ts IS NULL AND o.seq > ? ORDER BY o.seq LIMIT ?"
+            )
+            params: tuple[Any, ...] = (after_seq, int(limit))
+        else:
+            sql = columns + f"COALESCE(d.attempts, 0) {_PENDING_FOR} AND o.seq > ? "
+            sql += "ORDER BY o.seq LIMIT ?"
+            params = (output, after_seq, int(limit))
+        return [_outbox_row(*row) for row in self._conn.execute(sql, params).fetchall()]
 
     @_converts_errors
-    def mark_delivered(self, seqs: Sequence[int]) -> None:
+    def mark_delivered(self, seqs: Sequence[int], output: str = DEFAULT_OUTPUT) -> None:
         if not seqs:
             return
         now = time.time()
         with self._write():
             self._conn.executemany(
-                "UPDATE outbox SET delivered_ts = ? WHERE seq = ? AND delivered_ts IS NULL",
-                [(now, seq) for seq in seqs],
+                "INSERT INTO deliveries (output, seq, delivered_ts) VALUES (?, ?, ?) "
+                "ON CONFLICT(output, seq) DO UPDATE SET delivered_ts = excluded.delivered_ts "
+                "WHERE deliveries.delivered_ts IS NULL",
+                [(output, seq, now) for seq in seqs],
             )
+            self._settle(seqs, now)
 
     @_converts_errors
-    def quarantine(self, seq: int, reason: str) -> None:
-        """Stop sending one row for good: it stays in the outbox with its reason."""
+    def quarantine(self, seq: int, reason: str, output: str = DEFAULT_OUTPUT) -> None:
+        """Stop sending one row to ``output`` for good: it stays with its reason."""
+        now = time.time()
         with self._write():
             self._conn.execute(
-                "UPDATE outbox SET quarantined_ts = ?, attempts = attempts + 1, last_error = ? "
-                "WHERE seq = ? AND delivered_ts IS NULL",
-                (time.time(), reason[:500], seq),
+                "INSERT INTO deliveries (output, seq, quarantined_ts, attempts, last_error) "
+                "VALUES (?, ?, ?, 1, ?) ON CONFLICT(output, seq) DO UPDATE SET "
+                "quarantined_ts = excluded.quarantined_ts, attempts = deliveries.attempts + 1, "
+                "last_error = excluded.last_error WHERE deliveries.delivered_ts IS NULL",
+                (output, seq, now, reason[:500]),
             )
+            self._conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE seq = ?",
+                (reason[:500], seq),
+            )
+            self._settle([seq], now)
 
     @_converts_errors
-    def record_failure(self, seq: int, error: str) -> None:
+    def record_failure(self, seq: int, error: str, output: str = DEFAULT_OUTPUT) -> None:
         with self._write():
+            self._conn.execute(
+                "INSERT INTO deliveries (output, seq, attempts, last_error) VALUES (?, ?, 1, ?) "
+                "ON CONFLICT(output, seq) DO UPDATE SET attempts = deliveries.attempts + 1, "
+                "last_error = excluded.last_error",
+                (output, seq, error[:500]),
+            )
             self._conn.execute(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE seq = ?",
                 (error[:500], seq),
             )
+
+    def _settle(self, seqs: Sequence[int], now: float) -> None:
+        """Mark the rows every configured output is done with: delivered if each delivered
+        it, quarantined if one of them quarantined it. Inside the caller's transaction."""
+        names, count = json.dumps(list(self.outputs)), len(self.outputs)
+        self._conn.executemany(
+            _SETTLE, [{"names": names, "count": count, "now": now, "seq": s} for s in seqs]
+        )
+
+    @_converts_errors
+    def settle_outbox(self) -> int:
+        """Settle every unsettled row the configured outputs are all done with (after an
+        output was taken out of the configuration); how many were settled."""
+        with self._write():
+            seqs = [
+                r[0]
+                for r in self._conn.execute(
+                    "SELECT DISTINCT d.seq FROM deliveries AS d JOIN outbox AS o ON o.seq = d.seq "
+                    "WHERE o.delivered_ts IS NULL AND o.quarantined_ts IS NULL"
+                ).fetchall()
+            ]
+            before = self._conn.total_changes
+            self._settle(seqs, time.time())
+            return self._conn.total_changes - before
+
+    @_converts_errors
+    def output_backlog(self, output: str) -> dict[str, Any]:
+        """One output's share of the outbox: rows still to send (``backlog``, the oldest's
+        ``oldest_pending_ts``), ``parked`` (refused at least once, retried), ``delivered``
+        and ``quarantined`` (rows it will never send)."""
+        pending = self._conn.execute(
+            f"SELECT COUNT(*), MIN(o.created_ts), SUM(COALESCE(d.attempts, 0) > 0) {_PENDING_FOR}",
+            (output,),
+        ).fetchone()
+        done = self._conn.execute(
+            "SELECT COUNT(delivered_ts), COUNT(quarantined_ts) FROM deliveries WHERE output = ?",
+            (output,),
+        ).fetchone()
+        return {
+            "backlog": int(pending[0]),
+            "oldest_pending_ts": pending[1],
+            "parked": int(pending[2] or 0),
+            "delivered": int(done[0]),
+            "quarantined": int(done[1]),
+        }
 
     # --- retention --------------------------------------------------------------------------
 
