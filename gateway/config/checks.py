@@ -86,6 +86,10 @@ def _brokers(located: Located) -> Iterator[tuple[tuple[Any, ...], BrokerSection]
     config = located.config
     if config.upstream is not None:
         yield ("upstream", "broker"), config.upstream.broker
+    for index, output in enumerate(config.outputs):
+        broker = getattr(output, "broker", None)
+        if isinstance(broker, BrokerSection):
+            yield ("outputs", index, "broker"), broker
     for index, source in enumerate(config.sources):
         broker = getattr(source, "broker", None)
         if isinstance(broker, BrokerSection):

@@ -894,6 +894,28 @@ class UpstreamSection(Section):
         return value
 
 
+_OUTPUT_NAME = (
+    "the output's name in status, metrics and its delivery state (letters, digits, _ . : -)"
+)
+
+
+class _MqttOutputHead(Section):
+    type: Literal["mqtt"] = Field(description="mqtt")
+    name: Name = Field(examples=["site-broker"], description=_OUTPUT_NAME)
+
+
+class MqttOutputSection(UpstreamSection, _MqttOutputHead):
+    """One more MQTT broker alerts and events are published to, as ``upstream:`` is."""
+
+
+# The one list of output types: a new output's section goes here, and OUTPUT_TYPES in
+# gateway/outputs names its class (tests/outputs/test_registry.py keeps the two in step).
+OutputSection = Annotated[MqttOutputSection, Field(discriminator="type")]
+
+# The output an ``upstream:`` section is, in status, metrics and the deliveries table.
+UPSTREAM_OUTPUT = "upstream"
+
+
 class StorageSection(Section):
     readings_retention: Duration = Field(
         7 * 86400.0, description="readings older than this are pruned"
@@ -1018,7 +1040,12 @@ class Config(Section):
         description="channels scored together, {asset: [stream, ...]}: the alert names the culprit",
     )
     upstream: UpstreamSection | None = Field(
-        None, description="the MQTT broker alerts and events go to; null: they stay local"
+        None,
+        description="the MQTT broker alerts and events go to (the output named upstream); null: none",
+    )
+    outputs: list[OutputSection] = Field(
+        default_factory=list,
+        description="more places alerts and events go, each delivered on its own: mqtt",
     )
     ingest: IngestSection = Field(
         default_factory=IngestSection,
@@ -1044,6 +1071,19 @@ class Config(Section):
             data = {k: v for k, v in data.items() if k not in empty}
         return data
 
+    def delivery_outputs(self) -> list[OutputSection]:
+        """Every output alerts and events go to: ``upstream:`` (an MQTT output named
+        ``upstream``) first, then ``outputs:``."""
+        found: list[OutputSection] = []
+        if self.upstream is not None:
+            fields = self.upstream.model_dump(exclude={"broker"})
+            found.append(
+                MqttOutputSection(
+                    type="mqtt", name=UPSTREAM_OUTPUT, broker=self.upstream.broker, **fields
+                )
+            )
+        return found + list(self.outputs)
+
     @model_validator(mode="after")
     def _homeassistant_needs_upstream(self) -> Config:
         if self.homeassistant.enabled and self.upstream is None:
@@ -1056,6 +1096,13 @@ class Config(Section):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"source names must be unique: {', '.join(dupes)}")
+        names = [o.name for o in self.delivery_outputs()]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(
+                f"output names must be unique ({UPSTREAM_OUTPUT!r} is upstream's): "
+                + ", ".join(dupes)
+            )
         seen: dict[str, str] = {}
         for asset, streams in self.assets.items():
             for stream in streams:
@@ -1124,8 +1171,17 @@ def _source_tags() -> frozenset[str]:
 SOURCE_TAGS = _source_tags()
 
 
+def _output_tags() -> frozenset[str]:
+    """The ``type`` of every output section, read off the one union."""
+    members = get_args(get_args(OutputSection)[0]) or (get_args(OutputSection)[0],)
+    return frozenset(get_args(m.model_fields["type"].annotation)[0] for m in members)
+
+
+OUTPUT_TAGS = _output_tags()
+
+
 def _is_union_tag(part: str) -> bool:
-    return part in SOURCE_TAGS or part.startswith(("function-", "tagged-"))
+    return part in SOURCE_TAGS or part in OUTPUT_TAGS or part.startswith(("function-", "tagged-"))
 
 
 def _resolve_secret(
@@ -1191,6 +1247,11 @@ def _secret_holders(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], dict[st
     upstream = data.get("upstream")
     if isinstance(upstream, dict) and isinstance(upstream.get("broker"), dict):
         found.append((("upstream", "broker"), upstream["broker"]))
+    outputs = data.get("outputs")
+    if isinstance(outputs, list):
+        for i, output in enumerate(outputs):
+            if isinstance(output, dict) and isinstance(output.get("broker"), dict):
+                found.append((("outputs", i, "broker"), output["broker"]))
     sources = data.get("sources")
     if isinstance(sources, list):
         for i, source in enumerate(sources):
@@ -1245,6 +1306,11 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     if config.upstream is not None:
         broker = fix_broker(config.upstream.broker)
         updates["upstream"] = config.upstream.model_copy(update={"broker": broker})
+
+    def fix_output(output: OutputSection) -> OutputSection:
+        return output.model_copy(update={"broker": fix_broker(output.broker)})
+
+    updates["outputs"] = [fix_output(o) for o in config.outputs]
     return config.model_copy(update=updates)
 
 

@@ -1,11 +1,11 @@
-"""`liquid-gateway run`: wire sources, pipeline and forwarder together and supervise them.
+"""`liquid-gateway run`: wire sources, pipeline and outputs together and supervise them.
 
 The main thread only handles signals, the systemd watchdog, reloads, Home Assistant discovery
 and joins; the work happens in the source threads, the pipeline thread and the forwarder
-thread (see DESIGN.md), and the metrics endpoint answers on prometheus-client's own thread.
-SIGTERM/SIGINT: stop intake, drain the queue, checkpoint, flush the forwarder, exit 0.
+threads, one per output (see DESIGN.md), and the metrics endpoint answers on prometheus-client's own thread.
+SIGTERM/SIGINT: stop intake, drain the queue, checkpoint, flush the outputs, exit 0.
 SIGHUP: re-read the config; if it is invalid, log every error and keep running as before;
-otherwise restart only the sources and the upstream link whose config changed. The ingest
+otherwise restart only the sources and the outputs whose config changed. The ingest
 queue, the detector (its state and baselines) and the pipeline are never rebuilt by a reload.
 
 The systemd watchdog is pinged from the main loop at half of ``WATCHDOG_USEC``, and only while
@@ -24,13 +24,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.config import Config, load_config
+from gateway.config import UPSTREAM_OUTPUT, Config, load_config
 from gateway.detector import Detector
 from gateway.errors import ConfigError
 from gateway.model.runtime import load_model
 from gateway.ops.metrics import MetricsServer, Readout, TimedModel
 from gateway.ops.sdnotify import Notifier
-from gateway.outputs.forwarder import Forwarder
+from gateway.outputs import DeliveryLoop, delivery_loop
 from gateway.outputs.homeassistant import Announcer
 from gateway.pipeline.ingest import IngestQueue
 from gateway.pipeline.runner import Pipeline
@@ -59,7 +59,8 @@ class Gateway:
             load_model(config.model.path, config.model.runtime), self.metrics.inference.observe
         )
         self.detector = Detector(config.detector, self.model, config.assets)
-        self.forwarder: Forwarder | None = None
+        # name -> the delivery thread of each configured output (upstream: "upstream")
+        self.outputs: dict[str, DeliveryLoop] = {}
         self.announcer: Announcer | None = None
         self.sources: dict[str, Source] = {}
         self.pipeline = Pipeline(
@@ -79,9 +80,17 @@ class Gateway:
 
     # --- components --------------------------------------------------------------------
 
+    @property
+    def forwarder(self) -> DeliveryLoop | None:
+        """The delivery thread of ``upstream:``, if it is configured."""
+        return self.outputs.get(UPSTREAM_OUTPUT)
+
     def _notify_forwarder(self) -> None:
-        if self.forwarder is not None:
-            self.forwarder.notify()
+        for output in list(self.outputs.values()):
+            output.notify()
+
+    def _output_stats(self) -> dict[str, dict[str, Any]]:
+        return {name: output.stats() for name, output in dict(self.outputs).items()}
 
     def _component_status(self) -> dict[str, Any]:
         """Extra status from the daemon; runs on the pipeline thread (which owns the detector)."""
@@ -92,10 +101,12 @@ class Gateway:
             self._shown_views = dict(sorted(views.items())[:MAX_STREAM_VIEWS])
             self._views_at = now
         sources = {name: source.stats() for name, source in dict(self.sources).items()}
-        upstream = self.forwarder.stats() if self.forwarder else None
+        outputs = self._output_stats()
+        upstream = outputs.get(UPSTREAM_OUTPUT)
         status: dict[str, Any] = {
             "sources": sources,
             "upstream": upstream,
+            "outputs": outputs,
             "accepted": dict(self.queue.accepted),
             "pid": os.getpid(),
             "config_path": str(self.config_path) if self.config_path else None,
@@ -107,12 +118,15 @@ class Gateway:
             if self.announcer is None
             else {"connected": self.announcer.connected},
             "stream_views": self._shown_views,
-            "degraded": self._degraded(sources, upstream),
+            "degraded": self._degraded(sources, upstream, outputs),
         }
         return status
 
     def _degraded(
-        self, sources: dict[str, dict[str, Any]], upstream: dict[str, Any] | None
+        self,
+        sources: dict[str, dict[str, Any]],
+        upstream: dict[str, Any] | None,
+        outputs: dict[str, dict[str, Any]] | None = None,
     ) -> list[str]:
         """Short operator-facing reasons why the gateway is not fully healthy."""
         now = time.time()
@@ -124,23 +138,10 @@ class Gateway:
             if last is not None and now - last > SILENT_SOURCE_S:
                 flags.append(f"source {name} silent for {now - last:.0f}s")
         if upstream is not None:
-            if not upstream.get("connected"):
-                flags.append("upstream disconnected")
-            if upstream.get("parked"):
-                flags.append(f"{upstream['parked']} outbox rows refused by the broker (retried)")
-            if upstream.get("quarantined"):
-                flags.append(
-                    f"{upstream['quarantined']} outbox rows quarantined (never publishable)"
-                )
-            if upstream.get("unrecorded"):
-                flags.append(
-                    f"{upstream['unrecorded']} delivered outbox rows not yet recorded (storage)"
-                )
-            oldest = upstream.get("oldest_pending_ts")
-            if oldest is not None and now - oldest > STALE_OUTBOX_S:
-                flags.append(
-                    f"outbox backlog {upstream.get('backlog')} (oldest {now - oldest:.0f}s)"
-                )
+            flags += _output_flags(UPSTREAM_OUTPUT, upstream, now)
+        for name, stats in (outputs or {}).items():
+            if name != UPSTREAM_OUTPUT:
+                flags += _output_flags(name, stats, now)
         if self.queue.dropped_readings:
             flags.append(f"{self.queue.dropped_readings} readings dropped (queue full)")
         degraded = getattr(self.pipeline, "storage_degraded", None)
@@ -162,7 +163,7 @@ class Gateway:
             started_at=self.started_at,
             database_path=self.config.database_path,
             sources={name: source.stats() for name, source in dict(self.sources).items()},
-            upstream=self.forwarder.stats() if self.forwarder else None,
+            outputs=self._output_stats(),
             alerts=dict(self.pipeline.alerts),
             dead_letters=dict(self.pipeline.dead_letters),
             dropped_readings=self.queue.dropped_readings,
@@ -189,15 +190,31 @@ class Gateway:
         """What alerts are published under: the asset for grouped channels, else the stream."""
         return {str(v.get("asset") or s) for s, v in self._stream_views.items()}
 
-    def _start_forwarder(self) -> None:
-        if self.config.upstream is not None:
-            self.forwarder = Forwarder(
-                self.config.upstream,
+    def _start_outputs(self) -> None:
+        """Start a delivery thread for each configured output that has none."""
+        sections = self.config.delivery_outputs()
+        names = [section.name for section in sections]
+        for section in sections:
+            if section.name in self.outputs:
+                continue
+            loop = delivery_loop(
+                section,
                 self.config.gateway.id,
                 self.config.database_path,
                 self.config.storage.durability,
+                names,
             )
-            self.forwarder.start()
+            loop.start()
+            self.outputs[section.name] = loop
+            log.info("output %s (%s) started", section.name, section.type)
+
+    def _stop_outputs(self, names: list[str], drains: dict[str, float]) -> None:
+        """Stop these outputs' threads together, each within its own drain timeout."""
+        loops = [(name, self.outputs.pop(name)) for name in names if name in self.outputs]
+        for name, loop in loops:
+            loop.request_stop(drains.get(name, 5.0))
+        for _, loop in loops:
+            loop.stop(drains.get(loop.output.name, 5.0))
 
     def _start_source(self, section: Any) -> None:
         source = build_source(section, self.queue)
@@ -216,7 +233,7 @@ class Gateway:
     def start(self) -> None:
         self._start_metrics()
         self.pipeline.start()
-        self._start_forwarder()
+        self._start_outputs()
         self._start_announcer()
         for section in self.config.sources:
             self._start_source(section)
@@ -228,6 +245,8 @@ class Gateway:
             self.model.runtime,
             "configured" if self.config.upstream else "none (alerts kept locally)",
         )
+        if self.config.outputs:
+            log.info("outputs: %s", ", ".join(o.name for o in self.config.outputs))
 
     def request_stop(self, *_: Any) -> None:
         self._stop.set()
@@ -241,6 +260,10 @@ class Gateway:
         upstream = "no upstream"
         if self.forwarder is not None:
             upstream = "upstream " + ("up" if self.forwarder.stats().get("connected") else "DOWN")
+        down = [n for n, s in self._output_stats().items() if not s.get("connected")]
+        down = [n for n in down if n != UPSTREAM_OUTPUT]
+        if down:
+            upstream += ", outputs DOWN: " + ", ".join(down)
         line = (
             f"{len(self.sources)} sources, {len(self._stream_views)} streams, "
             f"{p.readings} readings, alerts {p.alerts.get('raised', 0)} raised / "
@@ -303,9 +326,9 @@ class Gateway:
         """Graceful stop, in data-flow order: intake first, upstream last.
 
         Sources stop (no new readings); the pipeline drains the queue and commits it with a
-        final detector-state checkpoint; the forwarder waits at most
-        ``upstream.drain_timeout`` for in-flight publishes to be acknowledged, publishes the
-        retained ``offline`` and disconnects. What is still unacknowledged stays undelivered
+        final detector-state checkpoint; each output waits at most its ``drain_timeout``
+        for in-flight rows to be acknowledged (the MQTT ones then publish the retained
+        ``offline`` and disconnect), all at once. What is still unacknowledged stays undelivered
         in the outbox and is sent after the next start.
         """
         self.notifier.stopping()
@@ -317,9 +340,8 @@ class Gateway:
         self.pipeline.stop()
         if self.pipeline.is_alive():
             log.error("the pipeline did not finish draining; detector state may be older")
-        if self.forwarder is not None:
-            drain = self.config.upstream.drain_timeout if self.config.upstream else 5.0
-            self.forwarder.stop(timeout=drain)
+        drains = {o.name: o.drain_timeout for o in self.config.delivery_outputs()}
+        self._stop_outputs(list(self.outputs), drains)
         log.info("stopped")
 
     def reload(self) -> None:
@@ -361,10 +383,16 @@ class Gateway:
                 source.join(5.0)
                 log.info("source %s stopped (removed or changed)", name)
         upstream_changed = new.upstream != old.upstream
-        if upstream_changed and self.forwarder is not None:
-            self.forwarder.stop(timeout=5.0)
-            self.forwarder = None
-            log.info("upstream link stopped (config changed)")
+        old_outputs = {o.name: o for o in old.delivery_outputs()}
+        new_outputs = {o.name: o for o in new.delivery_outputs()}
+        # Each thread settles rows against the list of outputs it started with: a new list
+        # restarts them all (their delivery state is in the database, nothing is lost).
+        changed = [n for n, o in old_outputs.items() if new_outputs.get(n) != o]
+        if set(old_outputs) != set(new_outputs):
+            changed = list(old_outputs)
+        self._stop_outputs(changed, {n: 5.0 for n in changed})
+        for name in changed:
+            log.info("output %s stopped (config changed)", name)
         if upstream_changed or new.homeassistant != old.homeassistant:
             self._stop_announcer()
         # Only what may change at run time; the rest stays as the components were built.
@@ -372,6 +400,7 @@ class Gateway:
             update={
                 "sources": new.sources,
                 "upstream": new.upstream,
+                "outputs": new.outputs,
                 "homeassistant": new.homeassistant,
                 "metrics": new.metrics,
                 "gateway": old.gateway.model_copy(update={"log_level": new.gateway.log_level}),
@@ -380,8 +409,7 @@ class Gateway:
         for name, section in new_sources.items():
             if old_sources.get(name) != section:
                 self._start_source(section)
-        if upstream_changed:
-            self._start_forwarder()
+        self._start_outputs()
         if self.announcer is None:
             self._start_announcer()
         if new.metrics != old.metrics:
@@ -407,3 +435,24 @@ def run_gateway(config: Config, config_path: Path | None, duration: float | None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _output_flags(name: str, stats: dict[str, Any], now: float) -> list[str]:
+    """Why one output is not healthy, in ``degraded``: upstream's as they always read."""
+    what = "upstream" if name == UPSTREAM_OUTPUT else f"output {name}"
+    rows = "outbox rows" if name == UPSTREAM_OUTPUT else f"outbox rows for {name}"
+    flags: list[str] = []
+    if not stats.get("connected"):
+        flags.append(f"{what} disconnected")
+    if stats.get("parked"):
+        by = "the broker" if name == UPSTREAM_OUTPUT else name
+        flags.append(f"{stats['parked']} {rows} refused by {by} (retried)")
+    if stats.get("quarantined"):
+        flags.append(f"{stats['quarantined']} {rows} quarantined (never publishable)")
+    if stats.get("unrecorded"):
+        flags.append(f"{stats['unrecorded']} delivered {rows} not yet recorded (storage)")
+    oldest = stats.get("oldest_pending_ts")
+    if oldest is not None and now - oldest > STALE_OUTBOX_S:
+        backlog = "outbox backlog" if name == UPSTREAM_OUTPUT else f"{name} backlog"
+        flags.append(f"{backlog} {stats.get('backlog')} (oldest {now - oldest:.0f}s)")
+    return flags

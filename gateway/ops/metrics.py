@@ -29,6 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from gateway import __version__
+from gateway.config import UPSTREAM_OUTPUT
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class Readout:
     started_at: float
     database_path: Path
     sources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # Source.stats()
-    upstream: Mapping[str, Any] | None = None  # Forwarder.stats()
+    outputs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # DeliveryLoop.stats()
     alerts: Mapping[str, int] = field(default_factory=dict)  # raised / cleared
     dead_letters: Mapping[str, int] = field(default_factory=dict)  # "source/reason" -> n
     dropped_readings: int = 0
@@ -109,8 +110,9 @@ class GatewayCollector(Collector):
                 age.add_metric([name], max(0.0, now - float(stats["last_reading_ts"])))
             if stats.get("type") == "mqtt":
                 mqtt.add_metric([f"source:{name}"], 1.0 if stats.get("connected") else 0.0)
-        if r.upstream is not None:
-            mqtt.add_metric(["upstream"], 1.0 if r.upstream.get("connected") else 0.0)
+        upstream = r.outputs.get(UPSTREAM_OUTPUT)
+        if upstream is not None:
+            mqtt.add_metric(["upstream"], 1.0 if upstream.get("connected") else 0.0)
         yield from (readings, parse_errors, up, age, mqtt)
 
         dead = counter(
@@ -150,12 +152,13 @@ class GatewayCollector(Collector):
         quarantined = gauge(
             "outbox_quarantined", "Outbox rows that can never be published, kept aside."
         )
-        if r.upstream is not None:
-            backlog.add_metric([], float(r.upstream.get("backlog") or 0))
-            oldest_ts = r.upstream.get("oldest_pending_ts")
+        if upstream is not None:
+            backlog.add_metric([], float(upstream.get("backlog") or 0))
+            oldest_ts = upstream.get("oldest_pending_ts")
             oldest.add_metric([], max(0.0, now - float(oldest_ts)) if oldest_ts else 0.0)
-            quarantined.add_metric([], float(r.upstream.get("quarantined") or 0))
+            quarantined.add_metric([], float(upstream.get("quarantined") or 0))
         yield from (backlog, oldest, quarantined)
+        yield from self._per_output(r, now)
 
         dropped = counter("dropped_readings", "Readings dropped because the queue was full.")
         dropped.add_metric([], float(r.dropped_readings))
@@ -166,6 +169,39 @@ class GatewayCollector(Collector):
         size = gauge("database_bytes", "Size of the SQLite database with its WAL.")
         size.add_metric([], float(database_bytes(r.database_path)))
         yield from (dropped, depth, write_errors, size)
+
+    @staticmethod
+    def _per_output(r: Readout, now: float) -> Iterator[Metric]:
+        """Every configured output (upstream too), labelled by its name."""
+
+        def family(kind: type[Any], name: str, doc: str) -> Any:
+            return kind(f"{PREFIX}_{name}", doc, labels=["output"])
+
+        families = {
+            "connected": family(GaugeMetricFamily, "output_connected", "1 if the output is up."),
+            "backlog": family(
+                GaugeMetricFamily, "output_backlog", "Outbox rows the output has not delivered."
+            ),
+            "delivered": family(
+                CounterMetricFamily, "output_delivered", "Rows delivered since start."
+            ),
+            "failures": family(
+                CounterMetricFamily, "output_failures", "Refusals (retried) since start."
+            ),
+            "quarantined": family(
+                GaugeMetricFamily, "output_quarantined", "Rows the output will never send."
+            ),
+        }
+        oldest = family(
+            GaugeMetricFamily, "output_oldest_age_seconds", "Age of its oldest undelivered row."
+        )
+        for name, stats in sorted(r.outputs.items()):
+            for key, metric in families.items():
+                metric.add_metric([name], float(stats.get(key) or 0))
+            oldest_ts = stats.get("oldest_pending_ts")
+            oldest.add_metric([name], max(0.0, now - float(oldest_ts)) if oldest_ts else 0.0)
+        yield from families.values()
+        yield oldest
 
 
 class TimedModel:

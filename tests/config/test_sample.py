@@ -51,7 +51,7 @@ def _uncommented(text: str) -> str:
     out: list[str] = []
     live = False
     for line in text.splitlines():
-        if line in ("sources:", "upstream:"):
+        if line in ("sources:", "upstream:", "outputs:"):
             live = True
         elif not line.startswith("#"):
             live = False

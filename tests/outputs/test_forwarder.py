@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from gateway.config import BrokerSection, UpstreamSection
-from gateway.outputs.forwarder import Forwarder
+from gateway.outputs.mqtt import Forwarder
 from gateway.records import Batch, Event
 from gateway.store import Store
 from tests.helpers import wait_for

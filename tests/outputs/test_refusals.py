@@ -12,7 +12,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import BrokerSection, UpstreamSection
-from gateway.outputs.forwarder import Forwarder, PahoClient
+from gateway.outputs.mqtt import Forwarder, PahoClient
 from gateway.records import Batch
 from gateway.store import Store
 from tests.helpers import wait_for

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from gateway.config import Config, ConfigError, parse_config, redacted
-from gateway.outputs.forwarder import Forwarder
+from gateway.outputs.mqtt import Forwarder
 from gateway.records import Batch
 from gateway.store import Store
 from tests.helpers import wait_for

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from gateway.config import BrokerSection, UpstreamSection
-from gateway.outputs.forwarder import Forwarder, backoff
+from gateway.outputs.base import backoff
+from gateway.outputs.mqtt import Forwarder
 from gateway.records import Batch, ScoredReading
 from gateway.store import Store
 from tests.helpers import start_gateway, wait_for
