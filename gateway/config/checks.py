@@ -114,6 +114,10 @@ def _files(located: Located) -> Iterator[tuple[tuple[Any, ...], Path]]:
             path = getattr(source.security, key)
             if path is not None:
                 yield where + ("security", key), path
+    for index, output in enumerate(located.config.outputs):
+        secret = getattr(output, "secret_file", None)
+        if secret is not None and secret.is_absolute():  # else a systemd credential's name
+            yield ("outputs", index, "secret_file"), secret
     for where, broker in _brokers(located):
         if broker.tls is not None:
             for key in ("ca_file", "cert_file", "key_file"):

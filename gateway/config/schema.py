@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -894,6 +895,26 @@ class UpstreamSection(Section):
         return value
 
 
+def _http_url(value: str) -> str:
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("url must be an http:// or https:// URL with a host")
+    if parts.username or parts.password:
+        raise ValueError("url must not hold credentials; use secret_file to sign requests")
+    return value
+
+
+def _check_delays(section: Any) -> None:
+    """An HTTP output's back-off bounds, as upstream's are checked."""
+    if (
+        section.reconnect_min_delay <= 0
+        or section.reconnect_min_delay > section.reconnect_max_delay
+    ):
+        raise ValueError("need 0 < reconnect_min_delay <= reconnect_max_delay")
+    if section.retry_min_delay <= 0 or section.retry_min_delay > section.retry_max_delay:
+        raise ValueError("need 0 < retry_min_delay <= retry_max_delay")
+
+
 _OUTPUT_NAME = (
     "the output's name in status, metrics and its delivery state (letters, digits, _ . : -)"
 )
@@ -908,9 +929,47 @@ class MqttOutputSection(UpstreamSection, _MqttOutputHead):
     """One more MQTT broker alerts and events are published to, as ``upstream:`` is."""
 
 
+class WebhookOutputSection(Section):
+    """Each alert and event POSTed as JSON; 2xx is delivered, 4xx (but 408, 429) is refused
+    for good, anything else is retried."""
+
+    type: Literal["webhook"] = Field(description="webhook")
+    name: Name = Field(examples=["ops-hook"], description=_OUTPUT_NAME)
+    url: str = Field(
+        examples=["https://ops.example.com/hooks/liquid-gateway"],
+        description="http:// or https:// URL the records are POSTed to",
+    )
+    secret_file: Path | None = Field(
+        None,
+        description="file holding the HMAC-SHA256 key; the body's signature goes in X-Gateway-Signature: sha256=<hex> (relative: from $CREDENTIALS_DIRECTORY when set, else the config's folder); null: unsigned",
+    )
+    timeout: Duration = Field(10.0, gt=0.0, le=300.0, description="how long one request may take")
+    reconnect_min_delay: Duration = Field(
+        1.0, description="after a request that got no answer, wait this long, doubling..."
+    )
+    reconnect_max_delay: Duration = Field(60.0, description="...up to this")
+    retry_min_delay: Duration = Field(
+        2.0, description="a record refused with 5xx, 408 or 429 is retried after this, doubling..."
+    )
+    retry_max_delay: Duration = Field(300.0, description="...up to this")
+    drain_timeout: Duration = Field(
+        5.0, description="on SIGTERM, how long the last requests may take"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _http_url(value)
+
+    @model_validator(mode="after")
+    def _delays_ordered(self) -> WebhookOutputSection:
+        _check_delays(self)
+        return self
+
+
 # The one list of output types: a new output's section goes here, and OUTPUT_TYPES in
 # gateway/outputs names its class (tests/outputs/test_registry.py keeps the two in step).
-OutputSection = Annotated[MqttOutputSection, Field(discriminator="type")]
+OutputSection = Annotated[MqttOutputSection | WebhookOutputSection, Field(discriminator="type")]
 
 # The output an ``upstream:`` section is, in status, metrics and the deliveries table.
 UPSTREAM_OUTPUT = "upstream"
@@ -1045,7 +1104,7 @@ class Config(Section):
     )
     outputs: list[OutputSection] = Field(
         default_factory=list,
-        description="more places alerts and events go, each delivered on its own: mqtt",
+        description="more places alerts and events go, each delivered on its own: mqtt or webhook",
     )
     ingest: IngestSection = Field(
         default_factory=IngestSection,
@@ -1308,7 +1367,9 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         updates["upstream"] = config.upstream.model_copy(update={"broker": broker})
 
     def fix_output(output: OutputSection) -> OutputSection:
-        return output.model_copy(update={"broker": fix_broker(output.broker)})
+        if isinstance(output, MqttOutputSection):
+            return output.model_copy(update={"broker": fix_broker(output.broker)})
+        return output.model_copy(update={"secret_file": fix_secret(output.secret_file)})
 
     updates["outputs"] = [fix_output(o) for o in config.outputs]
     return config.model_copy(update=updates)
