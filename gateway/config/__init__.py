@@ -8,6 +8,7 @@ from gateway.config.schema import (
     NAME_PATTERN,
     SOURCE_TAGS,
     UPSTREAM_OUTPUT,
+    AlertmanagerOutputSection,
     BrokerSection,
     Config,
     ConfigError,
@@ -61,6 +62,7 @@ from gateway.config.schema import (
 )
 
 __all__ = [
+    "AlertmanagerOutputSection",
     "ConfigError",
     "BrokerSection",
     "Config",

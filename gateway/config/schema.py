@@ -967,9 +967,52 @@ class WebhookOutputSection(Section):
         return self
 
 
+class AlertmanagerOutputSection(Section):
+    """Alerts as Prometheus Alertmanager alerts (POST /api/v2/alerts), so its silences,
+    grouping and routing (email, Slack, PagerDuty) apply; events are not sent."""
+
+    type: Literal["alertmanager"] = Field(description="alertmanager")
+    name: Name = Field(examples=["alertmanager"], description=_OUTPUT_NAME)
+    url: str = Field(
+        examples=["http://127.0.0.1:9093"],
+        description="Alertmanager's base URL (http:// or https://); alerts go to <url>/api/v2/alerts",
+    )
+    severity: Name = Field("warning", description="the severity label of every alert")
+    raised_for: Duration = Field(
+        86400.0,
+        gt=0.0,
+        description="endsAt of a raised alert, from when it is sent: Alertmanager resolves an alert nobody re-sends by then (its clear ends it sooner)",
+    )
+    timeout: Duration = Field(10.0, gt=0.0, le=300.0, description="how long one request may take")
+    reconnect_min_delay: Duration = Field(
+        1.0, description="after a request that got no answer, wait this long, doubling..."
+    )
+    reconnect_max_delay: Duration = Field(60.0, description="...up to this")
+    retry_min_delay: Duration = Field(
+        2.0, description="an alert refused with 5xx or 429 is retried after this, doubling..."
+    )
+    retry_max_delay: Duration = Field(300.0, description="...up to this")
+    drain_timeout: Duration = Field(
+        5.0, description="on SIGTERM, how long the last requests may take"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _http_url(value)
+
+    @model_validator(mode="after")
+    def _delays_ordered(self) -> AlertmanagerOutputSection:
+        _check_delays(self)
+        return self
+
+
 # The one list of output types: a new output's section goes here, and OUTPUT_TYPES in
 # gateway/outputs names its class (tests/outputs/test_registry.py keeps the two in step).
-OutputSection = Annotated[MqttOutputSection | WebhookOutputSection, Field(discriminator="type")]
+OutputSection = Annotated[
+    MqttOutputSection | WebhookOutputSection | AlertmanagerOutputSection,
+    Field(discriminator="type"),
+]
 
 # The output an ``upstream:`` section is, in status, metrics and the deliveries table.
 UPSTREAM_OUTPUT = "upstream"
@@ -1104,7 +1147,7 @@ class Config(Section):
     )
     outputs: list[OutputSection] = Field(
         default_factory=list,
-        description="more places alerts and events go, each delivered on its own: mqtt or webhook",
+        description="more places alerts and events go, each delivered on its own: mqtt, webhook or alertmanager",
     )
     ingest: IngestSection = Field(
         default_factory=IngestSection,
@@ -1369,7 +1412,9 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     def fix_output(output: OutputSection) -> OutputSection:
         if isinstance(output, MqttOutputSection):
             return output.model_copy(update={"broker": fix_broker(output.broker)})
-        return output.model_copy(update={"secret_file": fix_secret(output.secret_file)})
+        if isinstance(output, WebhookOutputSection):
+            return output.model_copy(update={"secret_file": fix_secret(output.secret_file)})
+        return output
 
     updates["outputs"] = [fix_output(o) for o in config.outputs]
     return config.model_copy(update=updates)

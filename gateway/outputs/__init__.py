@@ -3,6 +3,7 @@
 base           Output, DeliveryLoop  the seam, and the one outbox -> output thread per output
 mqtt           MqttOutput, Forwarder an MQTT broker (at least once, PUBACK-checked)
 webhook        WebhookOutput         HTTP POST of JSON, HMAC-SHA256 signed
+alertmanager   AlertmanagerOutput    alerts as Prometheus Alertmanager alerts
 homeassistant  Announcer             opt-in Home Assistant MQTT discovery on the upstream broker
 
 A new output type is a module here with an ``Output`` subclass that has
@@ -24,6 +25,7 @@ from gateway.store import Durability
 OUTPUT_TYPES: dict[str, tuple[str, str]] = {
     "mqtt": ("gateway.outputs.mqtt", "MqttOutput"),
     "webhook": ("gateway.outputs.webhook", "WebhookOutput"),
+    "alertmanager": ("gateway.outputs.alertmanager", "AlertmanagerOutput"),
 }
 
 __all__ = ["OUTPUT_TYPES", "DeliveryLoop", "Output", "build_output", "delivery_loop"]
