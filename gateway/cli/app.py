@@ -651,6 +651,15 @@ def _status_table(
             else ""
         ),
     ]
+    others = {n: o for n, o in (s.get("outputs") or {}).items() if n != "upstream"}
+    for name, output in others.items():
+        health = "connected" if output.get("connected") else "DISCONNECTED"
+        if not output.get("connected") and output.get("last_error"):
+            health += f": {output['last_error']}"
+        lines.append(
+            f"output    {name}: {health}; backlog {output.get('backlog') or 0}"
+            + (f", {output['quarantined']} quarantined" if output.get("quarantined") else "")
+        )
     sources = s.get("sources") or {}
     if sources:
         lines.append("sources")

@@ -204,3 +204,49 @@ def test_webhook_config_is_checked() -> None:
     ):
         with pytest.raises(ConfigError, match=message):
             parse_config(f"outputs: [{{type: webhook, name: h, url: '{bad}'}}]\n")
+
+
+def test_the_daemon_runs_each_output_reports_it_and_reloads_it(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    """The daemon starts a delivery thread per output; status, the status line, metrics and
+    the CLI's status table show each; a reload that removes the output stops its thread."""
+    from gateway.cli.app import _status_table
+    from gateway.config import load_config
+    from gateway.ops.daemon import Gateway
+
+    config = tmp_path / "gw.yaml"
+    config.write_text(
+        f"gateway: {{id: {GW}, data_dir: {tmp_path / 'data'}}}\n"
+        "metrics: {listen: null}\n" + config_text(receiver.port, None)
+    )
+    gateway = Gateway(load_config(config), config)
+    gateway.start()
+    try:
+        assert list(gateway.outputs) == ["hook"] and gateway.forwarder is None
+        with Store.open(tmp_path / "data" / "gateway.db", gateway_id=GW) as store:
+            store.write_batch(Batch(alerts=[alert("pump-1")]))
+        gateway._notify_forwarder()  # noqa: SLF001 - what the pipeline calls after a commit
+        wait_for(lambda: len(receiver.requests) == 1, what="posted by the daemon's output")
+        wait_for(lambda: gateway.outputs["hook"].stats()["backlog"] == 0, what="stats")
+        status = gateway._component_status()  # noqa: SLF001
+        assert status["upstream"] is None and status["outputs"]["hook"]["delivered"] == 1
+        assert not [f for f in status["degraded"] if "hook" in f]
+        readout = gateway.metrics_readout()
+        assert readout.outputs["hook"]["delivered"] == 1
+        shown = {**status, "running": True, "uptime_s": 1, "open_alerts": 0}
+        table = _status_table({**shown, "dead_letters_stored": {}}, 0, None)
+        assert "output    hook: connected; backlog 0" in table
+        receiver.stop()
+        with Store.open(tmp_path / "data" / "gateway.db", gateway_id=GW) as store:
+            store.write_batch(Batch(alerts=[alert("pump-2")]))
+        gateway._notify_forwarder()  # noqa: SLF001
+        wait_for(
+            lambda: "output hook disconnected" in gateway._component_status()["degraded"],  # noqa: SLF001
+            what="the hook's outage in degraded",
+        )
+        config.write_text(config.read_text().split("outputs:")[0])
+        gateway.reload()
+        assert gateway.outputs == {}
+    finally:
+        gateway.shutdown()
