@@ -3,6 +3,8 @@ sugar for the MQTT output named ``upstream``, names checked whole."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from gateway.config import UPSTREAM_OUTPUT, ConfigError, parse_config
@@ -55,3 +57,23 @@ def test_show_and_sample_carry_outputs_and_load_again() -> None:
     assert parse_config(show_text(config)) == config
     assert "outputs:" in sample_text()
     assert parse_config(sample_text(examples=True)).outputs
+
+
+def test_validate_names_a_webhook_secret_file_that_does_not_exist(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gateway.cli.app import app
+
+    file = tmp_path / "gw.yaml"
+    file.write_text(
+        f"gateway: {{id: gw, data_dir: {tmp_path / 'data'}}}\n"
+        "metrics: {listen: null}\n"
+        "outputs:\n"
+        "  - {type: webhook, name: hook, url: 'http://127.0.0.1:9/x', secret_file: hook.key}\n"
+    )
+    result = CliRunner().invoke(app, ["config", "validate", str(file)])
+    expected = f"outputs[0].secret_file: {tmp_path / 'hook.key'} does not exist"
+    assert result.exit_code == 78 and expected in result.output, result.output
+    (tmp_path / "hook.key").write_text("k")
+    result = CliRunner().invoke(app, ["config", "validate", str(file)])
+    assert result.exit_code == 0, result.output

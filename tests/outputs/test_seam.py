@@ -179,3 +179,25 @@ def test_an_old_upstream_config_and_an_old_database_are_delivered_after_the_upgr
     finally:
         loop.stop(5)
         watcher.close()
+
+
+def test_a_restart_resumes_each_output_where_it_was(store: Store) -> None:
+    a, b = FakeOutput("a"), FakeOutput("b")
+    b.refuse = {"two": False}  # b is stuck on "two" (retried) when the process stops
+    loops = [start(a, store), start(b, store)]
+    queue_events(store, "one", "two")
+    for loop in loops:
+        loop.notify()
+    wait_for(lambda: a.received == ["one", "two"] and b.received == ["one"], what="progress")
+    wait_for(lambda: loops[1].stats()["failures"] >= 1, what="b refused two")
+    for loop in loops:
+        loop.stop(2)
+    a2, b2 = FakeOutput("a"), FakeOutput("b")
+    loops = [start(a2, store), start(b2, store)]
+    try:
+        wait_for(lambda: b2.received == ["two"], what="b resumed with what it still owed")
+        wait_for(lambda: store.outbox_backlog()[0] == 0, what="settled")
+        assert a2.received == []  # a had delivered both: nothing sent again
+    finally:
+        for loop in loops:
+            loop.stop(2)

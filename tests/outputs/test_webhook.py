@@ -250,3 +250,23 @@ def test_the_daemon_runs_each_output_reports_it_and_reloads_it(
         assert gateway.outputs == {}
     finally:
         gateway.shutdown()
+
+
+def test_the_secret_is_never_logged(
+    receiver: Receiver, store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = tmp_path / "hook.key"
+    secret.write_bytes(SECRET)
+    store.outputs = ("hook",)
+    receiver.answers = [500, 400]
+    store.write_batch(Batch(events=[Event("note", s, 1.7e9) for s in ("a", "b")]))
+    caplog.set_level("DEBUG")
+    loop = hook_loop(store, receiver.port, secret, ["hook"])
+    loop.start()
+    try:
+        wait_for(lambda: store.outbox_backlog()[0] == 0, what="settled")
+    finally:
+        loop.stop(2)
+    assert "signed" in caplog.text
+    assert SECRET.decode() not in caplog.text
+    assert SECRET.decode() not in json.dumps(loop.stats())
