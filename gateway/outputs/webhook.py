@@ -107,7 +107,9 @@ class WebhookOutput(Output):
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            return dict(self._stats)
+            stats = dict(self._stats)
+        # Up once it has answered since the last (re)connect, not merely when it may send.
+        return {**stats, "connected": self._up and self._answered}
 
     def prepare(self) -> bool:
         if getattr(self._section, "secret_file", None) is None:
