@@ -1,15 +1,25 @@
 """How long the CLI commands operators type most take, from the shell prompt to the answer.
 
-Each command runs as a fresh process (`python -m gateway ...`), as a shell runs it, against a
-database filled like a gateway's after a busy week: --alerts raised and cleared alerts and
---readings readings over --streams streams. Tab completion is the same process asked by bash
-for candidates. Reports the median and 90th percentile wall time of --runs runs each, beside
-a bare `python -c pass` (the interpreter's own start, which no import change can remove).
+Each command runs as a fresh process (`python -m gateway ...`, the `liquid-gateway` console
+script's code), as a shell runs it, against a database filled like a gateway's after a busy
+week: --alerts raised and cleared alerts and --readings readings over --streams streams. Tab
+completion is the same process asked by bash for candidates (`_LIQUID_GATEWAY_COMPLETE`, from
+the script's name in pyproject.toml). Reports the median and 90th percentile wall time of
+--runs runs each, beside a bare `python -c pass` (the interpreter's own start, which no import
+change can remove), and for each command the imports that cost most (`python -X importtime`,
+one more run).
 
-    PYTHONPATH=. python tools/bench_cli.py [--runs 15] [--out bench_cli.json]
+    PYTHONPATH=. python tools/bench_cli.py [--runs 15] [--out bench_cli.json] [--baseline DIR]
 
-Times depend on the machine and its load: compare the commands with the bare interpreter in
-one run, not across machines.
+--baseline also times another checkout's CLI (e.g. `git archive main | tar -x -C /tmp/main`)
+against the same database, run for run in turn with this one, so that a before/after on a
+shared machine sees the same load. Modules are read from
+bytecode caches, as in an installed gateway (pip compiles them): the caches go to a
+temporary PYTHONPYCACHEPREFIX, written by one untimed warm-up run, so the tree is not
+touched; --from-source times a tree without caches instead (PYTHONDONTWRITEBYTECODE).
+
+Times depend on the machine and its load (printed with the table and kept in the JSON):
+compare the commands with the bare interpreter in one run, not across machines.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -25,6 +36,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -33,6 +45,8 @@ from gateway.records import AlertChange, Batch, ScoredReading  # noqa: E402
 from gateway.store import Store  # noqa: E402
 
 TARGET_S = 0.3  # the issue's goal for alerts list, status, version and completion
+TARGETED = ("version", "status", "alerts list", "tab completion")
+TOP_IMPORTS = 4
 
 
 def fill(db: Path, alerts: int, readings: int, streams: int) -> None:
@@ -66,7 +80,13 @@ def fill(db: Path, alerts: int, readings: int, streams: int) -> None:
         store.write_batch(Batch(alerts=changes))
 
 
-def commands(config: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
+def newest_alert_id(db: Path) -> str:
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT id FROM alerts ORDER BY raised_ts DESC LIMIT 1").fetchone()
+    return str(row[0])
+
+
+def commands(config: Path, alert_id: str) -> dict[str, tuple[list[str], dict[str, str]]]:
     c = ["-c", str(config)]
     complete = {
         "_LIQUID_GATEWAY_COMPLETE": "complete_bash",
@@ -78,27 +98,61 @@ def commands(config: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
         "version": (["-m", "gateway", "version"], {}),
         "status": (["-m", "gateway", "status", *c], {}),
         "alerts list": (["-m", "gateway", "alerts", "list", *c], {}),
+        "alerts show": (["-m", "gateway", "alerts", "show", alert_id[:8], *c], {}),
         "events list": (["-m", "gateway", "events", "list", *c], {}),
+        "streams": (["-m", "gateway", "streams", *c], {}),
         "tab completion": (["-m", "gateway"], complete),
         "--help": (["-m", "gateway", "--help"], {}),
     }
 
 
-def time_runs(argv: list[str], extra_env: dict[str, str], runs: int) -> list[float]:
-    """Wall seconds of each run; a run that fails is an error, not a fast answer (``status``
+def run_env(root: Path, extra_env: dict[str, str], pycache: Path | None) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(root), **extra_env}
+    if pycache is None:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env.pop("PYTHONPYCACHEPREFIX", None)
+    else:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    return env
+
+
+def time_run(argv: list[str], env: dict[str, str], root: Path) -> float:
+    """Wall seconds of one run; a run that fails is an error, not a fast answer (``status``
     exits 3 here: no daemon runs, and saying so is its answer)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **extra_env}
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, *argv], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, check=False,
-        )  # fmt: skip
-        out.append(time.perf_counter() - t0)
-        if done.returncode not in (0, 3):
-            raise SystemExit(f"{' '.join(argv)} exited {done.returncode}")
-    return out
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, *argv], env=env, cwd=root, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, check=False,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - t0
+    if done.returncode not in (0, 3):
+        raise SystemExit(f"{' '.join(argv)} exited {done.returncode}: {done.stderr[-500:]!r}")
+    return elapsed
+
+
+def summary(times: list[float]) -> dict[str, Any]:
+    q = statistics.quantiles(times, n=10) if len(times) > 1 else times * 9
+    return {"median_s": statistics.median(times), "p90_s": q[-1], "runs": times}
+
+
+def top_imports(argv: list[str], env: dict[str, str], root: Path) -> list[tuple[str, float]]:
+    """The top-level imports (those the command's own code asked for, with everything they
+    pulled in) that took longest, in seconds, from one ``-X importtime`` run."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", *argv], env=env, cwd=root,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False,
+    )  # fmt: skip
+    found = []
+    for line in done.stderr.splitlines():
+        if not line.startswith("import time:"):
+            continue
+        _self, cumulative, name = line.removeprefix("import time:").split("|", 2)
+        top_level = name.startswith(" ") and not name.startswith("  ")  # one space
+        if top_level and cumulative.strip().isdigit():
+            found.append((name.strip(), int(cumulative) / 1e6))
+    found.sort(key=lambda item: -item[1])
+    return found[:TOP_IMPORTS]
 
 
 def main() -> int:
@@ -107,8 +161,12 @@ def main() -> int:
     parser.add_argument("--alerts", type=int, default=2000)
     parser.add_argument("--readings", type=int, default=200_000)
     parser.add_argument("--streams", type=int, default=100)
+    parser.add_argument("--baseline", type=Path, help="another checkout to time in turn")
+    parser.add_argument("--from-source", action="store_true", help="no bytecode caches")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    roots = {"this": ROOT} | ({"baseline": args.baseline.resolve()} if args.baseline else {})
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp:
         data = Path(tmp) / "data"
         data.mkdir()
@@ -117,32 +175,58 @@ def main() -> int:
             f"gateway: {{id: bench-cli, data_dir: {data}}}\nsources:\n  - {{type: simulate}}\n"
         )
         fill(data / "gateway.db", args.alerts, args.readings, args.streams)
-        results = {}
-        for name, (argv, env) in commands(config).items():
-            times = time_runs(argv, env, args.runs)
-            q = statistics.quantiles(times, n=10) if len(times) > 1 else times * 9
-            results[name] = {"median_s": statistics.median(times), "p90_s": q[-1], "runs": times}
-    base = results["python -c pass"]["median_s"]
-    print(f"CLI latency, {args.runs} runs each; {args.alerts} alerts, {args.readings} readings")
-    print(f"{'command':<16} {'median s':>9} {'p90 s':>7} {'over python':>12}  target")
-    for name, r in results.items():
-        mark = "" if name in ("python -c pass", "--help", "events list") else (
-            "ok" if r["median_s"] < TARGET_S else f"> {TARGET_S}"
-        )  # fmt: skip
-        over = r["median_s"] - base
-        print(f"{name:<16} {r['median_s']:>9.3f} {r['p90_s']:>7.3f} {over:>12.3f}  {mark}")
+        results: dict[str, dict[str, dict[str, Any]]] = {label: {} for label in roots}
+        for name, (argv, extra) in commands(config, newest_alert_id(data / "gateway.db")).items():
+            envs = {}
+            for label, root in roots.items():
+                pycache = None if args.from_source else Path(tmp) / "pycache" / label
+                envs[label] = run_env(root, extra, pycache)
+                time_run(argv, envs[label], root)  # warm-up: bytecode caches, the page cache
+            times: dict[str, list[float]] = {label: [] for label in roots}
+            for _ in range(args.runs):
+                for label, root in roots.items():
+                    times[label].append(time_run(argv, envs[label], root))
+            for label, root in roots.items():
+                tops = [] if name == "python -c pass" else top_imports(argv, envs[label], root)
+                results[label][name] = summary(times[label]) | {"top_imports": tops}
+    load_after = os.getloadavg()
+    this = results["this"]
+    base = this["python -c pass"]["median_s"]
+    print(
+        f"CLI latency, {args.runs} runs each; {args.alerts} alerts, {args.readings} readings; "
+        f"bytecode {'from source' if args.from_source else 'cached'}; load average "
+        f"{load_before[0]:.2f} before, {load_after[0]:.2f} after, {os.cpu_count()} CPUs"
+    )
+    versus = f" {'baseline':>9}" if args.baseline else ""
+    print(
+        f"{'command':<16} {'median s':>9} {'p90 s':>7}{versus} {'over python':>12}  "
+        f"{'target':<7} top imports (s)"
+    )
+    for name, r in this.items():
+        median = r["median_s"]
+        mark = ("ok" if median < TARGET_S else f"> {TARGET_S}") if name in TARGETED else ""
+        before = f" {results['baseline'][name]['median_s']:>9.3f}" if args.baseline else ""
+        tops = ", ".join(f"{m} {s:.3f}" for m, s in r["top_imports"])
+        print(
+            f"{name:<16} {median:>9.3f} {r['p90_s']:>7.3f}{before} {median - base:>12.3f}  "
+            f"{mark:<7} {tops}"
+        )
     if args.out:
-        report = {
+        report: dict[str, Any] = {
             "benchmark": "bench_cli",
             "machine": {
                 "python": platform.python_version(),
                 "cpus": os.cpu_count(),
-                "load_avg": os.getloadavg(),
-            },  # fmt: skip
+                "load_avg_before": load_before,
+                "load_avg_after": load_after,
+            },
+            "bytecode": "from source" if args.from_source else "cached",
             "target_s": TARGET_S,
-            "params": vars(args) | {"out": str(args.out)},
-            "results": results,
+            "params": vars(args) | {"out": str(args.out), "baseline": str(args.baseline)},
+            "results": this,
         }
+        if args.baseline:
+            report["baseline"] = {"root": str(roots["baseline"]), "results": results["baseline"]}
         args.out.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0

@@ -27,12 +27,27 @@ def test_bench_cli_times_every_command_against_a_filled_database(tmp_path: Path)
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
     assert set(report["results"]) == {
-        "python -c pass", "version", "status", "alerts list", "events list", "tab completion",
-        "--help",
+        "python -c pass", "version", "status", "alerts list", "alerts show", "events list",
+        "streams", "tab completion", "--help",
     }  # fmt: skip
-    for result in report["results"].values():
+    for name, result in report["results"].items():
         assert len(result["runs"]) == 2 and all(t > 0 for t in result["runs"])
-    assert "alerts list" in done.stdout  # the table
+        if name != "python -c pass":  # what each command imported, biggest first
+            assert result["top_imports"], name
+            seconds = [s for _, s in result["top_imports"]]
+            assert seconds == sorted(seconds, reverse=True)
+    assert "alerts list" in done.stdout and "load average" in done.stdout  # the table
+    assert report["machine"]["load_avg_before"] and report["bytecode"] == "cached"
+
+
+def test_top_imports_reads_importtime_top_level_lines(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT))
+    from tools.bench_cli import run_env, top_imports
+
+    env = run_env(ROOT, {}, tmp_path / "pycache")
+    found = dict(top_imports(["-c", "import json, sqlite3"], env, ROOT))
+    assert {"json", "sqlite3"} <= set(found) and all(s > 0 for s in found.values())
+    assert "json.decoder" not in found  # nested: counted in json's time
 
 
 def test_fill_writes_the_alerts_the_cli_then_lists(tmp_path: Path) -> None:
