@@ -28,6 +28,8 @@ from gateway.ops.liveness import still_running
 
 if TYPE_CHECKING:  # the config schema (pydantic) is imported by the commands that load one:
     from gateway.config import Config, Located  # version, --help, completion start without it
+    from gateway.config.locate import DatabaseLocation
+    from gateway.store.database import Durability
 
 EXIT_RUNTIME = 1
 EXIT_CONFIG = 78
@@ -104,7 +106,7 @@ def _fail(message: str, code: int) -> typer.Exit:
 
 def _config_path(path: Path | None, demo: bool = False) -> Path:
     if demo:
-        from gateway.config import demo_config_path
+        from gateway.config.locate import demo_config_path
 
         return demo_config_path()
     if path is not None:
@@ -141,14 +143,28 @@ def _config_exit(issues: list[Any]) -> None:
     raise typer.Exit(EXIT_CONFIG)
 
 
-def _open_store(config: Config, write: bool = False) -> Any:
+def _database(path: Path | None, demo: bool = False) -> DatabaseLocation:
+    """Where the config keeps the database, for commands that only read it: without the
+    whole schema when that is plain (gateway/config/locate.py), else by the full loader,
+    which exits 78 naming what is wrong."""
+    from gateway.config.locate import DatabaseLocation, locate_database
+
+    found = locate_database(_config_path(path, demo))
+    if found is None:
+        cfg, _ = _load(path, demo)
+        found = DatabaseLocation(cfg.gateway.id, cfg.database_path)
+    return found
+
+
+def _open_store(path: Path, durability: Durability = "normal", write: bool = False) -> Any:
+    """The database at ``path``, read-only unless ``write`` (``durability`` is the config's
+    storage.durability: it matters to a writer only)."""
     from gateway.store import Store
 
-    path = config.database_path
     if not path.exists():
         raise _fail(f"no database at {path}: has the gateway run with this config?", 1)
     try:
-        return Store.open(path, config.storage.durability, read_only=not write)
+        return Store.open(path, durability, read_only=not write)
     except StorageError as exc:
         raise _fail(str(exc), EXIT_RUNTIME) from exc
 
@@ -392,9 +408,9 @@ def alerts_list(
     utc: UtcOption = True,
 ) -> None:
     """List alerts, newest first."""
-    cfg, _ = _load(config, demo)
+    database = _database(config, demo).database_path
     since_ts = _since(since)
-    with _open_store(cfg) as store:
+    with _open_store(database) as store:
         alerts = store.list_alerts(since_ts=since_ts, stream=stream, state=state.value)
     rows = [_alert_row(a, not utc, fmt) for a in alerts]
     columns = ALERT_COLUMNS
@@ -413,10 +429,10 @@ def alerts_list(
     _emit(rows, columns, fmt)
 
 
-def _no_alert(config: Config, alert_id: str, unacknowledged: bool = False) -> str:
+def _no_alert(database: Path, alert_id: str, unacknowledged: bool = False) -> str:
     """Why ``alert_id`` found nothing: too short a prefix, several matches, or none."""
     what = "unacknowledged alert" if unacknowledged else "alert"
-    with _open_store(config) as store:
+    with _open_store(database) as store:
         matches = store.match_alert_ids(alert_id, limit=3)
         if unacknowledged and len(matches) == 1 and len(alert_id) >= 6:
             found = store.get_alert(alert_id)
@@ -444,12 +460,12 @@ def alerts_show(
     utc: UtcOption = True,
 ) -> None:
     """Show one alert and why it was raised, in plain words."""
-    cfg, _ = _load(config, demo)
+    database = _database(config, demo).database_path
     local = not utc
-    with _open_store(cfg) as store:
+    with _open_store(database) as store:
         alert = store.get_alert(alert_id)
     if alert is None:
-        raise _fail(_no_alert(cfg, alert_id), EXIT_RUNTIME)
+        raise _fail(_no_alert(database, alert_id), EXIT_RUNTIME)
     if fmt is not OutputFormat.table:
         row = _alert_row(alert, local, fmt)
         _emit([row], list(row), fmt)
@@ -503,10 +519,10 @@ def alerts_ack(
 ) -> None:
     """Acknowledge an alert (optionally as a new normal)."""
     cfg, _ = _load(config, demo)
-    with _open_store(cfg, write=True) as store:
+    with _open_store(cfg.database_path, cfg.storage.durability, write=True) as store:
         done = store.ack_alert(alert_id, note, new_normal=new_normal)
     if not done:
-        raise _fail(_no_alert(cfg, alert_id, unacknowledged=True), EXIT_RUNTIME)
+        raise _fail(_no_alert(cfg.database_path, alert_id, unacknowledged=True), EXIT_RUNTIME)
     typer.echo(f"acknowledged {alert_id}" + (" as a new normal" if new_normal else ""))
 
 
@@ -519,9 +535,9 @@ def events_list(
     utc: UtcOption = True,
 ) -> None:
     """List recorded events, newest first."""
-    cfg, _ = _load(config, demo)
+    database = _database(config, demo).database_path
     since_ts = _since(since)
-    with _open_store(cfg) as store:
+    with _open_store(database) as store:
         events = store.list_events(since_ts=since_ts)
     when = _when if fmt is OutputFormat.table else _iso
     rows = [{**e, "time": when(e.get("ts"), not utc)} for e in events]
@@ -566,9 +582,9 @@ def status(
     utc: UtcOption = True,
 ) -> None:
     """Is it running: uptime, per-source health, last reading, backlog, upstream, degraded flags."""
-    cfg, _ = _load(config, demo)
+    location = _database(config, demo)
     local = not utc
-    with _open_store(cfg) as store, store.snapshot():
+    with _open_store(location.database_path) as store, store.snapshot():
         snapshot = store.status() or {}
         backlog, oldest = store.outbox_backlog()
         quarantined = store.outbox_quarantined()
@@ -610,7 +626,7 @@ def status(
     elif fmt is OutputFormat.csv:
         _emit([{"key": k, "value": v} for k, v in _flatten(snapshot)], ["key", "value"], fmt)
     elif "updated_at" not in snapshot:
-        typer.echo(f"gateway {cfg.gateway.id}: no status yet (has it run?)")
+        typer.echo(f"gateway {location.gateway_id}: no status yet (has it run?)")
     else:
         typer.echo(_status_table(snapshot, backlog, oldest, local))
     if degraded:  # for scripts and monitoring: the same answer in every format
@@ -699,8 +715,8 @@ def streams(
     utc: UtcOption = True,
 ) -> None:
     """Every stream: last value, expected value, baseline, score, alert state."""
-    cfg, _ = _load(config, demo)
-    with _open_store(cfg) as store, store.snapshot():
+    database = _database(config, demo).database_path
+    with _open_store(database) as store, store.snapshot():
         # stream_state also holds per-asset state under "asset/NAME": not a stream.
         rows: list[dict[str, Any]] = [
             dict(r) for r in store.streams() if not r["stream"].startswith("asset/")
@@ -751,9 +767,9 @@ def alerts_export(
     utc: UtcOption = True,
 ) -> None:
     """Every field of every matching alert, for a spreadsheet or a ticket system."""
-    cfg, _ = _load(config, demo)
+    database = _database(config, demo).database_path
     since_ts = _since(since)
-    with _open_store(cfg) as store:
+    with _open_store(database) as store:
         alerts = store.list_alerts(
             since_ts=since_ts, stream=stream, state=state.value, limit=1_000_000
         )
@@ -821,7 +837,7 @@ def db_check(
 ) -> None:
     """Check the database read-only: integrity, schema, size, rows per table (exit 1 if damaged)."""
     cfg, _ = _load(config, demo)
-    store = _open_store(cfg)
+    store = _open_store(cfg.database_path)
     try:
         pragma = "integrity_check" if full else "quick_check"
         problems = [r[0] for r in store.db.execute(f"PRAGMA {pragma}").fetchall()]
@@ -906,7 +922,7 @@ def db_prune(
             retention = _parse_duration(older_than)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--older-than") from exc
-    store = _open_store(cfg, write=True)
+    store = _open_store(cfg.database_path, cfg.storage.durability, write=True)
     try:
         counts = store.prune(
             retention,
@@ -935,7 +951,7 @@ def db_vacuum(
 ) -> None:
     """Give free pages back to the file system (incremental; --full rewrites the file)."""
     cfg, _ = _load(config, demo)
-    store = _open_store(cfg, write=True)
+    store = _open_store(cfg.database_path, cfg.storage.durability, write=True)
     before = _db_files_bytes(cfg.database_path)
     try:
         if full:
@@ -990,7 +1006,7 @@ def plot(
     cfg, _ = _load(config, demo)
     since_ts = _since(since)
     pixels = _size(size)
-    with _open_store(cfg) as store, store.snapshot():
+    with _open_store(cfg.database_path) as store, store.snapshot():
         rows = [
             (r["ts"], r["value"], r["expected"], r["score"], r["alert"])
             for r in store.db.query(

@@ -42,13 +42,17 @@ from gateway.config.documents import (
     read_bounded,
     read_tree,
 )
+from gateway.config.locate import (
+    DATABASE_FILE,
+    DEFAULT_DATA_DIR,
+    DEFAULT_GATEWAY_ID,
+    is_name,
+    resolved,
+)
+from gateway.config.locate import (
+    NAME_PATTERN as NAME_PATTERN,  # re-exported: the schema's names follow it
+)
 from gateway.errors import ConfigError, ConfigIssue
-
-# Names that end up inside MQTT topics and file names: no wildcards, separators or spaces.
-# Always checked with fullmatch (``is_name``): with ``match``, "$" also matches before a final
-# newline, and one stream named "ok\n" made every upstream publish behind it fail.
-NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
-_NAME_RE = re.compile(NAME_PATTERN)
 
 # A password_file is read this far at most (the config's own bounds are in documents.py).
 MAX_SECRET_BYTES = 65_536
@@ -187,11 +191,6 @@ SpanField = Annotated[Span, BeforeValidator(parse_span), PlainSerializer(str, re
 PauseField = Annotated[Span, BeforeValidator(parse_pause), PlainSerializer(str, return_type=str)]
 
 
-def is_name(value: str) -> bool:
-    """Whether ``value`` is a valid gateway, source, stream or asset name (the whole string)."""
-    return _NAME_RE.fullmatch(value) is not None
-
-
 def check_name(value: str, what: str = "name") -> str:
     if not is_name(value):
         raise ValueError(
@@ -224,11 +223,11 @@ def check_regex(pattern: str | None, timestamp_field: str | None = None) -> re.P
 
 class GatewaySection(Section):
     id: Name = Field(
-        "liquid-gateway",
+        DEFAULT_GATEWAY_ID,
         description="the gateway's name in upstream topics (letters, digits, _ . : -)",
     )
     data_dir: Path = Field(
-        Path("/var/lib/liquid-gateway"), description="where gateway.db lives (made 0750 if missing)"
+        DEFAULT_DATA_DIR, description="where gateway.db lives (made 0750 if missing)"
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="debug, info, warning or error"
@@ -1222,7 +1221,7 @@ class Config(Section):
 
     @property
     def database_path(self) -> Path:
-        return self.gateway.data_dir / "gateway.db"
+        return self.gateway.data_dir / DATABASE_FILE
 
     @property
     def max_checkpoint_rows(self) -> int:
@@ -1366,10 +1365,7 @@ def _secret_holders(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], dict[st
 
 def _resolve_paths(config: Config, base: Path) -> Config:
     def fix(path: Path | None) -> Path | None:
-        if path is None:
-            return None
-        path = path.expanduser()
-        return path if path.is_absolute() else (base / path)
+        return None if path is None else resolved(path, base)
 
     def fix_secret(path: Path | None) -> Path | None:
         # As secret_path reads it; a credential name stays one, so that it is shown as such.
@@ -1521,15 +1517,6 @@ def load_located(path: str | os.PathLike[str]) -> Located:
         raise ConfigError([ConfigIssue(str(file), None, "", reason)]) from exc
     base = file.resolve().parent
     return parse_located(text, filename=str(file), base=base, path=file)
-
-
-def demo_config_path() -> Path:
-    """The embedded demo config: in the wheel, or in the source tree."""
-    package = Path(__file__).resolve().parents[1]
-    packaged = package / "_data" / "demo.yaml"
-    if packaged.exists():
-        return packaged
-    return package.parent / "config" / "demo.yaml"
 
 
 def redacted(config: Config) -> dict[str, Any]:
