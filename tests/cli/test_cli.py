@@ -335,7 +335,7 @@ def test_logging_uses_journald_priorities_only_under_journald(
     import os
     import sys
 
-    from gateway.cli.app import setup_logging
+    from gateway.cli.logs import setup_logging
 
     st = os.fstat(sys.stderr.fileno())
     monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")

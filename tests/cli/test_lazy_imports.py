@@ -40,8 +40,8 @@ HEAVY = (
 )  # fmt: skip
 # Query commands find the database without the config schema (gateway/config/locate.py).
 SCHEMA = ("gateway.config.schema", "gateway.config.checks", "gateway.config.render")
-# version, --help and completion read no config and no database at all.
-NO_CONFIG = ("gateway.config", "gateway.store", "yaml")
+# version, --help and completion read no config and no database at all, and log nothing.
+NO_CONFIG = ("gateway.config", "gateway.store", "yaml", "logging")
 ALERT = "abcdef0123456789abcdef0123456789"
 
 
