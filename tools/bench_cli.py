@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import sqlite3
 import statistics
 import subprocess
@@ -117,23 +118,36 @@ def run_env(root: Path, extra_env: dict[str, str], pycache: Path | None) -> dict
     return env
 
 
-def time_run(argv: list[str], env: dict[str, str], root: Path) -> float:
-    """Wall seconds of one run; a run that fails is an error, not a fast answer (``status``
-    exits 3 here: no daemon runs, and saying so is its answer)."""
+def time_run(argv: list[str], env: dict[str, str], root: Path) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of one run. On a busy machine the wall time
+    grows with the load and the CPU time hardly does: a one-thread command's CPU time is
+    about what its wall time is on an idle machine. A run that fails is an error, not a fast
+    answer (``status`` exits 3 here: no daemon runs, and saying so is its answer)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run(
         [sys.executable, *argv], env=env, cwd=root, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, check=False,
     )  # fmt: skip
     elapsed = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode not in (0, 3):
         raise SystemExit(f"{' '.join(argv)} exited {done.returncode}: {done.stderr[-500:]!r}")
-    return elapsed
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu
 
 
-def summary(times: list[float]) -> dict[str, Any]:
-    q = statistics.quantiles(times, n=10) if len(times) > 1 else times * 9
-    return {"median_s": statistics.median(times), "p90_s": q[-1], "runs": times}
+def summary(runs: list[tuple[float, float]]) -> dict[str, Any]:
+    wall = [w for w, _ in runs]
+    cpu = [c for _, c in runs]
+    q = statistics.quantiles(wall, n=10) if len(wall) > 1 else wall * 9
+    return {
+        "median_s": statistics.median(wall),
+        "p90_s": q[-1],
+        "cpu_median_s": statistics.median(cpu),
+        "runs": wall,
+        "cpu_runs": cpu,
+    }
 
 
 def top_imports(argv: list[str], env: dict[str, str], root: Path) -> list[tuple[str, float]]:
@@ -182,7 +196,7 @@ def main() -> int:
                 pycache = None if args.from_source else Path(tmp) / "pycache" / label
                 envs[label] = run_env(root, extra, pycache)
                 time_run(argv, envs[label], root)  # warm-up: bytecode caches, the page cache
-            times: dict[str, list[float]] = {label: [] for label in roots}
+            times: dict[str, list[tuple[float, float]]] = {label: [] for label in roots}
             for _ in range(args.runs):
                 for label, root in roots.items():
                     times[label].append(time_run(argv, envs[label], root))
@@ -197,18 +211,20 @@ def main() -> int:
         f"bytecode {'from source' if args.from_source else 'cached'}; load average "
         f"{load_before[0]:.2f} before, {load_after[0]:.2f} after, {os.cpu_count()} CPUs"
     )
-    versus = f" {'baseline':>9}" if args.baseline else ""
+    versus = f" {'baseline':>9} {'base cpu':>9}" if args.baseline else ""
     print(
-        f"{'command':<16} {'median s':>9} {'p90 s':>7}{versus} {'over python':>12}  "
+        f"{'command':<16} {'median s':>9} {'p90 s':>7} {'cpu s':>7}{versus} {'over python':>12}  "
         f"{'target':<7} top imports (s)"
     )
     for name, r in this.items():
         median = r["median_s"]
         mark = ("ok" if median < TARGET_S else f"> {TARGET_S}") if name in TARGETED else ""
-        before = f" {results['baseline'][name]['median_s']:>9.3f}" if args.baseline else ""
+        was = results["baseline"][name] if args.baseline else {}
+        before = f" {was['median_s']:>9.3f} {was['cpu_median_s']:>9.3f}" if was else ""
         tops = ", ".join(f"{m} {s:.3f}" for m, s in r["top_imports"])
         print(
-            f"{name:<16} {median:>9.3f} {r['p90_s']:>7.3f}{before} {median - base:>12.3f}  "
+            f"{name:<16} {median:>9.3f} {r['p90_s']:>7.3f} {r['cpu_median_s']:>7.3f}{before} "
+            f"{median - base:>12.3f}  "
             f"{mark:<7} {tops}"
         )
     if args.out:

@@ -32,6 +32,7 @@ def test_bench_cli_times_every_command_against_a_filled_database(tmp_path: Path)
     }  # fmt: skip
     for name, result in report["results"].items():
         assert len(result["runs"]) == 2 and all(t > 0 for t in result["runs"])
+        assert len(result["cpu_runs"]) == 2 and result["cpu_median_s"] > 0  # the child's own
         if name != "python -c pass":  # what each command imported, biggest first
             assert result["top_imports"], name
             seconds = [s for _, s in result["top_imports"]]
