@@ -48,6 +48,34 @@ from gateway.store import Store  # noqa: E402
 TARGET_S = 0.3  # the issue's goal for alerts list, status, version and completion
 TARGETED = ("version", "status", "alerts list", "tab completion")
 TOP_IMPORTS = 4
+# The floor a framework sets: a two-command app's `version`, with nothing of ours in it. Typer
+# converts each parameter through pydantic; Click (which sqlite-utils brings) does not.
+TYPER_ALONE = """
+import sys, typer
+app = typer.Typer(rich_markup_mode=None)
+@app.command()
+def version() -> None:
+    print("0.1.0")
+@app.command()
+def other() -> None:
+    pass
+sys.argv = ["x", "version"]
+app(prog_name="x")
+"""
+CLICK_ALONE = """
+import click
+@click.group()
+def cli() -> None:
+    pass
+@cli.command()
+def version() -> None:
+    print("0.1.0")
+@cli.command()
+def other() -> None:
+    pass
+cli(["version"], prog_name="x")
+"""
+REFERENCES = ("python -c pass", "typer alone", "click alone")
 
 
 def fill(db: Path, alerts: int, readings: int, streams: int) -> None:
@@ -96,6 +124,8 @@ def commands(config: Path, alert_id: str) -> dict[str, tuple[list[str], dict[str
     }
     return {
         "python -c pass": (["-c", "pass"], {}),
+        "typer alone": (["-c", TYPER_ALONE], {}),
+        "click alone": (["-c", CLICK_ALONE], {}),
         "version": (["-m", "gateway", "version"], {}),
         "status": (["-m", "gateway", "status", *c], {}),
         "alerts list": (["-m", "gateway", "alerts", "list", *c], {}),

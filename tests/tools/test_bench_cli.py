@@ -27,7 +27,7 @@ def test_bench_cli_times_every_command_against_a_filled_database(tmp_path: Path)
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
     assert set(report["results"]) == {
-        "python -c pass", "version", "status", "alerts list", "alerts show", "events list",
+        "python -c pass", "typer alone", "click alone", "version", "status", "alerts list", "alerts show", "events list",
         "streams", "tab completion", "--help",
     }  # fmt: skip
     for name, result in report["results"].items():
