@@ -121,3 +121,20 @@ def test_a_query_command_reads_the_database_of_a_config_broken_elsewhere(
     result = runner.invoke(app, ["alerts", "list", "-c", str(file)])
     assert result.exit_code == 0 and "(none)" in result.output, result.output
     assert runner.invoke(app, ["config", "validate", str(file)]).exit_code == 78
+
+
+def test_every_name_gateway_config_exports_resolves() -> None:
+    """gateway.config re-exports lazily: each name in __all__ is found where it is defined,
+    and the names imported for type checkers are the same list."""
+    import ast
+
+    import gateway.config as package
+
+    for name in package.__all__:
+        assert getattr(package, name) is not None, name
+    with pytest.raises(AttributeError):
+        _ = package.no_such_name
+    tree = ast.parse(Path(package.__file__).read_text())
+    checked = next(n for n in tree.body if isinstance(n, ast.If))  # if TYPE_CHECKING:
+    typed = {a.name for n in checked.body if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert typed == set(package.__all__)
