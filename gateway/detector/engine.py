@@ -25,6 +25,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from gateway import statecodec
 from gateway.config import DetectorSection
 from gateway.detector import core as _python_core
 from gateway.model.runtime import StepModel
@@ -35,6 +36,7 @@ PURE_ENV = "LIQUID_GATEWAY_PURE"
 SOURCE = Path(__file__).with_name("core.py")
 
 DetectorOutput = _python_core.Output
+MAX_UNREADABLE_KEYS = 1000  # unreadable checkpoint rows named for dead letters at once
 
 
 def source_sha256() -> str:
@@ -104,8 +106,10 @@ class Detector:
         # When each stream last had a reading (monotonic), for `since` and `forget_idle`.
         self._seen: dict[str, float] = {}
         # Where the state of a stream not yet seen since start comes from (``restore_lazily``).
-        self._stored: Callable[[list[str]], Mapping[str, str]] | None = None
+        self._stored: Callable[[list[str]], Mapping[str, str | bytes]] | None = None
         self.restored = 0  # streams whose checkpointed state was loaded
+        self.unreadable = 0  # checkpoint rows that did not decode (see ``restore``)
+        self.unreadable_keys: list[tuple[str, str]] = []  # (key, why), taken by the pipeline
         self._loose = 0  # admitted streams of no configured asset
 
     @property
@@ -145,7 +149,7 @@ class Detector:
                 self.restore(self._stored(wanted))
         return kept, refused
 
-    def restore_lazily(self, stored: Callable[[list[str]], Mapping[str, str]]) -> None:
+    def restore_lazily(self, stored: Callable[[list[str]], Mapping[str, str | bytes]]) -> None:
         """Load a stream's checkpointed state when it first sends a reading (``stored``
         gives the entries of the keys asked for), not every stream at start: start-up time
         does not grow with the number of streams ever seen."""
@@ -203,23 +207,35 @@ class Detector:
         return {name: dict(engine.view(c)) for name, c in engine.channels.items()}
 
     def snapshot(self, since: float | None = None) -> dict[str, str]:
-        """JSON text per stream (and per asset, under ``asset/NAME``) for stream_state; with
-        ``since`` (monotonic) only of the streams ``admit`` saw since then, and their assets."""
-        streams = None
-        if since is not None:
-            streams = [s for s, t in self._seen.items() if t >= since]
+        """JSON text per stream (and per asset, under ``asset/NAME``); with ``since``
+        (monotonic) only of the streams ``admit`` saw since then, and their assets. The
+        readable form (tests, parity of the two builds); checkpoints use ``states``."""
+        streams = None if since is None else self.changed_since(since)
         states = self._engine.snapshot(streams)
         return {key: json.dumps(state) for key, state in states.items()}
 
-    def restore(self, states: Mapping[str, str]) -> int:
-        """Load a snapshot taken with the same model. Returns how many streams were restored;
-        entries that do not parse or are of another state version are skipped (the stream
-        starts fresh)."""
+    def changed_since(self, since: float) -> list[str]:
+        """The streams ``admit`` saw at or after ``since`` (monotonic): those whose state
+        changed, so the only ones an incremental checkpoint needs to write."""
+        return [s for s, t in self._seen.items() if t >= since]
+
+    def states(self, streams: Sequence[str]) -> dict[str, bytes]:
+        """Checkpoint rows (``gateway.statecodec``) of ``streams`` and of their assets."""
+        return {key: statecodec.encode(s) for key, s in self._engine.snapshot(streams).items()}
+
+    def restore(self, states: Mapping[str, str | bytes]) -> int:
+        """Load checkpoint rows taken with the same model (binary, or the JSON text of older
+        releases). Returns how many streams were restored. A row that does not decode is
+        quarantined: counted in ``unreadable`` and its key kept in ``unreadable_keys`` (for
+        a dead letter), and the stream starts fresh; so does one of another state version."""
         parsed: dict[str, Any] = {}
-        for key, text in states.items():
+        for key, row in states.items():
             try:
-                data = json.loads(text)
-            except (TypeError, ValueError):
+                data = statecodec.decode(row)
+            except (statecodec.StateDecodeError, TypeError) as exc:
+                self.unreadable += 1
+                if len(self.unreadable_keys) < MAX_UNREADABLE_KEYS:
+                    self.unreadable_keys.append((key, str(exc)[:200]))
                 continue
             if isinstance(data, dict):
                 parsed[key] = data
