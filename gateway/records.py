@@ -114,8 +114,8 @@ class Batch:
     alerts: list[AlertChange] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    # stream -> JSON text of detector state; written only on checkpoints
-    states: dict[str, str] | None = None
+    # stream -> its checkpoint row (gateway.statecodec); only the streams of this slice
+    states: dict[str, bytes] | None = None
     state_model_hash: str | None = None
     status: dict[str, Any] | None = None  # the daemon's status snapshot, for `status`
 

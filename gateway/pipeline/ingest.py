@@ -120,6 +120,13 @@ class IngestQueue:
             self._dead.clear()
             return readings, side
 
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s until anything is queued; True if something is."""
+        with self._cond:
+            if not self._readings and not self._events and not self._dead:
+                self._cond.wait(timeout)
+            return bool(self._readings or self._events or self._dead)
+
     def stats(self) -> dict[str, object]:
         """Back-pressure counters for ``status``."""
         with self._cond:

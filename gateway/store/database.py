@@ -278,6 +278,24 @@ _SETTLE = """UPDATE outbox SET
         AND d.output IN (SELECT value FROM json_each(:names))
         AND (d.delivered_ts IS NOT NULL OR d.quarantined_ts IS NOT NULL)) = :count"""
 
+# Retention as readings are written (``write_batch``): at most this many readings deleted
+# per batch (2 x the batch + TRIM_EXTRA, capped), so a batch's trim stays a few ms.
+TRIM_EXTRA = 64
+TRIM_MAX = 4000
+# Free pages kept for reuse, as a share of the cap; more are given back VACUUM_STEP_PAGES
+# at a time (``auto_vacuum = INCREMENTAL`` files only).
+VACUUM_SLACK = 0.05
+VACUUM_STEP_PAGES = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """What ``write_batch`` may delete as it writes: the oldest readings while the pages in
+    use exceed ``max_bytes``, else readings older than ``expire_before`` (-inf: none)."""
+
+    max_bytes: int
+    expire_before: float = -math.inf
+
 
 class AlertRow(TypedDict):
     """One alert as the CLI shows it: the ``alerts`` columns, ``contributors`` parsed."""
@@ -619,6 +637,15 @@ class Store:
         self.gateway_id = gateway_id
         # Every configured output: a row is settled once each of them is done with it.
         self.outputs: tuple[str, ...] = (DEFAULT_OUTPUT,)
+        # How long the last COMMIT and the last batch's trim took (the pipeline reports the
+        # longest of each, see PhaseTimes), and what trimming deleted.
+        self.last_commit_s = 0.0
+        self.last_trim_s = 0.0
+        self.trimmed_over_size = 0
+        self.trimmed_expired = 0
+        self.expiry_pending = False  # the last trim may have left expired readings behind
+        self.incremental_vacuum = False  # auto_vacuum = INCREMENTAL (set by _prepare)
+        self._page = 0
 
     @functools.cached_property
     def db(self) -> Database:
@@ -779,6 +806,7 @@ class Store:
         if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
             # Only possible before the first table exists; lets prune() give space back.
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        self.incremental_vacuum = conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StorageError(f"{self.path}: cannot switch to WAL mode (got {mode})")
@@ -838,7 +866,9 @@ class Store:
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield
+            started = time.perf_counter()
             self._conn.execute("COMMIT")
+            self.last_commit_s = time.perf_counter() - started
         except BaseException:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
@@ -861,8 +891,11 @@ class Store:
     # --- the pipeline's write ---------------------------------------------------------------
 
     @_converts_errors
-    def write_batch(self, batch: Batch) -> None:
+    def write_batch(self, batch: Batch, retention: Retention | None = None) -> None:
+        """Write one pipeline batch in ONE transaction; with ``retention``, also delete
+        what it allows of the oldest readings, in proportion to the readings added."""
         now = time.time()
+        self.last_trim_s = 0.0
         with self._write():
             if batch.readings:
                 self._insert_rows(
@@ -872,6 +905,8 @@ class Store:
                 self._insert_rows(
                     _SUMMARY_UPSERT_HEAD, _batch_summary(batch.readings), _SUMMARY_UPSERT_TAIL
                 )
+                if retention is not None:
+                    self._trim(retention, len(batch.readings))
             for change in batch.alerts:
                 self._record_alert(change)
                 if self.outbox:
@@ -1146,19 +1181,24 @@ class Store:
             _build_stream_summary(self._conn)
 
     @_converts_errors
-    def load_states(self, model_hash: str, keys: Sequence[str] | None = None) -> dict[str, str]:
+    def load_states(self, model_hash: str, keys: Sequence[str] | None = None) -> dict[str, bytes]:
         """Checkpointed detector state taken with this model: every entry, or those of
-        ``keys`` (stream names and ``asset/NAME``), looked up by primary key."""
+        ``keys`` (stream names and ``asset/NAME``), looked up by primary key. Each row as
+        its stored bytes (``gateway.statecodec`` binary, or JSON text of older releases): a
+        damaged text row then reaches the detector, which quarantines it, instead of making
+        the whole lookup fail on text that is not UTF-8."""
         if keys is None:
             rows = self._query(
-                "SELECT stream, state FROM stream_state WHERE model_hash = ?", [model_hash]
+                "SELECT stream, CAST(state AS BLOB) AS state FROM stream_state "
+                "WHERE model_hash = ?",
+                [model_hash],
             )
             return {r["stream"]: r["state"] for r in rows}
-        found: dict[str, str] = {}
+        found: dict[str, bytes] = {}
         for i in range(0, len(keys), _KEYS_PER_QUERY):
             chunk = list(keys[i : i + _KEYS_PER_QUERY])
             marks = ", ".join("?" * len(chunk))  # only placeholders go into the text
-            sql = f"SELECT stream, state FROM stream_state WHERE model_hash = ? AND stream IN ({marks})"  # noqa: E501, S608
+            sql = f"SELECT stream, CAST(state AS BLOB) AS state FROM stream_state WHERE model_hash = ? AND stream IN ({marks})"  # noqa: E501, S608
             rows = self._query(sql, [model_hash, *chunk])
             found.update((r["stream"], r["state"]) for r in rows)
         return found
@@ -1342,6 +1382,7 @@ class Store:
         max_states: int | None = None,
         now: float | None = None,
         chunk: int = 10_000,
+        readings: bool = True,
     ) -> dict[str, int]:
         """Drop what retention allows, in short transactions so the pipeline is not stalled.
 
@@ -1350,7 +1391,8 @@ class Store:
         for ``state_retention_s`` (a stream unseen that long). By count: the least recently
         checkpointed states past ``max_states``. By size, while the pages in use exceed the
         cap: the oldest readings, then the oldest delivered outbox rows. Alerts and
-        undelivered outbox rows are never removed.
+        undelivered outbox rows are never removed. ``readings=False``: readings are left to
+        ``write_batch``'s trimming (the daemon), only the other tables are pruned here.
         """
         now = time.time() if now is None else now
         cutoff = now - readings_retention_s
@@ -1373,7 +1415,7 @@ class Store:
         counts = {
             "states_expired": states_expired,
             "states_over_count": states_over_count,
-            "readings_expired": self._expire_readings(cutoff, chunk),
+            "readings_expired": self._expire_readings(cutoff, chunk) if readings else 0,
             "events_expired": self._delete_chunks(
                 "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts < ? LIMIT ?)",
                 cutoff,
@@ -1401,19 +1443,28 @@ class Store:
             "outbox_over_size": 0,
         }
         oldest: dict[str, Callable[[], int]] = {
-            "readings_over_size": lambda: self._delete_oldest_readings(math.inf, chunk),
             "outbox_over_size": lambda: self._delete_oldest_delivered(chunk),
         }
+        if readings:
+            oldest = {
+                "readings_over_size": lambda: self._delete_oldest_readings(math.inf, chunk),
+                **oldest,
+            }
+        elif self._conn.execute("SELECT 1 FROM readings LIMIT 1").fetchone() is not None:
+            # The writes trim readings to the cap; delivered outbox rows go only once no
+            # reading is left to go first, as when this prune deletes readings itself.
+            oldest = {}
         for counter, delete in oldest.items():
             while self.used_bytes() > max_db_size_bytes:
                 deleted = delete()
                 if not deleted:
                     break
                 counts[counter] += deleted
-        if any(counts.values()):
+        if readings and any(counts.values()):
+            # Every free page back at once; the daemon's writes do it in steps instead.
             self._conn.execute("PRAGMA incremental_vacuum").fetchall()
         used = self.used_bytes()
-        if used > max_db_size_bytes:
+        if used > max_db_size_bytes and oldest:
             log.warning(
                 "the database uses %d bytes, over its %d cap, with every reading allowed pruned",
                 used,
@@ -1430,28 +1481,68 @@ class Store:
                 return total
 
     def _delete_oldest_readings(self, before: float, chunk: int) -> int:
-        """Delete up to ``chunk`` of the oldest readings older than ``before``, and take them
-        out of ``stream_summary`` in the same transaction: one statement for all the streams
-        they belong to (executemany would step, and release the GIL, once per stream)."""
+        """Delete up to ``chunk`` of the oldest readings older than ``before`` (and take them
+        out of ``stream_summary``), in a transaction of their own."""
         with self._write():
-            lost = dict(self._conn.execute(_COUNT_OLDEST_READINGS, (before, chunk)).fetchall())
-            if not lost:
-                return 0
-            deleted = self._conn.execute(_DELETE_OLDEST_READINGS, (before, chunk)).rowcount
-            oldest_left = self._conn.execute("SELECT MIN(ts) FROM readings").fetchone()[0]
-            per_stream = json.dumps(lost)
-            self._conn.execute(
-                "UPDATE stream_summary SET readings = readings - lost.value, "
-                "first_ts = MAX(first_ts, COALESCE(?, first_ts)) "
-                "FROM json_each(?) AS lost WHERE stream_summary.stream = lost.key",
-                (oldest_left, per_stream),
-            )
-            self._conn.execute(
-                "DELETE FROM stream_summary WHERE readings <= 0 "
-                "AND stream IN (SELECT key FROM json_each(?))",
-                (per_stream,),
-            )
+            return self._drop_oldest_readings(before, chunk)
+
+    def _drop_oldest_readings(self, before: float, chunk: int) -> int:
+        """In the caller's transaction: delete up to ``chunk`` of the oldest readings older
+        than ``before``, and take them out of ``stream_summary``: one statement for all the
+        streams they belong to (executemany would step, and release the GIL, once per
+        stream)."""
+        lost = dict(self._conn.execute(_COUNT_OLDEST_READINGS, (before, chunk)).fetchall())
+        if not lost:
+            return 0
+        deleted = self._conn.execute(_DELETE_OLDEST_READINGS, (before, chunk)).rowcount
+        oldest_left = self._conn.execute("SELECT MIN(ts) FROM readings").fetchone()[0]
+        per_stream = json.dumps(lost)
+        self._conn.execute(
+            "UPDATE stream_summary SET readings = readings - lost.value, "
+            "first_ts = MAX(first_ts, COALESCE(?, first_ts)) "
+            "FROM json_each(?) AS lost WHERE stream_summary.stream = lost.key",
+            (oldest_left, per_stream),
+        )
+        self._conn.execute(
+            "DELETE FROM stream_summary WHERE readings <= 0 "
+            "AND stream IN (SELECT key FROM json_each(?))",
+            (per_stream,),
+        )
         return int(deleted)
+
+    def _trim(self, retention: Retention, inserted: int) -> None:
+        """Retention as readings are written, in the batch's own transaction and bounded by
+        its size: while the pages in use exceed the cap, the oldest readings go (twice as
+        many as the batch added, so the file comes back under the cap and stays there);
+        otherwise those older than ``retention.expire_before``. Free pages beyond a small
+        slack are given back in steps (``auto_vacuum = INCREMENTAL`` files only); below it
+        they are reused by the next inserts, so the file does not grow past the cap."""
+        started = time.perf_counter()
+        page = self._page_size()
+        used = self._used_pages() * page
+        limit = min(2 * inserted + TRIM_EXTRA, TRIM_MAX)
+        self.expiry_pending = retention.expire_before > -math.inf
+        if used > retention.max_bytes:
+            self.trimmed_over_size += self._drop_oldest_readings(math.inf, limit)
+        elif self.expiry_pending:
+            expired = self._drop_oldest_readings(retention.expire_before, limit)
+            self.trimmed_expired += expired
+            self.expiry_pending = expired == limit  # maybe more, for the next batch
+        if self.incremental_vacuum:
+            free = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
+            if free * page > VACUUM_SLACK * retention.max_bytes:
+                self._conn.execute(f"PRAGMA incremental_vacuum({VACUUM_STEP_PAGES})").fetchall()
+        self.last_trim_s = time.perf_counter() - started
+
+    def _page_size(self) -> int:
+        if not self._page:
+            self._page = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
+        return self._page
+
+    def _used_pages(self) -> int:
+        pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
+        free = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return int(pages - free)
 
     def _delete_oldest_delivered(self, chunk: int) -> int:
         with self._write():

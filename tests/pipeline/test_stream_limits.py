@@ -170,6 +170,6 @@ def test_prune_removes_states_by_age_and_by_count(tmp_path: Path) -> None:
         assert counts["states_expired"] == 5  # s0..s4: checkpointed more than 5.5 s ago
         assert counts["states_over_count"] == 2  # of s5..s9 the newest 3 stay
         assert sorted(store.load_states("m")) == ["s7", "s8", "s9"]
-        assert store.load_states("m", ["s8", "nope"]) == {"s8": "{}"}
+        assert store.load_states("m", ["s8", "nope"]) == {"s8": b"{}"}  # rows as stored bytes
     finally:
         store.close()
