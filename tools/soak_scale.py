@@ -142,6 +142,8 @@ def main() -> int:
     # A restart: a fresh detector restores every checkpointed stream from the database.
     with Store.open(db) as store:
         states = store.load_states(model.sha256)
+    rows = [len(v) for k, v in states.items() if not k.startswith("asset/")]
+    row_bytes = sum(rows) / max(1, len(rows))
     restored = Detector(cfg.detector, model, cfg.assets).restore(states)
     result: dict[str, Any] = {
         "streams": args.streams,
@@ -162,6 +164,7 @@ def main() -> int:
         "rss_start_mb": round(rss_start, 1),
         "rss_end_mb": round(rss_end, 1),
         "checkpoint_rows": len(states),
+        "checkpoint_row_bytes_per_stream": round(row_bytes),
         "restart_restored_streams": restored,
         "pruned": dict(pipeline.pruned),
         "load_average": os.getloadavg(),
@@ -181,6 +184,7 @@ def main() -> int:
         ("WAL max", f"{wal_max / 1e6:.1f} MB"),
         ("RSS start / end", f"{rss_start:.0f} / {rss_end:.0f} MB"),
         ("restart restores", f"{restored} streams ({len(states)} rows)"),
+        ("checkpoint row per stream", f"{row_bytes:.0f} bytes"),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

@@ -26,13 +26,14 @@ from gateway.pipeline.ingest import IngestQueue
 from gateway.pipeline.staleness import StalenessTracker
 from gateway.pipeline.timing import PhaseTimes
 from gateway.records import Batch, DeadLetter, Event, Reading
-from gateway.store import Retention, Store
+from gateway.store import Retention, Store, WalCheckpointer
 
 log = logging.getLogger(__name__)
 
 # At 10,000 streams a batch of 5,000 readings took up to 0.8 s to score (streams reaching
-# reading 30 allocate their tails); 1,000 keeps an iteration well under 100 ms.
-MAX_BATCH = 1000
+# reading 30 allocate their tails), 1,000 up to 0.2 s on a loaded box; with 500 the work
+# of one iteration stays bounded, and a backlog is caught up in more, shorter iterations.
+MAX_BATCH = 500
 POLL_S = 0.2
 BATCH_WINDOW_S = 0.01
 STATUS_EVERY_S = 1.0
@@ -43,7 +44,8 @@ PRUNE_CHUNK = 1000
 # Encoding checkpoint rows per iteration at most (about 0.5 ms a warm stream and its
 # asset): a round of 10,000 changed streams is spread over a few hundred iterations instead
 # of stalling one for 6 s (#16 item 3).
-CHECKPOINT_SLICE_S = 0.02
+CHECKPOINT_SLICE_S = 0.01
+CHECKPOINT_CHUNK = 4  # streams encoded between two looks at the clock
 # Alerts, events and dead letters held in memory while storage is degraded, at most.
 MAX_CARRIED = 10_000
 # Streams refused under limits.max_streams that get a dead letter of their own (the first
@@ -109,6 +111,9 @@ class Pipeline:
         # its commit) stays bounded, so no phase of it stalls the next readings for long.
         self.max_batch = MAX_BATCH
         self.times = PhaseTimes()
+        # Checkpoints the WAL on its own connection, so the pipeline's commits never do.
+        self.wal = WalCheckpointer(config.database_path)
+        self._frozen_streams = 0  # streams tracked at the last _freeze_survivors
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -158,6 +163,13 @@ class Pipeline:
         self._ready.set()
         self.times.watch_gc()
         self._freeze_survivors()
+        self.wal.start()
+        wal_handed_over = False
+        try:
+            store.hand_over_wal_checkpoints()
+            wal_handed_over = True
+        except StorageError as exc:
+            log.error("WAL checkpoints stay in the pipeline's commits: %s", exc)
         last_checkpoint = last_status = last_prune = time.monotonic()
         try:
             while True:
@@ -181,6 +193,8 @@ class Pipeline:
                 times.add("take", mark - began)
                 now = time.monotonic()
                 batch = self._score(readings, side)
+                if self.detector.tracked > 1.25 * self._frozen_streams + 100:
+                    self._freeze_survivors()  # many new streams: their state is long-lived
                 mark = self._lap("score", mark)
                 if not self._round and now - last_checkpoint >= cfg.storage.checkpoint_every:
                     self._begin_round(now)
@@ -193,11 +207,16 @@ class Pipeline:
                     if stopping:  # so `status` can tell a clean stop from a crash
                         batch.status["stopped_at"] = time.time()
                     last_status = now
+                    if wal_handed_over and not self.wal.is_alive():
+                        log.error("the WAL checkpoint thread is gone: commits checkpoint again")
+                        wal_handed_over = not self._take_back_wal(store)
                     mark = self._lap("status", mark)
                 if self._has_content(batch):
                     written = self._write(store, batch)
                     mark = self._lap("write", mark)
                     times.add("commit", store.last_commit_s)
+                    if written:
+                        self.wal.committed()
                     times.add("trim", store.last_trim_s)
                     if batch.states and not written:
                         self._round_failed = True
@@ -213,7 +232,17 @@ class Pipeline:
                     break
         finally:
             self.times.unwatch_gc()
+            self.wal.stop()
             store.close()
+
+    @staticmethod
+    def _take_back_wal(store: Store) -> bool:
+        try:
+            store.take_back_wal_checkpoints()
+        except StorageError as exc:
+            log.error("could not turn WAL checkpoints on again: %s", exc)
+            return False
+        return True
 
     # --- incremental checkpoints ----------------------------------------------------------
 
@@ -243,7 +272,7 @@ class Pipeline:
             deadline = time.perf_counter() + CHECKPOINT_SLICE_S
             states: dict[str, bytes] = {}
             while self._round and time.perf_counter() < deadline:
-                chunk = [self._round.pop() for _ in range(min(16, len(self._round)))]
+                chunk = [self._round.pop() for _ in range(min(CHECKPOINT_CHUNK, len(self._round)))]
                 states.update(detector.states(chunk))
             batch.states = states
         batch.state_model_hash = detector.model.sha256
@@ -262,8 +291,7 @@ class Pipeline:
         self.times.add(phase, mark - since)
         return mark
 
-    @staticmethod
-    def _freeze_survivors() -> None:
+    def _freeze_survivors(self) -> None:
         """Move every object alive now into the collector's permanent generation.
 
         With 10,000 warm streams the detector holds millions of tracked objects; a full
@@ -274,6 +302,7 @@ class Pipeline:
         forgotten stream's Channel/Asset pair: a few KB, once per forgotten stream);
         everything else is still freed by reference counting."""
         gc.freeze()
+        self._frozen_streams = self.detector.tracked
 
     def _score(self, readings: list[Any], side: list[DeadLetter | Event]) -> Batch:
         batch = Batch()
@@ -559,6 +588,7 @@ class Pipeline:
                 "quarantined_readings": self.time_guard.quarantined,
             },
             "pipeline": self.times.status(),
+            "wal_checkpoints": self.wal.status(),
             "checkpoint": {
                 "rounds": self.checkpoint_rounds,
                 "rows_written": self.checkpoint_rows,

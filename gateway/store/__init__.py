@@ -21,6 +21,7 @@ from gateway.store.database import (
     salvage_outbox,
     schema_version,
 )
+from gateway.store.wal import WalCheckpointer
 
 __all__ = [
     "AlertRow",
@@ -35,6 +36,7 @@ __all__ = [
     "StartCheck",
     "Store",
     "StreamRow",
+    "WalCheckpointer",
     "find_damage",
     "salvage_outbox",
     "migrate",

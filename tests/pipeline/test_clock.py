@@ -109,7 +109,7 @@ def test_a_wall_clock_jumping_a_year_ahead_does_not_prune_the_history(tmp_path: 
         assert json.loads(events[0][1]) == {"by_s": 365 * DAY, "age_pruning_held_s": 7 * DAY}
         clocks.run(7 * DAY)  # a retention of real time later the clock is trusted again
         pipeline._prune(store)  # by age again: the next writes delete what expired
-        for i in range(2):  # a bounded number per write (66 for a batch of one)
+        for i in range(2):  # a bounded number per write (65 for a batch of one)
             fresh = [ScoredReading("s", clocks.wall_s + i, 1.0, 1.0, 0.0, False)]
             pipeline._write(store, Batch(readings=fresh))
         assert store.db.execute("SELECT COUNT(*) FROM readings").fetchone()[0] == 2
