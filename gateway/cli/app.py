@@ -920,7 +920,7 @@ def db_vacuum(
                     "first, or run without --full",
                     EXIT_RUNTIME,
                 )
-            store.db.execute("VACUUM")
+            store.vacuum_full()
         else:
             # Small steps, each its own short write, so the daemon's batches never wait long.
             while store.db.execute("PRAGMA freelist_count").fetchone()[0] > 0:

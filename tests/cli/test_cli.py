@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import re
+import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -350,3 +351,21 @@ def test_logging_uses_journald_priorities_only_under_journald(
     assert "not shown" not in "\n".join(err)
     assert err[1].endswith("ERROR gateway.test: plain") and not err[1].startswith("<")
     logging.getLogger().handlers.clear()
+
+
+def test_a_full_vacuum_turns_incremental_auto_vacuum_on_for_an_older_database(
+    tmp_path: Path,
+) -> None:
+    """Databases made before auto_vacuum was set at creation keep NONE until a full VACUUM
+    (with the daemon stopped) converts them; then free pages can go back in steps."""
+    data = tmp_path / "data"
+    data.mkdir()
+    with sqlite3.connect(data / "gateway.db") as db:
+        db.execute("CREATE TABLE leftover (x)")  # not empty: auto_vacuum can no longer change
+    Store.open(data / "gateway.db").close()
+    config = tmp_path / "gw.yaml"
+    config.write_text(f"gateway: {{id: gw, data_dir: {data}}}\n")
+    result = runner.invoke(app, ["db", "vacuum", "-c", str(config), "--full"])
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(data / "gateway.db") as db:
+        assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # INCREMENTAL

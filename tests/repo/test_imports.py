@@ -25,7 +25,7 @@ RAW_SQL = re.compile(
 # Raw SQL still outside the store, lines per file, at most (issue #15 item 1: the CLI's
 # integrity check, page counts, vacuum and plot query move behind store functions). Lower a
 # number when you move some; the test fails when a file has more, or a new file has any.
-STILL_RAW = {"gateway/cli/app.py": 17}
+STILL_RAW = {"gateway/cli/app.py": 16}
 
 
 def _lint_imports(*args: str) -> subprocess.CompletedProcess[str]:
