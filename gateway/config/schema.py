@@ -1047,7 +1047,8 @@ class StorageSection(Section):
 
 class LimitsSection(Section):
     """How much the gateway keeps track of: every stream costs memory (about 40 KiB once warm)
-    and a checkpoint row (about 16 KB), so their number is capped."""
+    and a checkpoint row (about 1 KB, 9 KB once its cycle history is full), so their number
+    is capped."""
 
     max_streams: int = Field(
         2000,

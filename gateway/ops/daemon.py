@@ -172,6 +172,7 @@ class Gateway:
             streams=self._stream_views,
             max_streams=self.config.limits.max_streams,
             refused_readings=self.pipeline.refused_readings,
+            pipeline_times=self.pipeline.times.status(),
         )
 
     def _start_announcer(self) -> None:

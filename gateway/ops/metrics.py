@@ -57,6 +57,7 @@ class Readout:
     streams: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     max_streams: int = 0
     refused_readings: int = 0  # readings of new streams past max_streams
+    pipeline_times: Mapping[str, Any] = field(default_factory=dict)  # PhaseTimes.status()
 
 
 def database_bytes(path: Path) -> int:
@@ -169,6 +170,25 @@ class GatewayCollector(Collector):
         size = gauge("database_bytes", "Size of the SQLite database with its WAL.")
         size.add_metric([], float(database_bytes(r.database_path)))
         yield from (dropped, depth, write_errors, size)
+
+        times = r.pipeline_times
+        longest = gauge(
+            "pipeline_iteration_max_seconds", "The longest pipeline iteration since start."
+        )
+        over = counter("pipeline_iterations_over_budget", "Pipeline iterations longer than 100 ms.")
+        phase_max = gauge(
+            "pipeline_phase_max_seconds", "The longest of each phase of an iteration.", ["phase"]
+        )
+        phase_over = counter(
+            "pipeline_phase_over_budget", "Phases of an iteration longer than 100 ms.", ["phase"]
+        )
+        if times:
+            longest.add_metric([], float(times["iteration_max_ms"]) / 1000)
+            over.add_metric([], float(times["iterations_over"]))
+            for phase, ms in times["phase_max_ms"].items():
+                phase_max.add_metric([phase], float(ms) / 1000)
+                phase_over.add_metric([phase], float(times["phase_over"][phase]))
+        yield from (longest, over, phase_max, phase_over)
 
     @staticmethod
     def _per_output(r: Readout, now: float) -> Iterator[Metric]:

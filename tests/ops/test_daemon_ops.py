@@ -124,6 +124,11 @@ def test_notify_reload_metrics_and_no_secret_in_logs(tmp_path: Path) -> None:
         assert samples["liquid_gateway_database_bytes"] > 0
         assert samples["liquid_gateway_dropped_readings_total"] == 0.0
         assert samples["liquid_gateway_max_streams"] == 2000.0
+        # The stall budget's counters (#16 item 3): the longest iteration and each phase.
+        assert samples["liquid_gateway_pipeline_iteration_max_seconds"] > 0
+        assert "liquid_gateway_pipeline_iterations_over_budget_total" in samples
+        assert 'liquid_gateway_pipeline_phase_max_seconds{phase="score"}' in samples
+        assert 'liquid_gateway_pipeline_phase_over_budget_total{phase="commit"}' in samples
         assert samples["liquid_gateway_streams_refused_readings_total"] == 0.0
         assert samples["process_resident_memory_bytes"] > 10e6  # the standard process family
         assert samples["process_cpu_seconds_total"] > 0.0
