@@ -252,7 +252,15 @@ def _v6(db: Database) -> None:
     )
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6)
+def _v7(db: Database) -> None:
+    """Checkpoints are found by when they were written (retention of states by age and by
+    count) through an index. Without it each prune read every row's state to reach
+    ``updated_ts`` (stored after it, past the state's overflow pages): 0.17 s on the
+    pipeline thread with 20,000 rows."""
+    db.execute("CREATE INDEX stream_state_updated ON stream_state (updated_ts)")
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7)
 
 # The output an ``upstream:`` section becomes, and the one a Store settles rows for unless
 # told the configured outputs' names.
