@@ -292,6 +292,7 @@ WAL_SIZE_LIMIT = 32_000_000
 # batch's trim stays short (twice the batch: up to 0.14 s measured, on a loaded box with
 # a 500 MB WAL).
 TRIM_EXTRA = 64
+READING_BYTES = 64  # about what a reading takes with its index entry
 TRIM_MAX = 4000
 # Free pages kept for reuse, as a share of the cap; more are given back VACUUM_STEP_PAGES
 # at a time (``auto_vacuum = INCREMENTAL`` files only).
@@ -1556,6 +1557,11 @@ class Store:
         limit = min(inserted + max(TRIM_EXTRA, inserted // 4), TRIM_MAX)
         self.expiry_pending = retention.expire_before > -math.inf
         if used > retention.max_bytes:
+            # Checkpoint rows grow the pages in use too (a slice of them rides in the same
+            # batch, each larger as its stream's history fills): also as many readings as
+            # the overshoot takes, within TRIM_MAX.
+            over = (used - retention.max_bytes) // READING_BYTES
+            limit = min(limit + over, TRIM_MAX)
             self.trimmed_over_size += self._drop_oldest_readings(math.inf, limit)
         elif self.expiry_pending:
             expired = self._drop_oldest_readings(retention.expire_before, limit)
