@@ -1140,6 +1140,7 @@ class Engine:
         del self.assets[stream]
         self.units.pop(stream, None)
         self.free.append(c.slot)
+        c.asset.channels.clear()  # the pair is freed now, not by the collector
         return True
 
     # --- scoring --------------------------------------------------------------------------

@@ -173,3 +173,28 @@ def test_prune_removes_states_by_age_and_by_count(tmp_path: Path) -> None:
         assert store.load_states("m", ["s8", "nope"]) == {"s8": b"{}"}  # rows as stored bytes
     finally:
         store.close()
+
+
+def test_a_forgotten_stream_is_freed_without_the_cycle_collector(tmp_path: Path) -> None:
+    # The pipeline freezes survivors into the collector's permanent generation once a second
+    # (runner._freeze_survivors), so a forgotten stream must not rely on the collector.
+    import gc
+
+    from gateway.detector.engine import core_module
+
+    cfg = config(tmp_path)
+    core = core_module("python")
+    engine = core.Engine(cfg.detector, load_model(cfg.model.path, cfg.model.runtime))
+    engine.process(series(["a", "b"], 40))
+    tracked = [o for o in gc.get_objects() if isinstance(o, core.Channel)]
+    mine = {id(o) for o in tracked if o in engine.channels.values()}
+    assert len(mine) == 2
+    del tracked
+    gc.disable()
+    try:
+        before = sum(1 for o in gc.get_objects() if isinstance(o, core.Channel) and id(o) in mine)
+        assert engine.forget("b")
+        after = sum(1 for o in gc.get_objects() if isinstance(o, core.Channel) and id(o) in mine)
+    finally:
+        gc.enable()
+    assert (before, after) == (2, 1)

@@ -33,3 +33,29 @@ def test_garbage_collections_are_timed_while_watched() -> None:
     assert times.max_s["gc"] > 0.0
     gc.collect()  # no longer watched: nothing changes
     assert times._on_gc not in gc.callbacks
+
+
+def test_cyclic_garbage_frozen_alive_is_reclaimed_by_the_hourly_full_collection() -> None:
+    import math
+    import types
+    import weakref
+
+    from gateway.pipeline.runner import Pipeline
+
+    class Node:
+        pass
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # type: ignore[attr-defined]
+    alive = weakref.ref(a)
+    owner = types.SimpleNamespace(_full_collect_at=math.inf)  # the hour is not up
+    try:
+        Pipeline._freeze_survivors(owner)  # type: ignore[arg-type]
+        del a, b
+        Pipeline._freeze_survivors(owner)  # type: ignore[arg-type]
+        assert alive() is not None  # frozen: the young collections do not see it
+        owner._full_collect_at = -math.inf  # an hour later
+        Pipeline._freeze_survivors(owner)  # type: ignore[arg-type]
+        assert alive() is None
+    finally:
+        gc.unfreeze()
