@@ -58,6 +58,16 @@ def wait_for(
 REPO = Path(__file__).resolve().parents[1]
 
 
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
+    """Stop a server a fixture started: SIGTERM, then SIGKILL if it does not go in time."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
+
+
 def start_gateway(config: Path, log: Path) -> subprocess.Popen[bytes]:
     """``liquid-gateway run -c CONFIG`` in its own process, from this tree, its log (stderr)
     appended to ``log``; the caller stops it (SIGTERM) and waits."""

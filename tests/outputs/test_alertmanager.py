@@ -22,7 +22,7 @@ from gateway.outputs.alertmanager import ALERTNAME
 from gateway.records import Batch, Contribution, Event
 from gateway.store import Store
 from tests.conftest import free_port, wait_for_port
-from tests.helpers import wait_for
+from tests.helpers import stop_process, wait_for
 from tests.upstream import GW, alert
 
 EXE = "/usr/bin/prometheus-alertmanager"
@@ -61,12 +61,7 @@ class Alertmanager:
         return list(json.loads(self._get("/api/v2/alerts") or "[]"))
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        stop_process(self.proc)
 
 
 @pytest.fixture
