@@ -113,6 +113,11 @@ STUCK_MIN_RUN: Final = 20
 STUCK_FACTOR: Final = 3.0
 STUCK_SURPRISE: Final = 30.0  # a stuck sensor is as surprising as this (nats)
 RELATION_RIDGE: Final = 0.1  # ridge on the correlation matrix of the relation test
+# The relation sees each channel in its own scales, where it spreads about 1. One that sat
+# still while the relation learned has a spread of nearly 0 there, and dividing by it made a
+# step of two scales 10^12 times too surprising (every later row tied at the top score). Its
+# spread is taken as at least a fifth of a scale, as the prediction test's certainty is.
+RELATION_SD_FLOOR: Final = 0.2
 RELATION_MAX_CHANNELS: Final = 128  # larger assets are judged per channel only
 RELATION_FROM: Final = 64  # asset ticks before the relation is first fitted
 BAND_SIGMAS: Final = 3.0
@@ -938,7 +943,7 @@ class Relation:
         if self.ticks < RELATION_FROM or self.weight <= 0.0:
             return
         cov = self.cov / self.weight
-        sd = np.sqrt(np.maximum(np.diag(cov), 1e-12))
+        sd = np.sqrt(np.maximum(np.diag(cov), RELATION_SD_FLOOR * RELATION_SD_FLOOR))
         corr = cov / np.outer(sd, sd)
         np.fill_diagonal(corr, 1.0)
         try:

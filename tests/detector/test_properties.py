@@ -204,6 +204,28 @@ def test_the_score_never_saturates_and_ranks_fault_sizes(model: StepModel, core:
     assert raised == sorted(raised)
 
 
+def test_a_small_step_of_a_channel_that_sat_still_does_not_outrank_a_large_fault(
+    model: StepModel, core: str
+) -> None:
+    """A channel that held one value while the asset's relation learned (a mode, a valve at
+    rest) then moves by a couple of its resolution steps: worth an alert, but not more
+    surprising than a 64-sd jump of a noisy channel. Its spread used to be taken as nearly
+    zero, and every row after its step scored 0.999999999999, the top of the corpus."""
+    n = 4000
+    rng = np.random.default_rng(21)
+    load = np.cumsum(rng.normal(0.0, 0.05, n))
+    x = np.column_stack([20.0 + load + rng.normal(0.0, 0.3, n), 30.0 + 2.0 * load, np.ones(n)])
+    x[:, 1] += rng.normal(0.0, 0.3, n)
+    x[:, 2] = 10.0
+    x[3000:, 2] = 10.5  # one step of a coarse transmitter, and it stays there
+    still = run(model, core, x)["scores"][3000:].max()
+    y = x.copy()
+    y[:, 2] = 10.0 + rng.normal(0.0, 0.3, n)
+    y[3000:3200, 0] += 64.0 * y[:3000, 0].std()
+    large = run(model, core, y)["scores"][3000:3200].max()
+    assert still < large
+
+
 def test_score_is_digits_of_rarity() -> None:
     assert score_of(0.0) == 0.0
     assert score_of(3 * np.log(10)) == pytest.approx(0.75)  # one block in a thousand
