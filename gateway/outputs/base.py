@@ -11,7 +11,9 @@ has not delivered yet (``deliveries`` table, so a slow or down output never hold
 another) in ``seq`` order, keeps at most ``Output.window()`` of them unacknowledged, records a
 row delivered only on an ``Ack``, parks a refused row with a jittered, growing back-off, and
 quarantines a row the output says can never be sent (kept, counted, no longer sent, so it
-cannot hold back the rows behind it). A row unacknowledged for ``Output.ack_timeout`` is
+cannot hold back the rows behind it). One alert's changes go in order: while its raise is
+in flight or parked, its clear waits (sent first, the clear would resolve nothing and the
+late raise would open an alert that never clears); other alerts and events go on. A row unacknowledged for ``Output.ack_timeout`` is
 forgotten and sent again; when the link drops everything in flight is. At-least-once per
 output, with duplicates only within the window: receivers de-duplicate on the payload ``id``.
 It also reconnects, with the same kind of back-off, when the output says it is ``Down``.
@@ -399,13 +401,22 @@ class DeliveryLoop(threading.Thread):
         now = time.monotonic()
         after, scanned = 0, 0
         page = self.output.timing.max_inflight * 2
+        # Alerts with an earlier change in flight or parked: their later changes wait. The
+        # scan starts at the oldest pending row every round, so it sees each such change
+        # before the ones behind it; at most _SCAN_LIMIT entries.
+        held: set[str] = set()
         while free > 0 and scanned < _SCAN_LIMIT:
             rows = self._store.pending(limit=page, after_seq=after, output=self.name_)
             if not rows:
                 return
             for row in rows:
                 after, scanned = row.seq, scanned + 1
+                alert = row.alert_id
                 if row.seq in busy or self._retry_at.get(row.seq, (0, 0.0))[1] > now:
+                    if alert is not None and row.seq not in self._unrecorded:
+                        held.add(alert)  # acknowledged but unrecorded: delivered, holds none
+                    continue
+                if alert in held:
                     continue
                 result = self.output.send(row)
                 if result == BUSY:
@@ -413,6 +424,8 @@ class DeliveryLoop(threading.Thread):
                     return
                 if result == SENT:
                     self._inflight[row.seq] = time.monotonic()
+                    if alert is not None:
+                        held.add(alert)
                     free -= 1
                     if free == 0:
                         return
@@ -421,6 +434,8 @@ class DeliveryLoop(threading.Thread):
                 self._handle([result])  # settled at once: it holds no place in the window
                 if isinstance(result, Down):
                     return
+                if isinstance(result, Refusal) and not result.final and alert is not None:
+                    held.add(alert)
 
     def _fail(self, seq: int, error: str) -> None:
         """Park a refused row: record why, count it, retry after a growing, jittered delay."""

@@ -43,6 +43,7 @@ from gateway.records import (
     Batch,
     Event,
     ScoredReading,
+    alert_of_message,
     alert_payload,
     event_payload,
 )
@@ -366,6 +367,12 @@ class OutboxRow:
     # Why the row cannot be sent as stored (bytes that are not UTF-8, a missing payload): the
     # forwarder quarantines it and goes on with the rows behind it.
     problem: str | None = None
+
+    @property
+    def alert_id(self) -> str | None:
+        """The alert an alert row is a change of (None for an event): its changes are
+        delivered in order, a clear never before its raise."""
+        return alert_of_message(self.msg_id) if self.kind == "alert" else None
 
 
 def _outbox_row(
