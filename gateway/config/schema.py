@@ -977,10 +977,16 @@ class AlertmanagerOutputSection(Section):
         description="Alertmanager's base URL (http:// or https://); alerts go to <url>/api/v2/alerts",
     )
     severity: Name = Field("warning", description="the severity label of every alert")
-    raised_for: Duration = Field(
-        86400.0,
+    resend_interval: Duration = Field(
+        60.0,
+        ge=1.0,
+        le=3600.0,
+        description="re-send every alert still active this often, as Prometheus does, so Alertmanager keeps it firing however long it lasts",
+    )
+    raised_for: Duration | None = Field(
+        None,
         gt=0.0,
-        description="endsAt of a raised alert, from when it is sent: Alertmanager resolves an alert nobody re-sends by then (its clear ends it sooner)",
+        description="endsAt of a raised alert, from when it is (re-)sent: Alertmanager resolves it by then unless re-sent (its clear ends it sooner); null: 4 resend_intervals",
     )
     timeout: Duration = Field(10.0, gt=0.0, le=300.0, description="how long one request may take")
     reconnect_min_delay: Duration = Field(
@@ -1003,7 +1009,17 @@ class AlertmanagerOutputSection(Section):
     @model_validator(mode="after")
     def _delays_ordered(self) -> AlertmanagerOutputSection:
         _check_delays(self)
+        if self.raised_for is not None and self.raised_for <= self.resend_interval:
+            raise ValueError(
+                "raised_for must be longer than resend_interval, or every alert resolves "
+                "itself between two re-sends"
+            )
         return self
+
+    @property
+    def ends_after(self) -> float:
+        """How far ahead of a (re-)send a raised alert's endsAt is."""
+        return self.raised_for if self.raised_for is not None else 4 * self.resend_interval
 
 
 # The one list of output types: a new output's section goes here, and OUTPUT_TYPES in

@@ -18,6 +18,15 @@ forgotten and sent again; when the link drops everything in flight is. At-least-
 output, with duplicates only within the window: receivers de-duplicate on the payload ``id``.
 It also reconnects, with the same kind of back-off, when the output says it is ``Down``.
 
+An output whose server forgets an alert nobody re-sends (Alertmanager resolves it at its
+``endsAt``) sets ``resend_interval``: the loop then hands it the alerts still active every
+that often (``resend``). They come from the store's ``alerts`` table, read by the loop on its
+own connection: the one record of what is open, which survives a restart (an output's memory
+would not) and a pruned outbox (a delivered raise's row is gone after retention), while the
+output itself still never reads the store. A re-send is not an outbox row: nothing is
+marked delivered or parked by it, one that fails waits for the next interval, and the rows'
+at-least-once delivery goes on as before.
+
 The loop is the only owner of its ``Store`` connection; an output's callbacks on other
 threads only ``wake`` it.
 """
@@ -35,6 +44,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gateway.errors import StorageError
+from gateway.records import AlertChange
 from gateway.store import DEFAULT_OUTPUT, Durability, OutboxRow, Store
 
 log = logging.getLogger(__name__)
@@ -42,6 +52,8 @@ log = logging.getLogger(__name__)
 # How many undelivered rows one round looks at to fill the window; rows in back-off after a
 # refusal are skipped, so a few poison rows never block the ones behind them.
 _SCAN_LIMIT = 2000
+# Active alerts one re-send hands an output at most (oldest first; more are logged).
+RESEND_LIMIT = 10_000
 
 
 def backoff(attempt: int, low: float, high: float, rng: random.Random | None = None) -> float:
@@ -107,6 +119,8 @@ class Output(ABC):
     name: str = DEFAULT_OUTPUT
     timing: Timing = Timing()
     ack_timeout: float = 30.0  # unacknowledged this long: forgotten and sent again
+    # Hand ``resend`` the alerts still active this often (seconds); None: never.
+    resend_interval: float | None = None
 
     def __init__(self) -> None:
         self.wake: Callable[[], None] = lambda: None
@@ -141,6 +155,11 @@ class Output(ABC):
     def poll(self) -> list[Outcome]:
         """What happened since the last call (an asynchronous output's acknowledgements)."""
         return []
+
+    def resend(self, alerts: Sequence[AlertChange]) -> Down | None:
+        """Tell the server again that these alerts are still active (each as the change
+        that raised it); ``Down`` when it cannot be reached. Only with ``resend_interval``."""
+        return None
 
     def forget(self, seqs: Sequence[int]) -> None:  # noqa: B027 - optional for synchronous ones
         """These rows will be sent again: drop what is kept about their earlier sending."""
@@ -188,6 +207,7 @@ class DeliveryLoop(threading.Thread):
         self._inflight: dict[int, float] = {}  # seq -> monotonic time sent
         self._retry_at: dict[int, tuple[int, float]] = {}  # seq -> (refusals, monotonic time)
         self._backlog_checked = 0.0
+        self._next_resend = 0.0  # monotonic time the active alerts are re-sent next
         self._last_logged_error = ""
         # Rows acknowledged whose delivery could not be recorded (a full disk): never sent
         # again by this process, recorded again after a growing delay.
@@ -299,6 +319,8 @@ class DeliveryLoop(threading.Thread):
                 self._expire_stale()
                 if output.ready:
                     self._send_pending()
+                if output.ready:
+                    self._resend_active()
                 self._refresh_backlog()
             except Exception as exc:  # the top of the thread's loop: log once, count, carry on
                 self._error(f"delivery to {self.name_} failed: {exc}", exc_info=True)
@@ -347,6 +369,7 @@ class DeliveryLoop(threading.Thread):
                     self._fail(outcome.seq, outcome.reason)
             elif isinstance(outcome, Up):
                 self._connect_failures = 0
+                self._next_resend = 0.0  # back after an outage: refresh what is open now
                 self._last_logged_error = ""
                 self._set_stats(last_error=None, connects=self._stats["connects"] + 1)
                 self._inflight.clear()
@@ -436,6 +459,29 @@ class DeliveryLoop(threading.Thread):
                     return
                 if isinstance(result, Refusal) and not result.final and alert is not None:
                     held.add(alert)
+
+    def _resend_active(self) -> None:
+        """Every ``resend_interval``, hand the output the alerts still active (see the module
+        docstring). After the pending rows of the round, so a raise just committed goes as
+        its outbox row first."""
+        interval = self.output.resend_interval
+        now = time.monotonic()
+        if interval is None or now < self._next_resend:
+            return
+        assert self._store is not None
+        self._next_resend = now + interval
+        alerts = self._store.active_alerts(limit=RESEND_LIMIT + 1)
+        if len(alerts) > RESEND_LIMIT:
+            self._error(
+                f"{self.name_}: more than {RESEND_LIMIT} alerts are active; the newest are not "
+                "re-sent and may resolve themselves at their endsAt",
+                key="resend-limit",
+            )
+            alerts = alerts[:RESEND_LIMIT]
+        if alerts:
+            down = self.output.resend(alerts)
+            if down is not None:
+                self._handle([down])
 
     def _fail(self, seq: int, error: str) -> None:
         """Park a refused row: record why, count it, retry after a growing, jittered delay."""

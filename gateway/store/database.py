@@ -41,6 +41,7 @@ from gateway.errors import StorageError
 from gateway.records import (
     AlertChange,
     Batch,
+    Contribution,
     Event,
     ScoredReading,
     alert_of_message,
@@ -1162,6 +1163,32 @@ class Store:
         return [_alert(row) for row in rows]
 
     @_converts_errors
+    def active_alerts(self, limit: int = 10_000) -> list[AlertChange]:
+        """The alerts still active (not cleared), oldest first, each as the change that
+        raised it: what an output whose server forgets an alert nobody re-sends (Alertmanager)
+        re-sends. Contributors that no longer parse are left out, never the alert: it is
+        still open."""
+        rows = self._query(
+            "SELECT * FROM alerts WHERE active = 1 ORDER BY raised_ts, id LIMIT ?", [int(limit)]
+        )
+        return [
+            AlertChange(
+                alert_id=r["id"],
+                stream=r["stream"],
+                state="raised",
+                ts=r["raised_ts"],
+                score=r["score"] if r["score"] is not None else math.nan,
+                observed=r["observed"],
+                expected=r["expected"],
+                band=(r["band_low"], r["band_high"]),
+                unit=r["unit"],
+                model=r["model"] or "",
+                contributors=_contributions(r["contributors"]),
+            )
+            for r in rows
+        ]
+
+    @_converts_errors
     def count_alerts(self, state: AlertState = "open") -> int:
         """How many alerts are in ``state`` (``list_alerts`` stops at its ``limit``)."""
         where = {
@@ -1751,6 +1778,33 @@ class Store:
 def _quoted(name: str) -> str:
     """An SQL identifier for a name read from the file itself (a table in sqlite_master)."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def _contributions(text: str | None) -> tuple[Contribution, ...]:
+    """Stored contributors (``alert_payload``'s form) back as ``Contribution``; what does not
+    parse is left out."""
+    try:
+        items = json.loads(text or "[]")
+    except ValueError:
+        return ()
+    found = []
+    for c in items if isinstance(items, list) else ():
+        try:
+            low, high = c["band"]
+            found.append(
+                Contribution(
+                    stream=str(c["stream"]),
+                    observed=c["observed"],
+                    expected=c["expected"],
+                    band=(low, high),
+                    share=float(c.get("share") or 0.0),
+                    unit=c.get("unit"),
+                    reason=str(c.get("reason") or "level"),
+                )
+            )
+        except (KeyError, TypeError, ValueError):
+            continue
+    return tuple(found)
 
 
 def _alert(row: dict[str, Any]) -> AlertRow:
