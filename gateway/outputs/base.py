@@ -12,8 +12,9 @@ another) in ``seq`` order, keeps at most ``Output.window()`` of them unacknowled
 row delivered only on an ``Ack``, parks a refused row with a jittered, growing back-off, and
 quarantines a row the output says can never be sent (kept, counted, no longer sent, so it
 cannot hold back the rows behind it). One alert's changes go in order: while its raise is
-in flight or parked, its clear waits (sent first, the clear would resolve nothing and the
-late raise would open an alert that never clears); other alerts and events go on. A row unacknowledged for ``Output.ack_timeout`` is
+in flight, its clear and the rows behind it wait for the acknowledgement (so the outbox
+order holds too); while the raise is parked, its clear waits and the others go on. Sent
+first, the clear would resolve nothing and the late raise open an alert nothing clears. A row unacknowledged for ``Output.ack_timeout`` is
 forgotten and sent again; when the link drops everything in flight is. At-least-once per
 output, with duplicates only within the window: receivers de-duplicate on the payload ``id``.
 It also reconnects, with the same kind of back-off, when the output says it is ``Down``.
@@ -424,10 +425,13 @@ class DeliveryLoop(threading.Thread):
         now = time.monotonic()
         after, scanned = 0, 0
         page = self.output.timing.max_inflight * 2
-        # Alerts with an earlier change in flight or parked: their later changes wait. The
-        # scan starts at the oldest pending row every round, so it sees each such change
-        # before the ones behind it; at most _SCAN_LIMIT entries.
-        held: set[str] = set()
+        # One alert's changes go in order. A change whose alert has an earlier one in flight
+        # ends the round: the rows keep their outbox order, and wait one acknowledgement.
+        # One whose alert has an earlier one parked (refused, in back-off) is skipped, as
+        # the parked row itself is: the rest go on. The scan starts at the oldest pending
+        # row every round, so it meets each earlier change first; at most _SCAN_LIMIT each.
+        in_flight: set[str] = set()
+        parked: set[str] = set()
         while free > 0 and scanned < _SCAN_LIMIT:
             rows = self._store.pending(limit=page, after_seq=after, output=self.name_)
             if not rows:
@@ -436,10 +440,14 @@ class DeliveryLoop(threading.Thread):
                 after, scanned = row.seq, scanned + 1
                 alert = row.alert_id
                 if row.seq in busy or self._retry_at.get(row.seq, (0, 0.0))[1] > now:
-                    if alert is not None and row.seq not in self._unrecorded:
-                        held.add(alert)  # acknowledged but unrecorded: delivered, holds none
+                    if alert is not None and row.seq in self._inflight:
+                        in_flight.add(alert)
+                    elif alert is not None and row.seq not in self._unrecorded:
+                        parked.add(alert)  # (acknowledged but unrecorded: delivered)
                     continue
-                if alert in held:
+                if alert in in_flight:
+                    return
+                if alert in parked:
                     continue
                 result = self.output.send(row)
                 if result == BUSY:
@@ -448,7 +456,7 @@ class DeliveryLoop(threading.Thread):
                 if result == SENT:
                     self._inflight[row.seq] = time.monotonic()
                     if alert is not None:
-                        held.add(alert)
+                        in_flight.add(alert)
                     free -= 1
                     if free == 0:
                         return
@@ -458,7 +466,7 @@ class DeliveryLoop(threading.Thread):
                 if isinstance(result, Down):
                     return
                 if isinstance(result, Refusal) and not result.final and alert is not None:
-                    held.add(alert)
+                    parked.add(alert)
 
     def _resend_active(self) -> None:
         """Every ``resend_interval``, hand the output the alerts still active (see the module

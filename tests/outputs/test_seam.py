@@ -264,7 +264,8 @@ def test_a_clear_never_overtakes_its_refused_raise(store: Store) -> None:
 
 def test_a_clear_waits_for_its_raise_to_be_acknowledged(store: Store) -> None:
     """An asynchronous output (MQTT): the clear is not handed over while the raise is
-    unacknowledged, nor when the raise is forgotten after ack_timeout and sent again."""
+    unacknowledged, nor when the raise is forgotten after ack_timeout and sent again; the
+    rows behind it wait with it, so the outbox order holds."""
     store.outputs = ("a",)
     one, two = uuid.uuid4().hex, uuid.uuid4().hex
     a = AsyncFakeOutput("a")
@@ -275,15 +276,14 @@ def test_a_clear_waits_for_its_raise_to_be_acknowledged(store: Store) -> None:
     loop = start(a, store)
     try:
         wait_for(lambda: a.sent.count(f"{one}:raised") >= 2, what="the raise re-sent")
-        wait_for(lambda: f"{two}:cleared" in a.sent, what="the other alert went on")
         polls = a.polls
         wait_for(lambda: a.polls >= polls + 5, what="a few more rounds")
-        assert f"{one}:cleared" not in a.sent
+        assert f"{one}:cleared" not in a.sent and f"{two}:cleared" not in a.sent
+        assert a.sent[:2] == [f"{one}:raised", f"{two}:raised"]
         a.acks.add(f"{one}:raised")
-        wait_for(lambda: f"{one}:cleared" in a.sent, what="the clear, once the raise is acked")
-        assert a.sent.index(f"{one}:cleared") > max(
-            i for i, m in enumerate(a.sent) if m == f"{one}:raised"
-        )
+        wait_for(lambda: f"{two}:cleared" in a.sent, what="the clears, once the raise is acked")
+        last_raise = max(i for i, m in enumerate(a.sent) if m == f"{one}:raised")
+        assert a.sent[last_raise + 1 :] == [f"{one}:cleared", f"{two}:cleared"]
         a.acks.add(f"{one}:cleared")
         wait_for(lambda: store.outbox_backlog()[0] == 0, what="settled")
     finally:
