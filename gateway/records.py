@@ -142,10 +142,20 @@ def alert_condition(active: bool) -> str:
     return "active" if active else "cleared"
 
 
+def alert_message_id(alert_id: str, state: str) -> str:
+    """The ``id`` of the message about one change of an alert: receivers de-duplicate on it."""
+    return f"{alert_id}:{state}"
+
+
+def alert_of_message(message_id: str) -> str:
+    """The alert an ``alert_message_id`` is about (alert ids may hold ``:``, states do not)."""
+    return message_id.rpartition(":")[0]
+
+
 def alert_payload(change: AlertChange, gateway_id: str) -> dict[str, Any]:
     """The JSON body published to ``{prefix}/{gateway}/alerts/{stream}``."""
     return {
-        "id": f"{change.alert_id}:{change.state}",
+        "id": alert_message_id(change.alert_id, change.state),
         "alert_id": change.alert_id,
         "gateway": gateway_id,
         "ts": iso_utc(change.ts),

@@ -1,17 +1,28 @@
 """Small test helpers shared across the suite: a sink that keeps what it gets, one polling
-helper, and one way to start the daemon as its own process."""
+helper, the one MQTT subscriber, and one way to start the daemon as its own process."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from gateway.records import DeadLetter, Event, Reading, Record
+
+if TYPE_CHECKING:
+    from tests.conftest import Broker
 
 
 class ListSink:
@@ -56,6 +67,89 @@ def wait_for(
 
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+    user_properties: dict[str, str]
+
+
+class Subscriber:
+    """A paho client subscribed to ``topic`` (a filter) that keeps every message it gets.
+    It returns once the broker confirmed the subscription, so nothing published after that
+    is missed, and subscribes again after a reconnect (a broker restart). ``persistent``: a
+    session the broker keeps for 5 minutes (QoS 1 messages wait for it while it is away)."""
+
+    def __init__(
+        self, broker: Broker, topic: str = "#", *, persistent: bool = False, qos: int = 1
+    ) -> None:
+        self._received: list[Received] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"watcher-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv5,
+        )
+        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=qos)
+        self.client.on_subscribe = lambda *_: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(0.1, 0.2)
+        session = Properties(PacketTypes.CONNECT)
+        session.SessionExpiryInterval = 300 if persistent else 0
+        self.client.connect(
+            broker.host, broker.port, clean_start=not persistent, properties=session
+        )
+        self.client.loop_start()
+        assert self._subscribed.wait(10), f"no SUBACK for {topic}"
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        props = dict(getattr(msg.properties, "UserProperty", None) or [])
+        with self._lock:
+            self._received.append(Received(msg.topic, msg.payload, bool(msg.retain), props))
+
+    @property
+    def messages(self) -> list[Received]:
+        """Everything received so far, oldest first (a copy)."""
+        with self._lock:
+            return list(self._received)
+
+    def on_topic(self, topic: str) -> list[Received]:
+        return [m for m in self.messages if m.topic == topic]
+
+    def wait(
+        self, predicate: Callable[[Received], Any], timeout: float = 30.0, what: str = ""
+    ) -> list[Received]:
+        """Wait until a message matches ``predicate``; returns what came until then."""
+
+        def upto_match() -> list[Received] | None:
+            got = self.messages
+            for n, message in enumerate(got):
+                if predicate(message):
+                    return got[: n + 1]
+            return None
+
+        try:
+            return wait_for(upto_match, timeout, what=what)  # type: ignore[no-any-return]
+        except AssertionError as exc:
+            topics = [m.topic for m in self.messages]
+            raise AssertionError(f"{exc}; received {topics[-20:]}") from None
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def stop_process(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:

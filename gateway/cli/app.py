@@ -769,15 +769,6 @@ EXPORT_EXTRA = [
 # --- db --------------------------------------------------------------------------------
 
 
-def _db_files_bytes(path: Path) -> int:
-    total = 0
-    for suffix in ("", "-wal", "-shm"):
-        side = path.with_name(path.name + suffix)
-        if side.exists():
-            total += side.stat().st_size
-    return total
-
-
 def _daemon_running(store: Any) -> bool:
     return _running(store.status() or {})
 
@@ -793,41 +784,29 @@ def db_check(
     utc: UtcOption = True,
 ) -> None:
     """Check the database read-only: integrity, schema, size, rows per table (exit 1 if damaged)."""
+    from gateway.store import disk_bytes
+
     cfg, _ = _load(config, demo)
-    store = _open_store(cfg.database_path)
-    try:
-        pragma = "integrity_check" if full else "quick_check"
-        problems = [r[0] for r in store.db.execute(f"PRAGMA {pragma}").fetchall()]
-        page_size = store.db.execute("PRAGMA page_size").fetchone()[0]
-        pages = store.db.execute("PRAGMA page_count").fetchone()[0]
-        free = store.db.execute("PRAGMA freelist_count").fetchone()[0]
-        rows = {
-            table: store.db.execute(f"SELECT COUNT(*) FROM [{table}]").fetchone()[0]  # noqa: S608
-            for table in DB_TABLES
-            if store.db[table].exists()
-        }
-        backlog, oldest = store.outbox_backlog()
-        recoveries = [e for e in store.list_events() if e["kind"] == "database_recovered"]
-    except Exception as exc:  # a damaged file raises from anywhere; that is the answer
-        problems = [str(exc)]
-        page_size = pages = free = 0
-        rows, backlog, oldest, recoveries = {}, 0, None, []
-    finally:
-        store.close()
-    ok = problems == ["ok"]
+    with _open_store(cfg.database_path) as store:
+        health = store.health(full=full)
+    ok = health.ok
+    pragma = health.check
+    rows = health.rows
+    backlog, oldest = health.outbox_backlog, health.outbox_oldest
+    recovery = health.last_recovery
     report = {
         "database": str(cfg.database_path),
         "ok": ok,
         "check": pragma,
-        "problems": [] if ok else problems[:20],
-        "bytes_on_disk": _db_files_bytes(cfg.database_path),
-        "bytes_in_use": (pages - free) * page_size,
-        "free_bytes": free * page_size,
+        "problems": list(health.problems),
+        "bytes_on_disk": disk_bytes(cfg.database_path),
+        "bytes_in_use": health.bytes_in_use,
+        "free_bytes": health.free_bytes,
         "rows": rows,
         "outbox_backlog": backlog,
         "outbox_oldest": oldest,
         "outbox_oldest_time": _iso(oldest, not utc),
-        "last_recovery": recoveries[0]["detail"] if recoveries else None,
+        "last_recovery": recovery["detail"] if recovery else None,
     }
     if fmt is OutputFormat.json:
         typer.echo(json.dumps(report, indent=2))
@@ -843,10 +822,10 @@ def db_check(
             "rows      " + ", ".join(f"{t} {n}" for t, n in rows.items()),
             f"outbox    {backlog} undelivered" + (f", oldest {_ago(oldest)}" if oldest else ""),
         ]
-        if recoveries:
-            last = recoveries[0]["detail"]
+        if recovery:
+            last = recovery["detail"]
             lines.append(
-                f"recovered {_when(recoveries[0]['ts'], not utc)} from {last.get('moved_to')}: "
+                f"recovered {_when(recovery['ts'], not utc)} from {last.get('moved_to')}: "
                 f"{last.get('outbox_salvaged', 0)} waiting outbox rows salvaged, "
                 f"{last.get('outbox_unreadable', 0)} unreadable"
                 + (f" ({last['outbox_problem']})" if last.get("outbox_problem") else "")
@@ -854,9 +833,6 @@ def db_check(
         typer.echo("\n".join(lines))
     if not ok:
         raise typer.Exit(EXIT_RUNTIME)
-
-
-DB_TABLES = ("readings", "alerts", "events", "outbox", "dead_letters", "stream_state")
 
 
 @db_app.command("prune")
@@ -907,11 +883,11 @@ def db_vacuum(
     ] = False,
 ) -> None:
     """Give free pages back to the file system (incremental; --full rewrites the file)."""
-    import sqlite3
+    from gateway.store import disk_bytes
 
     cfg, _ = _load(config, demo)
     store = _open_store(cfg.database_path, cfg.storage.durability, write=True)
-    before = _db_files_bytes(cfg.database_path)
+    before = disk_bytes(cfg.database_path)
     try:
         if full:
             if _daemon_running(store):
@@ -921,19 +897,12 @@ def db_vacuum(
                     EXIT_RUNTIME,
                 )
             store.vacuum_full()
-        else:
-            # Small steps, each its own short write, so the daemon's batches never wait long.
-            while store.db.execute("PRAGMA freelist_count").fetchone()[0] > 0:
-                pages = store.db.execute("PRAGMA freelist_count").fetchone()[0]
-                store.db.execute("PRAGMA incremental_vacuum(2000)").fetchall()
-                if store.db.execute("PRAGMA freelist_count").fetchone()[0] >= pages:
-                    break  # auto_vacuum is off for this file: only --full helps
-        store.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-    except sqlite3.Error as exc:
+        store.reclaim_free_pages()  # after --full: only the WAL checkpoint is left to do
+    except StorageError as exc:
         raise _fail(f"vacuum failed: {exc}", EXIT_RUNTIME) from exc
     finally:
         store.close()
-    after = _db_files_bytes(cfg.database_path)
+    after = disk_bytes(cfg.database_path)
     typer.echo(f"vacuumed: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB on disk (with WAL)")
 
 
@@ -966,27 +935,10 @@ def plot(
     since_ts = _since(since)
     pixels = _size(size)
     with _open_store(cfg.database_path) as store, store.snapshot():
-        rows = [
-            (r["ts"], r["value"], r["expected"], r["score"], r["alert"])
-            for r in store.db.query(
-                "SELECT ts, value, expected, score, alert FROM readings "
-                "WHERE stream = ? AND ts >= ? ORDER BY ts, id",
-                [stream, since_ts],
-            )
-        ]
+        rows = store.readings_window(stream, since_ts)
         alerts = store.list_alerts(since_ts=since_ts, state="all", limit=100_000)
         # Suggest only what this command would plot: streams with readings in the window.
-        known = (
-            [
-                r["stream"]
-                for r in store.db.query(
-                    "SELECT DISTINCT stream FROM readings WHERE ts >= ? ORDER BY stream LIMIT 20",
-                    [since_ts],
-                )
-            ]
-            if not rows
-            else []
-        )
+        known = store.streams_with_readings(since_ts, limit=20) if not rows else []
     if not rows:
         hint = f" (streams: {', '.join(known[:20])})" if known and stream not in known else ""
         raise _fail(f"no readings of {stream!r} in the last {since}{hint}", EXIT_RUNTIME)

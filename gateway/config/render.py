@@ -27,7 +27,45 @@ def show_text(config: Config, source: str | None = None) -> str:
     name = "".join(c if c.isprintable() else "?" for c in source) if source else None
     header = _SHOW_HEADER.format(source=f" of {name}." if name else ".")
     return header + yaml.safe_dump(
-        redacted(config), sort_keys=False, allow_unicode=True, width=1_000_000
+        _in_order(Config, redacted(config)), sort_keys=False, allow_unicode=True, width=1_000_000
+    )
+
+
+def field_order(model: type[Any]) -> list[str]:
+    """The keys of a section as ``config sample`` and ``config show`` print them: the ones
+    the section declares itself first (an output's ``type``, ``name``, ``url``), then the
+    ones it shares with others through a base class, in the base's order; a key it only
+    redeclares (a new default) stays in the base's place. Pydantic alone puts every
+    inherited key first, so a shared base would print ``type:`` last."""
+    inherited: set[str] = set()
+    for base in model.__mro__[1:]:
+        inherited.update(getattr(base, "model_fields", None) or {})
+    fields = list(model.model_fields)
+    return [n for n in fields if n not in inherited] + [n for n in fields if n in inherited]
+
+
+def _in_order(model: type[Any], data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (a dump of ``model``) with the keys of every section in ``field_order``."""
+    ordered: dict[str, Any] = {}
+    for name in field_order(model):
+        if name not in data:
+            continue
+        value = data[name]
+        models = section_models(model.model_fields[name].annotation)
+        if models and _is_mapping(model.model_fields[name].annotation):
+            value = {k: _in_order(models[0], v) for k, v in value.items()}
+        elif models and isinstance(value, dict):
+            value = _in_order(_model_for(models, value), value)
+        elif models and isinstance(value, list):
+            value = [_in_order(_model_for(models, v), v) for v in value]
+        ordered[name] = value
+    return ordered
+
+
+def _is_mapping(annotation: Any) -> bool:
+    """``dict[K, Section]``, alone or in a union with None: names to sections."""
+    return get_origin(annotation) is dict or any(
+        get_origin(arg) is dict for arg in get_args(annotation)
     )
 
 
@@ -59,7 +97,8 @@ def _block(model: type[Any], data: dict[str, Any], indent: int, live: bool) -> l
     """The lines of one section: per field its description, then ``key: value``."""
     pad = " " * indent
     lines: list[str] = []
-    for name, info in model.model_fields.items():
+    for name in field_order(model):
+        info = model.model_fields[name]
         if info.exclude:
             continue
         value = data[name]
@@ -68,7 +107,7 @@ def _block(model: type[Any], data: dict[str, Any], indent: int, live: bool) -> l
             lines += [f"{pad}# {text}" for text in textwrap.wrap(info.description, width)]
         models = section_models(info.annotation)
         if isinstance(value, dict) and len(models) == 1 and models[0].model_fields:
-            if get_origin(info.annotation) is dict:
+            if _is_mapping(info.annotation):
                 lines.append(f"{pad}{name}: {_flow(value)}")
                 continue
             lines.append(f"{pad}{name}:")

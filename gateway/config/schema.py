@@ -19,7 +19,7 @@ import urllib.parse
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
     BaseModel,
@@ -838,6 +838,17 @@ class IngestSection(Section):
     )
 
 
+def check_backoff(section: Any) -> None:
+    """An output's back-off bounds: after no answer (reconnect) and after a refusal (retry)."""
+    if (
+        section.reconnect_min_delay <= 0
+        or section.reconnect_min_delay > section.reconnect_max_delay
+    ):
+        raise ValueError("need 0 < reconnect_min_delay <= reconnect_max_delay")
+    if section.retry_min_delay <= 0 or section.retry_min_delay > section.retry_max_delay:
+        raise ValueError("need 0 < retry_min_delay <= retry_max_delay")
+
+
 class UpstreamSection(Section):
     broker: BrokerSection = Field(description="the broker alerts and events are published to")
     topic_prefix: str = Field("liquid-gateway", description="topics are <prefix>/<gateway.id>/...")
@@ -865,10 +876,7 @@ class UpstreamSection(Section):
 
     @model_validator(mode="after")
     def _delays_ordered(self) -> UpstreamSection:
-        if self.reconnect_min_delay <= 0 or self.reconnect_min_delay > self.reconnect_max_delay:
-            raise ValueError("need 0 < reconnect_min_delay <= reconnect_max_delay")
-        if self.retry_min_delay <= 0 or self.retry_min_delay > self.retry_max_delay:
-            raise ValueError("need 0 < retry_min_delay <= retry_max_delay")
+        check_backoff(self)
         if self.confirm_timeout <= 0:
             raise ValueError("confirm_timeout must be positive")
         return self
@@ -894,54 +902,24 @@ class UpstreamSection(Section):
         return value
 
 
-def _http_url(value: str) -> str:
-    parts = urllib.parse.urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("url must be an http:// or https:// URL with a host")
-    if parts.username or parts.password:
-        raise ValueError("url must not hold credentials; use secret_file to sign requests")
-    return value
-
-
-def _check_delays(section: Any) -> None:
-    """An HTTP output's back-off bounds, as upstream's are checked."""
-    if (
-        section.reconnect_min_delay <= 0
-        or section.reconnect_min_delay > section.reconnect_max_delay
-    ):
-        raise ValueError("need 0 < reconnect_min_delay <= reconnect_max_delay")
-    if section.retry_min_delay <= 0 or section.retry_min_delay > section.retry_max_delay:
-        raise ValueError("need 0 < retry_min_delay <= retry_max_delay")
-
-
 _OUTPUT_NAME = (
     "the output's name in status, metrics and its delivery state (letters, digits, _ . : -)"
 )
 
 
-class _MqttOutputHead(Section):
+class MqttOutputSection(UpstreamSection):
+    """One more MQTT broker alerts and events are published to, as ``upstream:`` is."""
+
     type: Literal["mqtt"] = Field(description="mqtt")
     name: Name = Field(examples=["site-broker"], description=_OUTPUT_NAME)
 
 
-class MqttOutputSection(UpstreamSection, _MqttOutputHead):
-    """One more MQTT broker alerts and events are published to, as ``upstream:`` is."""
+class _HttpOutputSection(Section):
+    """What every output that POSTs to an HTTP server has: a request time-out, the back-off
+    after no answer and after a refusal, the SIGTERM bound; ``url`` is checked the same way.
+    Each type declares ``type``, ``name`` and ``url`` itself (``config sample`` and ``config
+    show`` print ``type`` and ``name`` first, then a type's own keys, then these)."""
 
-
-class WebhookOutputSection(Section):
-    """Each alert and event POSTed as JSON; 2xx is delivered, 4xx (but 408, 429) is refused
-    for good, anything else is retried."""
-
-    type: Literal["webhook"] = Field(description="webhook")
-    name: Name = Field(examples=["ops-hook"], description=_OUTPUT_NAME)
-    url: str = Field(
-        examples=["https://ops.example.com/hooks/liquid-gateway"],
-        description="http:// or https:// URL the records are POSTed to",
-    )
-    secret_file: Path | None = Field(
-        None,
-        description="file holding the HMAC-SHA256 key; the body's signature goes in X-Gateway-Signature: sha256=<hex> (relative: from $CREDENTIALS_DIRECTORY when set, else the config's folder); null: unsigned",
-    )
     timeout: Duration = Field(10.0, gt=0.0, le=300.0, description="how long one request may take")
     reconnect_min_delay: Duration = Field(
         1.0, description="after a request that got no answer, wait this long, doubling..."
@@ -955,18 +933,39 @@ class WebhookOutputSection(Section):
         5.0, description="on SIGTERM, how long the last requests may take"
     )
 
-    @field_validator("url")
+    @field_validator("url", check_fields=False)
     @classmethod
     def _http_url(cls, value: str) -> str:
-        return _http_url(value)
+        parts = urllib.parse.urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("url must be an http:// or https:// URL with a host")
+        if parts.username or parts.password:
+            raise ValueError("url must not hold credentials; use secret_file to sign requests")
+        return value
 
     @model_validator(mode="after")
-    def _delays_ordered(self) -> WebhookOutputSection:
-        _check_delays(self)
+    def _delays_ordered(self) -> Self:
+        check_backoff(self)
         return self
 
 
-class AlertmanagerOutputSection(Section):
+class WebhookOutputSection(_HttpOutputSection):
+    """Each alert and event POSTed as JSON; 2xx is delivered, 4xx (but 408, 429) is refused
+    for good, anything else is retried."""
+
+    type: Literal["webhook"] = Field(description="webhook")
+    name: Name = Field(examples=["ops-hook"], description=_OUTPUT_NAME)
+    url: str = Field(
+        examples=["https://ops.example.com/hooks/liquid-gateway"],
+        description="http:// or https:// URL the records are POSTed to",
+    )
+    secret_file: Path | None = Field(
+        None,
+        description="file holding the HMAC-SHA256 key; the body's signature goes in X-Gateway-Signature: sha256=<hex> (relative: from $CREDENTIALS_DIRECTORY when set, else the config's folder); null: unsigned",
+    )
+
+
+class AlertmanagerOutputSection(_HttpOutputSection):
     """Alerts as Prometheus Alertmanager alerts (POST /api/v2/alerts), so its silences,
     grouping and routing (email, Slack, PagerDuty) apply; events are not sent."""
 
@@ -977,33 +976,31 @@ class AlertmanagerOutputSection(Section):
         description="Alertmanager's base URL (http:// or https://); alerts go to <url>/api/v2/alerts",
     )
     severity: Name = Field("warning", description="the severity label of every alert")
-    raised_for: Duration = Field(
-        86400.0,
+    resend_interval: Duration = Field(
+        60.0,
+        ge=1.0,
+        le=3600.0,
+        description="re-send every alert still active this often, as Prometheus does, so Alertmanager keeps it firing however long it lasts",
+    )
+    raised_for: Duration | None = Field(
+        None,
         gt=0.0,
-        description="endsAt of a raised alert, from when it is sent: Alertmanager resolves an alert nobody re-sends by then (its clear ends it sooner)",
+        description="endsAt of a raised alert, from when it is (re-)sent: Alertmanager resolves it by then unless re-sent (its clear ends it sooner); null: 4 resend_intervals",
     )
-    timeout: Duration = Field(10.0, gt=0.0, le=300.0, description="how long one request may take")
-    reconnect_min_delay: Duration = Field(
-        1.0, description="after a request that got no answer, wait this long, doubling..."
-    )
-    reconnect_max_delay: Duration = Field(60.0, description="...up to this")
-    retry_min_delay: Duration = Field(
-        2.0, description="an alert refused with 5xx or 429 is retried after this, doubling..."
-    )
-    retry_max_delay: Duration = Field(300.0, description="...up to this")
-    drain_timeout: Duration = Field(
-        5.0, description="on SIGTERM, how long the last requests may take"
-    )
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        return _http_url(value)
 
     @model_validator(mode="after")
-    def _delays_ordered(self) -> AlertmanagerOutputSection:
-        _check_delays(self)
+    def _outlasts_a_resend(self) -> AlertmanagerOutputSection:
+        if self.raised_for is not None and self.raised_for <= self.resend_interval:
+            raise ValueError(
+                "raised_for must be longer than resend_interval, or every alert resolves "
+                "itself between two re-sends"
+            )
         return self
+
+    @property
+    def ends_after(self) -> float:
+        """How far ahead of a (re-)send a raised alert's endsAt is."""
+        return self.raised_for if self.raised_for is not None else 4 * self.resend_interval
 
 
 # The one list of output types: a new output's section goes here, and OUTPUT_TYPES in

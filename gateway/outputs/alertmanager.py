@@ -12,6 +12,13 @@ silences, groups, inhibits and routes them (email, Slack, PagerDuty) like any ot
 - ``startsAt`` when raised; ``endsAt`` ``raised_for`` after sending when raised (Alertmanager
   resolves an alert nobody re-sends), and the clear time on clear, which resolves it.
 
+Alertmanager's client contract is to re-send the alerts that are still firing (Prometheus
+does it every ``--rules.alert.resend-delay``, 1 minute, with ``endsAt`` four evaluation
+intervals ahead): every ``resend_interval`` the delivery loop hands this output the alerts
+still active and it POSTs them again with ``endsAt`` ``raised_for`` (default four intervals)
+ahead, so an alert lasts as long as the fault, and resolves itself soon after the gateway
+stops sending (dead, unplugged) instead of a day later.
+
 Events have no Alertmanager form: they count as delivered without a request. The answers
 mean what they mean to the webhook output (400: this alert is malformed, quarantined).
 """
@@ -19,15 +26,21 @@ mean what they mean to the webhook output (400: this alert is malformed, quarant
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from gateway.config import AlertmanagerOutputSection
+from gateway.outputs.base import Down
 from gateway.outputs.webhook import WebhookOutput
-from gateway.records import iso_utc
+from gateway.records import AlertChange, alert_payload, iso_utc
 from gateway.store import OutboxRow
 
+log = logging.getLogger(__name__)
+
 ALERTNAME = "LiquidGatewayAnomaly"
+RESEND_BATCH = 200  # alerts per re-send request
 
 
 def _number(value: Any, unit: str | None) -> str:
@@ -88,7 +101,10 @@ class AlertmanagerOutput(WebhookOutput):
     def __init__(self, section: AlertmanagerOutputSection, gateway_id: str) -> None:
         super().__init__(section, gateway_id)
         self._severity = section.severity
-        self._raised_for = section.raised_for
+        self._raised_for = section.ends_after
+        self.resend_interval = section.resend_interval
+        self._resend_refused = ""  # the last refusal of a re-send, logged once
+        self._stats.update(resent=0, resend_failures=0)
 
     @classmethod
     def from_section(cls, section: Any, gateway_id: str) -> AlertmanagerOutput:
@@ -103,3 +119,27 @@ class AlertmanagerOutput(WebhookOutput):
         record = json.loads(row.payload)
         alert = to_alert(record, self._severity, self._raised_for, time.time())
         return json.dumps([alert], separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+    def resend(self, alerts: Sequence[AlertChange]) -> Down | None:
+        """POST the active alerts again, ``RESEND_BATCH`` per request. A refusal is counted
+        and logged (once per reason) and waits for the next interval, like the rest."""
+        now = time.time()
+        for start in range(0, len(alerts), RESEND_BATCH):
+            chunk = [
+                to_alert(alert_payload(a, self._gateway_id), self._severity, self._raised_for, now)
+                for a in alerts[start : start + RESEND_BATCH]
+            ]
+            body = json.dumps(chunk, separators=(",", ":"), allow_nan=False).encode("utf-8")
+            answer = self.exchange("resend", body)
+            if isinstance(answer, Down):
+                return answer
+            reason = answer[1]
+            with self._lock:
+                if reason is None:
+                    self._stats["resent"] += len(chunk)
+                else:
+                    self._stats["resend_failures"] += 1
+            if reason is not None and reason != self._resend_refused:
+                log.warning("alertmanager %s: re-sending active alerts: %s", self.name, reason)
+            self._resend_refused = reason or ""
+        return None

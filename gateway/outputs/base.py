@@ -11,10 +11,22 @@ has not delivered yet (``deliveries`` table, so a slow or down output never hold
 another) in ``seq`` order, keeps at most ``Output.window()`` of them unacknowledged, records a
 row delivered only on an ``Ack``, parks a refused row with a jittered, growing back-off, and
 quarantines a row the output says can never be sent (kept, counted, no longer sent, so it
-cannot hold back the rows behind it). A row unacknowledged for ``Output.ack_timeout`` is
+cannot hold back the rows behind it). One alert's changes go in order: while its raise is
+in flight, its clear and the rows behind it wait for the acknowledgement (so the outbox
+order holds too); while the raise is parked, its clear waits and the others go on. Sent
+first, the clear would resolve nothing and the late raise open an alert nothing clears. A row unacknowledged for ``Output.ack_timeout`` is
 forgotten and sent again; when the link drops everything in flight is. At-least-once per
 output, with duplicates only within the window: receivers de-duplicate on the payload ``id``.
 It also reconnects, with the same kind of back-off, when the output says it is ``Down``.
+
+An output whose server forgets an alert nobody re-sends (Alertmanager resolves it at its
+``endsAt``) sets ``resend_interval``: the loop then hands it the alerts still active every
+that often (``resend``). They come from the store's ``alerts`` table, read by the loop on its
+own connection: the one record of what is open, which survives a restart (an output's memory
+would not) and a pruned outbox (a delivered raise's row is gone after retention), while the
+output itself still never reads the store. A re-send is not an outbox row: nothing is
+marked delivered or parked by it, one that fails waits for the next interval, and the rows'
+at-least-once delivery goes on as before.
 
 The loop is the only owner of its ``Store`` connection; an output's callbacks on other
 threads only ``wake`` it.
@@ -33,6 +45,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gateway.errors import StorageError
+from gateway.records import AlertChange
 from gateway.store import DEFAULT_OUTPUT, Durability, OutboxRow, Store
 
 log = logging.getLogger(__name__)
@@ -40,6 +53,8 @@ log = logging.getLogger(__name__)
 # How many undelivered rows one round looks at to fill the window; rows in back-off after a
 # refusal are skipped, so a few poison rows never block the ones behind them.
 _SCAN_LIMIT = 2000
+# Active alerts one re-send hands an output at most (oldest first; more are logged).
+RESEND_LIMIT = 10_000
 
 
 def backoff(attempt: int, low: float, high: float, rng: random.Random | None = None) -> float:
@@ -105,6 +120,8 @@ class Output(ABC):
     name: str = DEFAULT_OUTPUT
     timing: Timing = Timing()
     ack_timeout: float = 30.0  # unacknowledged this long: forgotten and sent again
+    # Hand ``resend`` the alerts still active this often (seconds); None: never.
+    resend_interval: float | None = None
 
     def __init__(self) -> None:
         self.wake: Callable[[], None] = lambda: None
@@ -139,6 +156,11 @@ class Output(ABC):
     def poll(self) -> list[Outcome]:
         """What happened since the last call (an asynchronous output's acknowledgements)."""
         return []
+
+    def resend(self, alerts: Sequence[AlertChange]) -> Down | None:
+        """Tell the server again that these alerts are still active (each as the change
+        that raised it); ``Down`` when it cannot be reached. Only with ``resend_interval``."""
+        return None
 
     def forget(self, seqs: Sequence[int]) -> None:  # noqa: B027 - optional for synchronous ones
         """These rows will be sent again: drop what is kept about their earlier sending."""
@@ -186,6 +208,7 @@ class DeliveryLoop(threading.Thread):
         self._inflight: dict[int, float] = {}  # seq -> monotonic time sent
         self._retry_at: dict[int, tuple[int, float]] = {}  # seq -> (refusals, monotonic time)
         self._backlog_checked = 0.0
+        self._next_resend = 0.0  # monotonic time the active alerts are re-sent next
         self._last_logged_error = ""
         # Rows acknowledged whose delivery could not be recorded (a full disk): never sent
         # again by this process, recorded again after a growing delay.
@@ -297,6 +320,8 @@ class DeliveryLoop(threading.Thread):
                 self._expire_stale()
                 if output.ready:
                     self._send_pending()
+                if output.ready:
+                    self._resend_active()
                 self._refresh_backlog()
             except Exception as exc:  # the top of the thread's loop: log once, count, carry on
                 self._error(f"delivery to {self.name_} failed: {exc}", exc_info=True)
@@ -345,6 +370,7 @@ class DeliveryLoop(threading.Thread):
                     self._fail(outcome.seq, outcome.reason)
             elif isinstance(outcome, Up):
                 self._connect_failures = 0
+                self._next_resend = 0.0  # back after an outage: refresh what is open now
                 self._last_logged_error = ""
                 self._set_stats(last_error=None, connects=self._stats["connects"] + 1)
                 self._inflight.clear()
@@ -399,13 +425,29 @@ class DeliveryLoop(threading.Thread):
         now = time.monotonic()
         after, scanned = 0, 0
         page = self.output.timing.max_inflight * 2
+        # One alert's changes go in order. A change whose alert has an earlier one in flight
+        # ends the round: the rows keep their outbox order, and wait one acknowledgement.
+        # One whose alert has an earlier one parked (refused, in back-off) is skipped, as
+        # the parked row itself is: the rest go on. The scan starts at the oldest pending
+        # row every round, so it meets each earlier change first; at most _SCAN_LIMIT each.
+        in_flight: set[str] = set()
+        parked: set[str] = set()
         while free > 0 and scanned < _SCAN_LIMIT:
             rows = self._store.pending(limit=page, after_seq=after, output=self.name_)
             if not rows:
                 return
             for row in rows:
                 after, scanned = row.seq, scanned + 1
+                alert = row.alert_id
                 if row.seq in busy or self._retry_at.get(row.seq, (0, 0.0))[1] > now:
+                    if alert is not None and row.seq in self._inflight:
+                        in_flight.add(alert)
+                    elif alert is not None and row.seq not in self._unrecorded:
+                        parked.add(alert)  # (acknowledged but unrecorded: delivered)
+                    continue
+                if alert in in_flight:
+                    return
+                if alert in parked:
                     continue
                 result = self.output.send(row)
                 if result == BUSY:
@@ -413,6 +455,8 @@ class DeliveryLoop(threading.Thread):
                     return
                 if result == SENT:
                     self._inflight[row.seq] = time.monotonic()
+                    if alert is not None:
+                        in_flight.add(alert)
                     free -= 1
                     if free == 0:
                         return
@@ -421,6 +465,31 @@ class DeliveryLoop(threading.Thread):
                 self._handle([result])  # settled at once: it holds no place in the window
                 if isinstance(result, Down):
                     return
+                if isinstance(result, Refusal) and not result.final and alert is not None:
+                    parked.add(alert)
+
+    def _resend_active(self) -> None:
+        """Every ``resend_interval``, hand the output the alerts still active (see the module
+        docstring). After the pending rows of the round, so a raise just committed goes as
+        its outbox row first."""
+        interval = self.output.resend_interval
+        now = time.monotonic()
+        if interval is None or now < self._next_resend:
+            return
+        assert self._store is not None
+        self._next_resend = now + interval
+        alerts = self._store.active_alerts(limit=RESEND_LIMIT + 1)
+        if len(alerts) > RESEND_LIMIT:
+            self._error(
+                f"{self.name_}: more than {RESEND_LIMIT} alerts are active; the newest are not "
+                "re-sent and may resolve themselves at their endsAt",
+                key="resend-limit",
+            )
+            alerts = alerts[:RESEND_LIMIT]
+        if alerts:
+            down = self.output.resend(alerts)
+            if down is not None:
+                self._handle([down])
 
     def _fail(self, seq: int, error: str) -> None:
         """Park a refused row: record why, count it, retry after a growing, jittered delay."""

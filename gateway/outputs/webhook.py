@@ -154,8 +154,23 @@ class WebhookOutput(Output):
             return Refusal(row.seq, f"not sent: its payload cannot be rendered ({exc})", final=True)
         if body is None:
             return Ack(row.seq)
+        answer = self.exchange(row.msg_id, body)
+        if isinstance(answer, Down):
+            return answer
+        status, reason = answer
+        if reason is None:
+            return Ack(row.seq)
+        if 400 <= status < 500 and status not in (408, 429):
+            with self._lock:
+                self._stats["dead_letters"] += 1
+            return Refusal(row.seq, reason, final=True)
+        return Refusal(row.seq, reason)
+
+    def exchange(self, delivery: str, body: bytes) -> Down | tuple[int, str | None]:
+        """POST ``body``: ``Down`` when there is no answer, else the status and, unless it is
+        2xx, why it is not a success (the reply's start, the URL without its query)."""
         try:
-            status, reply = self._post(row.msg_id, body)
+            status, reply = self._post(delivery, body)
         except (OSError, http.client.HTTPException) as exc:
             self._up = False
             reason = "timed out" if isinstance(exc, TimeoutError | socket.timeout) else str(exc)
@@ -166,13 +181,8 @@ class WebhookOutput(Output):
             self._answered = self._report_up = True
             log.info("webhook %s: %s answers", self.name, self._where())
         if 200 <= status < 300:
-            return Ack(row.seq)
-        reason = f"HTTP {status} from {self._where()}" + (f": {reply}" if reply else "")
-        if 400 <= status < 500 and status not in (408, 429):
-            with self._lock:
-                self._stats["dead_letters"] += 1
-            return Refusal(row.seq, reason, final=True)
-        return Refusal(row.seq, reason)
+            return status, None
+        return status, f"HTTP {status} from {self._where()}" + (f": {reply}" if reply else "")
 
     def _post(self, delivery: str, body: bytes) -> tuple[int, str]:
         url = self._url

@@ -41,8 +41,10 @@ from gateway.errors import StorageError
 from gateway.records import (
     AlertChange,
     Batch,
+    Contribution,
     Event,
     ScoredReading,
+    alert_of_message,
     alert_payload,
     event_payload,
 )
@@ -367,6 +369,12 @@ class OutboxRow:
     # forwarder quarantines it and goes on with the rows behind it.
     problem: str | None = None
 
+    @property
+    def alert_id(self) -> str | None:
+        """The alert an alert row is a change of (None for an event): its changes are
+        delivered in order, a clear never before its raise."""
+        return alert_of_message(self.msg_id) if self.kind == "alert" else None
+
 
 def _outbox_row(
     seq: int, msg_id: Any, kind: Any, subject: Any, payload: Any, created: Any, attempts: Any
@@ -508,11 +516,8 @@ def find_damage(path: Path, full: bool = False, timeout: float = 5.0) -> str | N
         conn = sqlite3.connect(path, timeout, isolation_level=None)
     except sqlite3.Error as exc:
         return f"cannot open: {exc}"
-    # A damaged file may hold bytes that are not UTF-8 anywhere, the schema included: the
-    # check's report must still be readable, never an exception of its own.
-    conn.text_factory = lambda raw: raw.decode("utf-8", "replace")
     try:
-        rows = conn.execute(f"PRAGMA {'integrity_check' if full else 'quick_check'}").fetchall()
+        problems = _check_lines(conn, full)
     except sqlite3.OperationalError as exc:
         if "locked" in str(exc) or "busy" in str(exc):
             raise StorageError(f"{path} is in use by another process: {exc}") from exc
@@ -523,9 +528,37 @@ def find_damage(path: Path, full: bool = False, timeout: float = 5.0) -> str | N
         return _readable(exc)
     finally:
         conn.close()
-    if rows == [("ok",)]:
+    if problems == ["ok"]:
         return None
-    return "; ".join(str(r[0]) for r in rows[:5])
+    return "; ".join(problems[:5])
+
+
+def _check_lines(conn: sqlite3.Connection, full: bool) -> list[str]:
+    """What ``PRAGMA quick_check`` (or with ``full`` ``integrity_check``) says, line by line:
+    ``["ok"]`` for a sound file. sqlite3 errors are the caller's."""
+    # A damaged file may hold bytes that are not UTF-8 anywhere, the schema included: the
+    # check's report must still be readable, never an exception of its own.
+    saved = conn.text_factory
+    conn.text_factory = lambda raw: raw.decode("utf-8", "replace")
+    try:
+        rows = conn.execute(f"PRAGMA {_CHECKS[full]}").fetchall()
+    finally:
+        conn.text_factory = saved
+    return [str(r[0]) for r in rows]
+
+
+_CHECKS = {False: "quick_check", True: "integrity_check"}
+# Files SQLite keeps beside a WAL-mode database: moved, measured and removed with it.
+_SIDE_FILES = ("-wal", "-shm")
+
+
+def disk_bytes(path: Path) -> int:
+    """Bytes the database at ``path`` takes on disk, its WAL and shared-memory index included."""
+    total = 0
+    for suffix in ("", *_SIDE_FILES):
+        with suppress(FileNotFoundError):
+            total += path.with_name(path.name + suffix).stat().st_size
+    return total
 
 
 def move_aside(path: Path) -> Path:
@@ -539,7 +572,7 @@ def move_aside(path: Path) -> Path:
     try:
         # The WAL belongs to the damaged file: left behind, it could be replayed into the
         # fresh database. Move it (and the shared-memory index) first, the database last.
-        for suffix in ("-wal", "-shm"):
+        for suffix in _SIDE_FILES:
             side = path.with_name(path.name + suffix)
             if side.exists():
                 side.rename(aside.with_name(aside.name + suffix))
@@ -557,6 +590,34 @@ class Salvage:
     unreadable: int  # seqs in ranges SQLite could not read (some may have been delivered)
     problem: str | None  # why nothing at all could be read, if so
 
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What ``Store.health`` found: the integrity check, the file's pages, rows per table,
+    the outbox backlog and the last recovery. ``problems`` is empty when the check passed."""
+
+    check: str  # quick_check or integrity_check
+    problems: tuple[str, ...]
+    bytes_in_use: int
+    free_bytes: int
+    rows: dict[str, int]  # every table of the schema but the bookkeeping ones, in order made
+    outbox_backlog: int
+    outbox_oldest: float | None
+    last_recovery: EventRow | None  # the newest database_recovered event
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+# Tables ``health`` does not count: the schema's own bookkeeping, not the site's data.
+_BOOKKEEPING_TABLES = ("meta", "status")
+_HEALTH_PROBLEMS = 20  # lines of a failed check kept (a damaged file can give thousands)
+# Pages ``reclaim_free_pages`` gives back per step, each step its own short write, so a
+# running daemon's batches never wait long behind it.
+RECLAIM_STEP_PAGES = 2000
+# Readings one ``readings_window`` returns at most (a day of one stream at 10 Hz).
+READINGS_WINDOW_MAX = 1_000_000
 
 _SALVAGE_CHUNK = 256  # seqs per read; a range that fails is halved down to single seqs
 _SALVAGE_MAX_ROWS = 1_000_000  # bound on what one recovery re-queues
@@ -866,12 +927,28 @@ class Store:
             target,
         )
 
+    @_converts_errors
+    def reclaim_free_pages(self) -> int:
+        """Give free pages back to the file system, ``RECLAIM_STEP_PAGES`` at a time, each
+        step its own write (``auto_vacuum = INCREMENTAL`` files; in one made before that, the
+        first step frees nothing and only ``vacuum_full`` helps), then copy what it can of
+        the WAL into the database. Returns how many free pages are left."""
+        free = self._free_pages()
+        while free > 0:
+            self._conn.execute(f"PRAGMA incremental_vacuum({RECLAIM_STEP_PAGES})").fetchall()
+            left = self._free_pages()
+            if left >= free:
+                break  # auto_vacuum is off for this file
+            free = left
+        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        return free
+
+    @_converts_errors
     def vacuum_full(self) -> None:
         """Rewrite the whole file (VACUUM; only while the daemon is stopped), with
         ``auto_vacuum = INCREMENTAL``: how a database made before that was set at creation
         gets it, so free pages can go back to the file system in steps (the daemon's writes
-        do that at the size cap; without it the file keeps its largest size). sqlite3
-        errors are the caller's (the CLI reports them as a failed vacuum)."""
+        do that at the size cap; without it the file keeps its largest size)."""
         self._conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         self._conn.execute("VACUUM")
         self.incremental_vacuum = True
@@ -1086,6 +1163,32 @@ class Store:
         return [_alert(row) for row in rows]
 
     @_converts_errors
+    def active_alerts(self, limit: int = 10_000) -> list[AlertChange]:
+        """The alerts still active (not cleared), oldest first, each as the change that
+        raised it: what an output whose server forgets an alert nobody re-sends (Alertmanager)
+        re-sends. Contributors that no longer parse are left out, never the alert: it is
+        still open."""
+        rows = self._query(
+            "SELECT * FROM alerts WHERE active = 1 ORDER BY raised_ts, id LIMIT ?", [int(limit)]
+        )
+        return [
+            AlertChange(
+                alert_id=r["id"],
+                stream=r["stream"],
+                state="raised",
+                ts=r["raised_ts"],
+                score=r["score"] if r["score"] is not None else math.nan,
+                observed=r["observed"],
+                expected=r["expected"],
+                band=(r["band_low"], r["band_high"]),
+                unit=r["unit"],
+                model=r["model"] or "",
+                contributors=_contributions(r["contributors"]),
+            )
+            for r in rows
+        ]
+
+    @_converts_errors
     def count_alerts(self, state: AlertState = "open") -> int:
         """How many alerts are in ``state`` (``list_alerts`` stops at its ``limit``)."""
         where = {
@@ -1152,10 +1255,14 @@ class Store:
             )
 
     @_converts_errors
-    def list_events(self, since_ts: float | None = None, limit: int = 1000) -> list[EventRow]:
+    def list_events(
+        self, since_ts: float | None = None, limit: int = 1000, kind: str | None = None
+    ) -> list[EventRow]:
+        """Newest first; with ``kind``, only events of that kind."""
         rows = self._query(
-            "SELECT * FROM events WHERE ts >= ? ORDER BY ts DESC, id DESC LIMIT ?",
-            [since_ts if since_ts is not None else -math.inf, int(limit)],
+            "SELECT * FROM events WHERE ts >= ? AND (? IS NULL OR kind = ?) "
+            "ORDER BY ts DESC, id DESC LIMIT ?",
+            [since_ts if since_ts is not None else -math.inf, kind, kind, int(limit)],
         )
         return [
             EventRow(
@@ -1578,10 +1685,12 @@ class Store:
             self._page = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
         return self._page
 
+    def _free_pages(self) -> int:
+        return int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
+
     def _used_pages(self) -> int:
         pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
-        free = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
-        return int(pages - free)
+        return int(pages) - self._free_pages()
 
     def _delete_oldest_delivered(self, chunk: int) -> int:
         with self._write():
@@ -1603,10 +1712,99 @@ class Store:
     @_converts_errors
     def used_bytes(self) -> int:
         """Bytes of pages in use (the file minus its free list)."""
-        pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
-        free = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
-        size = self._conn.execute("PRAGMA page_size").fetchone()[0]
-        return int((pages - free) * size)
+        return self._used_pages() * self._page_size()
+
+    def health(self, full: bool = False) -> Health:
+        """Check the database as it is (``PRAGMA quick_check``, with ``full``
+        ``integrity_check``) and gather what ``db check`` reports. Never raises for a damaged
+        file: what went wrong, wherever in the file it raised, is the check's answer."""
+        check = _CHECKS[full]
+        try:
+            problems = _check_lines(self._conn, full)
+        except sqlite3.Error as exc:
+            return Health(check, (_readable(exc),), 0, 0, {}, 0, None, None)
+        kept = () if problems == ["ok"] else tuple(problems[:_HEALTH_PROBLEMS])
+        try:
+            in_use, free = self.used_bytes(), self._free_pages() * self._page_size()
+            tables = [
+                r[0]
+                for r in self._conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' "
+                    "AND name NOT LIKE 'sqlite!_%' ESCAPE '!' ORDER BY rowid"
+                )
+                if r[0] not in _BOOKKEEPING_TABLES
+            ]
+            rows = {t: self._count(t) for t in tables}
+            backlog, oldest = self.outbox_backlog()
+            recoveries = self.list_events(kind="database_recovered", limit=1)
+        except (sqlite3.Error, StorageError, ValueError) as exc:  # ValueError: text, JSON
+            # A damaged file raises from anywhere: that too is the check's answer.
+            return Health(check, (*kept, _readable(exc)), 0, 0, {}, 0, None, None)
+        return Health(
+            check, kept, in_use, free, rows, backlog, oldest, recoveries[0] if recoveries else None
+        )
+
+    def _count(self, table: str) -> int:
+        sql = f"SELECT COUNT(*) FROM {_quoted(table)}"  # noqa: S608 (a quoted identifier)
+        return int(self._conn.execute(sql).fetchone()[0])
+
+    @_converts_errors
+    def readings_window(
+        self, stream: str, since_ts: float, limit: int = READINGS_WINDOW_MAX
+    ) -> list[tuple[float, float | None, float | None, float | None, bool]]:
+        """(ts, value, expected, score, alert) of ``stream`` since ``since_ts``, oldest first:
+        the newest ``limit`` of them (a range of the (ts, stream) index, read backwards)."""
+        rows = self._conn.execute(
+            "SELECT ts, value, expected, score, alert FROM readings "
+            "WHERE stream = ? AND ts >= ? ORDER BY ts DESC, id DESC LIMIT ?",
+            (stream, since_ts, int(limit)),
+        ).fetchall()
+        rows.reverse()
+        return [
+            (ts, value, expected, score, bool(alert)) for ts, value, expected, score, alert in rows
+        ]
+
+    @_converts_errors
+    def streams_with_readings(self, since_ts: float, limit: int = 20) -> list[str]:
+        """Names of the streams with readings since ``since_ts``, in name order, at most
+        ``limit``."""
+        rows = self._conn.execute(
+            "SELECT DISTINCT stream FROM readings WHERE ts >= ? ORDER BY stream LIMIT ?",
+            (since_ts, int(limit)),
+        )
+        return [r[0] for r in rows]
+
+
+def _quoted(name: str) -> str:
+    """An SQL identifier for a name read from the file itself (a table in sqlite_master)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _contributions(text: str | None) -> tuple[Contribution, ...]:
+    """Stored contributors (``alert_payload``'s form) back as ``Contribution``; what does not
+    parse is left out."""
+    try:
+        items = json.loads(text or "[]")
+    except ValueError:
+        return ()
+    found = []
+    for c in items if isinstance(items, list) else ():
+        try:
+            low, high = c["band"]
+            found.append(
+                Contribution(
+                    stream=str(c["stream"]),
+                    observed=c["observed"],
+                    expected=c["expected"],
+                    band=(low, high),
+                    share=float(c.get("share") or 0.0),
+                    unit=c.get("unit"),
+                    reason=str(c.get("reason") or "level"),
+                )
+            )
+        except (KeyError, TypeError, ValueError):
+            continue
+    return tuple(found)
 
 
 def _alert(row: dict[str, Any]) -> AlertRow:

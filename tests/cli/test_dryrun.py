@@ -14,14 +14,12 @@ import tty
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 from typer.testing import CliRunner
 
 from gateway.cli.app import app
 from tests.conftest import Broker, free_port
-from tests.helpers import wait_for
+from tests.helpers import Subscriber
 
 runner = CliRunner()
 
@@ -59,40 +57,18 @@ def test_simulate_streams_and_samples_and_no_data_dir(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists()
 
 
-class Watcher:
-    """Subscribes to a filter and keeps every topic it receives."""
-
-    def __init__(self, broker: Broker, topic_filter: str) -> None:
-        self.topics: list[str] = []
-        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
-        subscribed = threading.Event()
-        self.client.on_subscribe = lambda *a: subscribed.set()
-        self.client.on_message = lambda c, u, m: self.topics.append(m.topic)
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-        self.client.subscribe(topic_filter, qos=1)
-        assert subscribed.wait(5.0)
-
-    def publish(self, topic: str, payload: str, retain: bool = False) -> None:
-        info = self.client.publish(topic, payload, qos=1, retain=retain)
-        info.wait_for_publish(5.0)
-        assert info.is_published()
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
 @pytest.mark.slow
 def test_mqtt_valid_and_bad_payloads_and_nothing_published_upstream(
     tmp_path: Path, broker: Broker
 ) -> None:
-    watcher = Watcher(broker, "factory/#")
+    watcher = Subscriber(broker, "factory/#")
     try:
         # Retained, so the dry run's subscription gets them whenever it subscribes.
-        watcher.publish("plant/pump1/telemetry", '{"temperature": 21.5, "pressure": 4.2}', True)
-        watcher.publish("plant/pump2/telemetry", '{"temperature": 22.0}', True)
-        watcher.publish("plant/bad/telemetry", "{not json", True)
+        watcher.publish(
+            "plant/pump1/telemetry", '{"temperature": 21.5, "pressure": 4.2}', retain=True
+        )
+        watcher.publish("plant/pump2/telemetry", '{"temperature": 22.0}', retain=True)
+        watcher.publish("plant/bad/telemetry", "{not json", retain=True)
         broker_yaml = f"{{host: 127.0.0.1, port: {broker.port}}}"
         config = _config(
             tmp_path,
@@ -114,8 +90,8 @@ def test_mqtt_valid_and_bad_payloads_and_nothing_published_upstream(
         assert "pump2.temperature = 22" in text.stdout
         # Nothing went upstream: a marker sent after both runs is the only message seen.
         watcher.publish("factory/marker", "end")
-        wait_for(lambda: "factory/marker" in watcher.topics, 5.0)
-        assert watcher.topics == ["factory/marker"]
+        watcher.wait(lambda m: m.topic == "factory/marker", 5.0)
+        assert [m.topic for m in watcher.messages] == ["factory/marker"]
         assert not (tmp_path / "data").exists()
     finally:
         watcher.close()

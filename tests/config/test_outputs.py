@@ -59,6 +59,55 @@ def test_show_and_sample_carry_outputs_and_load_again() -> None:
     assert parse_config(sample_text(examples=True)).outputs
 
 
+def test_every_output_prints_type_and_name_first_though_its_keys_are_shared() -> None:
+    """The HTTP outputs share their time-out and back-off keys through a base class, and
+    mqtt its keys with upstream; pydantic puts inherited keys first, the renderer does not."""
+    from gateway.config.render import field_order
+    from gateway.config.schema import (
+        AlertmanagerOutputSection,
+        MqttOutputSection,
+        WebhookOutputSection,
+        _HttpOutputSection,
+    )
+
+    shared = list(_HttpOutputSection.model_fields)
+    assert len(shared) == 6
+    for model in (WebhookOutputSection, AlertmanagerOutputSection):
+        assert list(model.model_fields)[:6] == shared  # pydantic's order: inherited first
+        order = field_order(model)
+        assert order[:3] == ["type", "name", "url"] and order[-6:] == shared
+    assert field_order(MqttOutputSection)[:3] == ["type", "name", "broker"]
+    config = parse_config(
+        "outputs:\n"
+        "  - {type: mqtt, name: site, broker: {host: h}}\n"
+        "  - {type: webhook, name: hook, url: 'http://127.0.0.1:1/x'}\n"
+        "  - {type: alertmanager, name: am, url: 'http://127.0.0.1:2'}\n"
+    )
+    shown = show_text(config)
+    items = [line for line in shown.splitlines() if line.startswith("- type: ")]
+    assert items == ["- type: mqtt", "- type: webhook", "- type: alertmanager"]
+    for kind in ("mqtt", "webhook", "alertmanager"):
+        after = shown.split(f"- type: {kind}\n", 1)[1]
+        assert after.startswith("  name: ")
+        assert f"# - type: {kind}\n#   # the output's name" in sample_text()
+
+
+@pytest.mark.parametrize("kind", ["webhook", "alertmanager"])
+def test_the_shared_http_checks_hold_for_each_http_output(kind: str) -> None:
+    def load(fields: str) -> None:
+        parse_config(f"outputs: [{{type: {kind}, name: o, {fields}}}]\n")
+
+    load("url: 'http://127.0.0.1:1/'")
+    with pytest.raises(ConfigError, match="http:// or https://"):
+        load("url: 'ftp://127.0.0.1/'")
+    with pytest.raises(ConfigError, match="must not hold credentials"):
+        load("url: 'http://u:p@127.0.0.1/'")
+    with pytest.raises(ConfigError, match="reconnect_min_delay <= reconnect_max_delay"):
+        load("url: 'http://127.0.0.1:1/', reconnect_min_delay: 2m, reconnect_max_delay: 1m")
+    with pytest.raises(ConfigError, match="retry_min_delay <= retry_max_delay"):
+        load("url: 'http://127.0.0.1:1/', retry_min_delay: 10m")
+
+
 def test_validate_names_a_webhook_secret_file_that_does_not_exist(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

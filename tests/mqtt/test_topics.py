@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
 
 import paho.mqtt.client as mqtt
@@ -14,6 +13,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway.config import is_name
 from gateway.mqtt.topics import MAX_TOPIC_BYTES, check_topic, topic_problem
 from tests.conftest import Broker
+from tests.helpers import Subscriber, wait_for
 
 BAD = [
     "", "a/b\n", "a\x00b", "a\rb", "tab\there", "del\x7f", "c1\x85", "a/+/b", "a/#",
@@ -48,16 +48,7 @@ def test_a_name_is_always_a_publishable_topic_level(text: str) -> None:
 def test_every_topic_we_allow_is_delivered_by_mosquitto(broker: Broker) -> None:
     """One connection publishes every allowed topic; had Mosquitto found one malformed it
     would have dropped the connection and the rest would not arrive."""
-    got: list[str] = []
-    done = threading.Event()
-    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"w-{uuid.uuid4().hex[:6]}")
-    sub.on_message = lambda c, u, m: (got.append(m.topic), len(got) == len(GOOD) and done.set())
-    subscribed = threading.Event()
-    sub.on_subscribe = lambda *a: subscribed.set()
-    sub.connect(broker.host, broker.port)
-    sub.loop_start()
-    sub.subscribe("#", qos=1)
-    assert subscribed.wait(10)
+    sub = Subscriber(broker, "#")
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"p-{uuid.uuid4().hex[:6]}")
     drops: list[object] = []
     pub.on_disconnect = lambda *a: drops.append(a)
@@ -67,10 +58,9 @@ def test_every_topic_we_allow_is_delivered_by_mosquitto(broker: Broker) -> None:
         for topic in GOOD:
             assert topic_problem(topic) is None
             pub.publish(check_topic(topic), b"1", qos=1).wait_for_publish(10)
-        assert done.wait(10), got
-        assert sorted(got) == sorted(GOOD) and not drops
+        wait_for(lambda: len(sub.messages) >= len(GOOD), timeout=10, what="every topic")
+        assert sorted(m.topic for m in sub.messages) == sorted(GOOD) and not drops
     finally:
         pub.disconnect()
         pub.loop_stop()
-        sub.disconnect()
-        sub.loop_stop()
+        sub.close()

@@ -1,22 +1,25 @@
 """The Alertmanager output (#15 item 3) against Debian's ``prometheus-alertmanager``, started
 on a free loopback port: a raised alert is an active Alertmanager alert with the gateway's
-labels and annotations, its clear resolves it, events send nothing, and a malformed alert
-is quarantined while the rest go on."""
+labels and annotations, its clear resolves it, events send nothing, a malformed alert
+is quarantined while the rest go on, and an alert still active is re-sent (#15: it resolved
+itself after a day) from the store's alerts table, across a restart."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway.config import parse_config
+from gateway.config import ConfigError, parse_config
 from gateway.outputs import DeliveryLoop, delivery_loop
 from gateway.outputs.alertmanager import ALERTNAME
 from gateway.records import Batch, Contribution, Event
@@ -84,10 +87,10 @@ def store(tmp_path: Path) -> Iterator[Store]:
     s.close()
 
 
-def am_loop(store: Store, url: str) -> DeliveryLoop:
+def am_loop(store: Store, url: str, extra: str = "") -> DeliveryLoop:
     config = parse_config(
         f"outputs: [{{type: alertmanager, name: am, url: '{url}', severity: critical,"
-        " retry_min_delay: 0.2s, retry_max_delay: 0.5s, reconnect_min_delay: 0.2s}]\n"
+        f" retry_min_delay: 0.2s, retry_max_delay: 0.5s, reconnect_min_delay: 0.2s{extra}}}]\n"
     )
     loop = delivery_loop(config.outputs[0], GW, store.path, "normal", ["am"])
     loop._poll_interval = 0.1  # noqa: SLF001 - a test does not wait a second per round
@@ -168,3 +171,68 @@ def test_a_lone_stream_has_no_asset_label_and_a_malformed_alert_holds_nothing_ba
         assert error.startswith("HTTP 400")
     finally:
         loop.stop(2)
+
+
+def ends_at(server: Alertmanager, alert_id: str) -> float:
+    """The alert's endsAt as a POSIX time; 0 when Alertmanager lists it no longer."""
+    found = [a for a in server.alerts() if a["labels"]["alert_id"] == alert_id]
+    if not found:
+        return 0.0
+    return datetime.fromisoformat(found[0]["endsAt"].replace("Z", "+00:00")).timestamp()
+
+
+@pytest.mark.slow
+def test_an_active_alert_is_re_sent_across_a_restart_and_resolves_once_nobody_does(
+    alertmanager: Alertmanager, store: Store
+) -> None:
+    """resend_interval 1 s, so endsAt is 4 s ahead: the alert outlives its first endsAt while
+    re-sent (by a second loop too, that never saw its outbox row), a cleared one is not
+    re-sent, and with nobody re-sending it resolves itself at its last endsAt."""
+    lasting, short = alert("pump-1"), alert("pump-2")
+    store.write_batch(Batch(alerts=[lasting, short]))
+    loop = am_loop(store, alertmanager.url, ", resend_interval: 1s")
+    try:
+        wait_for(lambda: ends_at(alertmanager, lasting.alert_id), what="the alert sent")
+        first = ends_at(alertmanager, lasting.alert_id)
+        assert first < time.time() + 5  # four intervals ahead, not a day
+        store.write_batch(Batch(alerts=[replace(short, state="cleared", ts=1_700_000_100.0)]))
+        loop.notify()
+        wait_for(lambda: ends_at(alertmanager, short.alert_id) == 0, what="the clear")
+        wait_for(
+            lambda: ends_at(alertmanager, lasting.alert_id) > first + 0.5,
+            what="endsAt moved on by a re-send",
+        )
+        wait_for(lambda: loop.stats()["resent"] >= 2, what="two re-sends")
+    finally:
+        loop.stop(2)
+    # A new process: its outbox holds nothing to send, the alerts table says what is open.
+    assert store.outbox_backlog()[0] == 0
+    moved = ends_at(alertmanager, lasting.alert_id)
+    assert moved > first
+    again = am_loop(store, alertmanager.url, ", resend_interval: 1s")
+    try:
+        wait_for(
+            lambda: ends_at(alertmanager, lasting.alert_id) > moved + 0.5,
+            what="re-sent by the restarted output",
+        )
+        assert ends_at(alertmanager, short.alert_id) == 0  # cleared: never re-sent
+        assert again.stats()["resend_failures"] == 0
+    finally:
+        again.stop(2)
+    # Nobody re-sends it now (the gateway is gone): Alertmanager resolves it by its endsAt,
+    # four intervals after the last re-send rather than a day.
+    wait_for(lambda: alertmanager.alerts() == [], timeout=30, what="resolved by its endsAt")
+
+
+def test_raised_for_is_four_resend_intervals_unless_set_and_must_outlast_one() -> None:
+    def section(extra: str) -> Any:
+        text = f"outputs: [{{type: alertmanager, name: am, url: 'http://127.0.0.1:9'{extra}}}]\n"
+        return parse_config(text).outputs[0]
+
+    assert (section("").resend_interval, section("").ends_after) == (60.0, 240.0)
+    assert section(", resend_interval: 10s").ends_after == 40.0
+    assert section(", raised_for: 1d").ends_after == 86400.0
+    with pytest.raises(ConfigError, match="raised_for must be longer than resend_interval"):
+        section(", resend_interval: 5m, raised_for: 5m")
+    with pytest.raises(ConfigError):
+        section(", resend_interval: 0.1s")

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import queue
 import time
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import BrokerSection, HomeAssistantSection, UpstreamSection
 from gateway.outputs.homeassistant import Announcer, discovery_message
 from tests.conftest import Broker
+from tests.helpers import Subscriber, wait_for
 
 
 def _upstream(broker: Broker) -> UpstreamSection:
@@ -37,12 +35,7 @@ def test_discovery_message_is_a_problem_sensor_tied_to_presence() -> None:
 
 @pytest.mark.slow
 def test_announcer_publishes_retained_configs_and_again_on_ha_restart(broker: Broker) -> None:
-    got: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
-    listener = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="ha-listener")
-    listener.on_message = lambda c, u, m: got.put(m)
-    listener.connect(broker.host, broker.port)
-    listener.subscribe("homeassistant/binary_sensor/#", qos=1)
-    listener.loop_start()
+    listener = Subscriber(broker, "homeassistant/binary_sensor/#")
     announcer = Announcer(HomeAssistantSection(enabled=True), _upstream(broker), "gw7")
     announcer.start()
     try:
@@ -52,7 +45,8 @@ def test_announcer_publishes_retained_configs_and_again_on_ha_restart(broker: Br
             sent = announcer.announce({"pump-1", "pump.flow"})
             time.sleep(0.05)
         assert sent == 2
-        first = [got.get(timeout=5) for _ in range(2)]
+        wait_for(lambda: len(listener.messages) >= 2, timeout=5, what="two discovery configs")
+        first = listener.messages
         assert {m.topic for m in first} == {
             "homeassistant/binary_sensor/gw7/pump-1/config",
             "homeassistant/binary_sensor/gw7/pump_flow/config",
@@ -60,9 +54,9 @@ def test_announcer_publishes_retained_configs_and_again_on_ha_restart(broker: Br
         assert json.loads(first[0].payload)["device_class"] == "problem"
         assert announcer.announce({"pump-1", "pump.flow"}) == 0  # once per connection
         assert announcer.announce({"pump-1", "pump.flow", "pump-2"}) == 1  # a new stream
-        got.get(timeout=5)
+        wait_for(lambda: len(listener.messages) >= 3, timeout=5, what="the new stream's")
         # Home Assistant came back: it asks for everything again.
-        listener.publish("homeassistant/status", "online", qos=1).wait_for_publish(5)
+        listener.publish("homeassistant/status", "online")
         deadline = time.monotonic() + 10
         again = 0
         while again == 0 and time.monotonic() < deadline:
@@ -71,18 +65,8 @@ def test_announcer_publishes_retained_configs_and_again_on_ha_restart(broker: Br
         assert again == 3
     finally:
         announcer.stop()
-        listener.loop_stop()
-        listener.disconnect()
+        listener.close()
     # Retained: a late subscriber (Home Assistant starting later) still gets them.
-    late: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="ha-late")
-    client.on_message = lambda c, u, m: late.put(m)
-    client.connect(broker.host, broker.port)
-    client.subscribe("homeassistant/binary_sensor/gw7/pump-2/config")
-    client.loop_start()
-    try:
-        message = late.get(timeout=5)
+    with Subscriber(broker, "homeassistant/binary_sensor/gw7/pump-2/config") as late:
+        [message] = wait_for(lambda: late.messages, timeout=5, what="the retained config")
         assert message.retain and json.loads(message.payload)["name"] == "pump-2 alert"
-    finally:
-        client.loop_stop()
-        client.disconnect()

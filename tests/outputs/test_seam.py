@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +17,7 @@ from sqlite_utils import Database
 
 from gateway.config import parse_config
 from gateway.outputs import OUTPUT_TYPES, DeliveryLoop, delivery_loop
-from gateway.outputs.base import Ack, Down, Output, Refusal, SendResult, Timing
+from gateway.outputs.base import SENT, Ack, Down, Outcome, Output, Refusal, SendResult, Timing
 from gateway.records import Batch, Event, alert_payload
 from gateway.store import MIGRATIONS, OutboxRow, Store, migrate
 from tests.helpers import wait_for
@@ -39,7 +40,9 @@ class FakeOutput(Output):
         self.up = threading.Event()
         self.up.set()
         self.refuse: dict[str, bool] = {}  # subject -> final
+        self.refuse_ids: set[str] = set()  # message ids refused (to be retried) while here
         self.received: list[str] = []
+        self.ids: list[str] = []  # message ids taken, in order
         self.connects = 0
         self._linked = False
 
@@ -65,11 +68,36 @@ class FakeOutput(Output):
         if row.subject in self.refuse:
             final = self.refuse[row.subject]
             return Refusal(row.seq, f"refused {row.subject}", final=final)
+        if row.msg_id in self.refuse_ids:
+            return Refusal(row.seq, f"refused {row.msg_id}")
         self.received.append(row.subject)
+        self.ids.append(row.msg_id)
         return Ack(row.seq)
 
     def close(self, deadline: float | None) -> None:
         self._linked = False
+
+
+class AsyncFakeOutput(FakeOutput):
+    """Hands rows over (SENT) and acknowledges them only once told to, as MQTT's PUBACK
+    comes later from another thread; ``sent`` lists every message id handed over."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.sent: list[str] = []
+        self.acks: set[str] = set()  # message ids to acknowledge at the next poll
+        self.polls = 0
+        self._waiting: dict[str, int] = {}  # message id -> seq, handed over, not acked
+
+    def send(self, row: OutboxRow) -> SendResult:
+        self.sent.append(row.msg_id)
+        self._waiting[row.msg_id] = row.seq
+        return SENT
+
+    def poll(self) -> list[Outcome]:
+        self.polls += 1
+        done = [m for m in self._waiting if m in self.acks]
+        return [Ack(self._waiting.pop(m)) for m in done]
 
 
 def queue_events(store: Store, *subjects: str) -> None:
@@ -201,3 +229,62 @@ def test_a_restart_resumes_each_output_where_it_was(store: Store) -> None:
     finally:
         for loop in loops:
             loop.stop(2)
+
+
+def test_a_clear_never_overtakes_its_refused_raise(store: Store) -> None:
+    """#15 item 3: the raise refused (parked for a retry), its clear went out first: the
+    receiver resolved an alert it never had, then opened one that nothing would close."""
+    store.outputs = ("a",)
+    one, two = uuid.uuid4().hex, uuid.uuid4().hex
+    a = FakeOutput("a")
+    a.refuse_ids = {f"{one}:raised"}
+    store.write_batch(
+        Batch(
+            alerts=[alert("pump", alert_id=one), alert("pump", alert_id=two)],
+            events=[Event("note", "after-raises", T0)],
+        )
+    )
+    store.write_batch(Batch(alerts=[alert("pump", "cleared", one), alert("pump", "cleared", two)]))
+    loop = start(a, store)
+    try:
+        # The other alert and the event are not held back by the refused one.
+        wait_for(lambda: f"{two}:cleared" in a.ids, what="the other alert raised and cleared")
+        assert a.received == ["pump", "after-raises", "pump"]
+        assert (a.ids[0], a.ids[2]) == (f"{two}:raised", f"{two}:cleared")
+        wait_for(lambda: loop.stats()["failures"] >= 3, what="the raise refused and retried")
+        assert f"{one}:cleared" not in a.ids  # waits for its raise, retries and all
+        a.refuse_ids.clear()
+        wait_for(lambda: f"{one}:cleared" in a.ids, what="the clear after its raise")
+        mine = [m for m in a.ids if m.startswith(one)]
+        assert mine == [f"{one}:raised", f"{one}:cleared"]
+        wait_for(lambda: store.outbox_backlog()[0] == 0, what="settled")
+    finally:
+        loop.stop(2)
+
+
+def test_a_clear_waits_for_its_raise_to_be_acknowledged(store: Store) -> None:
+    """An asynchronous output (MQTT): the clear is not handed over while the raise is
+    unacknowledged, nor when the raise is forgotten after ack_timeout and sent again; the
+    rows behind it wait with it, so the outbox order holds."""
+    store.outputs = ("a",)
+    one, two = uuid.uuid4().hex, uuid.uuid4().hex
+    a = AsyncFakeOutput("a")
+    a.ack_timeout = 0.3
+    store.write_batch(Batch(alerts=[alert("pump", alert_id=one), alert("fan", alert_id=two)]))
+    store.write_batch(Batch(alerts=[alert("pump", "cleared", one), alert("fan", "cleared", two)]))
+    a.acks = {f"{two}:raised", f"{two}:cleared"}
+    loop = start(a, store)
+    try:
+        wait_for(lambda: a.sent.count(f"{one}:raised") >= 2, what="the raise re-sent")
+        polls = a.polls
+        wait_for(lambda: a.polls >= polls + 5, what="a few more rounds")
+        assert f"{one}:cleared" not in a.sent and f"{two}:cleared" not in a.sent
+        assert a.sent[:2] == [f"{one}:raised", f"{two}:raised"]
+        a.acks.add(f"{one}:raised")
+        wait_for(lambda: f"{two}:cleared" in a.sent, what="the clears, once the raise is acked")
+        last_raise = max(i for i, m in enumerate(a.sent) if m == f"{one}:raised")
+        assert a.sent[last_raise + 1 :] == [f"{one}:cleared", f"{two}:cleared"]
+        a.acks.add(f"{one}:cleared")
+        wait_for(lambda: store.outbox_backlog()[0] == 0, what="settled")
+    finally:
+        loop.stop(2)

@@ -154,6 +154,25 @@ def test_a_503_is_retried_and_a_400_is_refused_for_good(receiver: Receiver, stor
         loop.stop(2)
 
 
+def test_a_clear_is_posted_only_after_its_raise(receiver: Receiver, store: Store) -> None:
+    """#15 item 3: the raise got a 503 and waited for its retry; the clear went out first."""
+    store.outputs = ("hook",)
+    receiver.answers = [503]  # the raise, once
+    change = alert("pump.temp")
+    store.write_batch(Batch(alerts=[change], events=[Event("note", "other", 1.7e9)]))
+    store.write_batch(Batch(alerts=[alert("pump.temp", "cleared", change.alert_id)]))
+    loop = hook_loop(store, receiver.port, None, ["hook"])
+    loop.start()
+    try:
+        wait_for(lambda: store.outbox_backlog()[0] == 0, what="every row settled")
+        posted = [b["record"]["id"] for b in receiver.bodies()]
+        raised, cleared = f"{change.alert_id}:raised", f"{change.alert_id}:cleared"
+        assert posted[0] == raised and posted[2:] == [raised, cleared], posted
+        assert receiver.bodies()[1]["record"]["subject"] == "other"  # not held back
+    finally:
+        loop.stop(2)
+
+
 def test_delivery_resumes_after_an_outage_and_mqtt_is_not_held_back(
     broker: Broker, receiver: Receiver, store: Store, tmp_path: Path
 ) -> None:

@@ -22,10 +22,6 @@ RAW_SQL = re.compile(
     r"|\bPRAGMA\s+\w|\bSELECT\b.+\bFROM\b|\bINSERT\s+(?:OR\s+\w+\s+)?INTO\b|\bDELETE\s+FROM\b"
     r"|\bUPDATE\s+\w+\s+SET\b|[\"']VACUUM[\"']"
 )
-# Raw SQL still outside the store, lines per file, at most (issue #15 item 1: the CLI's
-# integrity check, page counts, vacuum and plot query move behind store functions). Lower a
-# number when you move some; the test fails when a file has more, or a new file has any.
-STILL_RAW = {"gateway/cli/app.py": 16}
 
 
 def _lint_imports(*args: str) -> subprocess.CompletedProcess[str]:
@@ -73,11 +69,9 @@ def raw_sql_lines() -> dict[str, list[str]]:
 
 
 def test_no_raw_sql_outside_the_store() -> None:
-    over = {
-        rel: lines for rel, lines in raw_sql_lines().items() if len(lines) > STILL_RAW.get(rel, 0)
-    }
-    assert not over, "raw SQL outside gateway/store (add a store function instead):\n" + "\n".join(
-        line for lines in over.values() for line in lines
+    found = raw_sql_lines()
+    assert not found, "raw SQL outside gateway/store (add a store function instead):\n" + "\n".join(
+        line for lines in found.values() for line in lines
     )
 
 

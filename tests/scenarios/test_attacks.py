@@ -21,16 +21,15 @@ from typer.testing import CliRunner
 from gateway.cli.app import app
 from gateway.config.schema import NAME_PATTERN
 from gateway.mqtt.topics import topic_problem
-from tests.helpers import start_gateway
+from tests.helpers import Subscriber, start_gateway
 from tests.scenarios.test_end_to_end import (
     N_READINGS,
     assert_alert,
     detector_yaml,
+    online,
     signal_values,
     stop_gateway,
-    subscriber,
     upstream_yaml,
-    wait_for,
     wait_until_stored,
     wait_until_subscribed,
 )
@@ -78,11 +77,11 @@ def test_every_hostile_input_is_counted_and_a_real_fault_still_gets_through(
         "      - {topic: 'plant/+/telemetry', format: json, stream: '{1}.{field}', "
         "timestamp_field: ts}\n" + upstream_yaml(broker)
     )
-    client, inbox = subscriber(broker, "test/site/gw-atk/#")
+    watcher = Subscriber(broker, "test/site/gw-atk/#")
     proc = start_gateway(config, tmp_path / "gateway.log")
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-attacker")
     try:
-        wait_for(inbox, lambda m: m[0].endswith("/status") and m[1] == b"online")
+        watcher.wait(online)
         wait_until_subscribed(config, "plant")
         pub.connect(broker.host, broker.port)
         pub.loop_start()
@@ -111,9 +110,9 @@ def test_every_hostile_input_is_counted_and_a_real_fault_still_gets_through(
 
         for i, value in enumerate(values[1:], start=1):
             send("plant/pump-1/telemetry", json.dumps({"ts": t0 + i, "temp": float(value)}))
-        got = wait_for(inbox, lambda m: "/alerts/" in m[0])
-        assert got[-1][0] == "test/site/gw-atk/alerts/pump-1.temp"
-        assert_alert(got[-1][1], "pump-1.temp")
+        got = watcher.wait(lambda m: "/alerts/" in m.topic)
+        assert got[-1].topic == "test/site/gw-atk/alerts/pump-1.temp"
+        assert_alert(got[-1].payload, "pump-1.temp")
         # pump-1, the collision's first origin, the clock's readings of now, and the flood's
         # streams that found a place beside the three before them.
         wait_until_stored(config, N_READINGS + 1 + 10 + (MAX_STREAMS - 3))
@@ -122,7 +121,7 @@ def test_every_hostile_input_is_counted_and_a_real_fault_still_gets_through(
     finally:
         pub.loop_stop()
         stop_gateway(proc, tmp_path)
-        client.loop_stop()
+        watcher.close()
 
     for reason, _, _ in HOSTILE:
         assert letters.get(f"plant/{reason}", 0) >= 1, (reason, sorted(letters.items()))
@@ -139,7 +138,7 @@ def test_every_hostile_input_is_counted_and_a_real_fault_still_gets_through(
 
     # Nothing the gateway published upstream is malformed, and every stream name it made
     # (the last level of an alert topic) is a valid name.
-    published = [topic for topic, _, _ in got]
+    published = [m.topic for m in watcher.messages]  # everything it published, to the end
     assert published and all(topic_problem(t) is None for t in published)
     for topic in published:
         if "/alerts/" in topic:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import subprocess
 import time
@@ -22,34 +21,19 @@ import yaml
 from typer.testing import CliRunner
 
 from gateway.cli.app import app
-from tests.helpers import start_gateway
+from tests.helpers import Received, Subscriber, start_gateway
 
 runner = CliRunner()
 FAULT_AT = 400
 N_READINGS = 600
 
 
-def subscriber(broker, topic: str) -> tuple[mqtt.Client, queue.Queue]:
-    inbox: queue.Queue = queue.Queue()
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{os.getpid()}")
-    client.on_message = lambda c, u, msg: inbox.put((msg.topic, msg.payload, msg.retain))
-    client.on_connect = lambda c, u, f, rc, p=None: c.subscribe(topic, qos=1)
-    client.connect(broker.host, broker.port)
-    client.loop_start()
-    return client, inbox
+def online(m: Received) -> bool:
+    return m.topic.endswith("/status") and m.payload == b"online"
 
 
-def wait_for(inbox: queue.Queue, predicate, timeout: float = 30.0) -> list:
-    got, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            item = inbox.get(timeout=0.2)
-        except queue.Empty:
-            continue
-        got.append(item)
-        if predicate(item):
-            return got
-    raise AssertionError(f"timed out; received {[g[0] for g in got]}")
+def offline(m: Received) -> bool:
+    return m.topic.endswith("/status") and m.payload == b"offline"
 
 
 def signal_values() -> np.ndarray:
@@ -129,10 +113,10 @@ def test_mqtt_fault_is_forwarded_upstream_and_kept_locally(broker, tmp_path: Pat
         "      - {topic: 'plant/+/telemetry', format: json, stream: '{1}.{field}', "
         "timestamp_field: ts}\n" + upstream_yaml(broker)
     )
-    client, inbox = subscriber(broker, "test/site/gw-e2e/#")
+    watcher = Subscriber(broker, "test/site/gw-e2e/#")
     proc = start_gateway(config, tmp_path / "gateway.log")
     try:
-        wait_for(inbox, lambda m: m[0].endswith("/status") and m[1] == b"online")
+        watcher.wait(online)
         wait_until_subscribed(config, "plant")  # a publish before the SUBSCRIBE is not kept
         pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-pub")
         pub.connect(broker.host, broker.port)
@@ -143,18 +127,19 @@ def test_mqtt_fault_is_forwarded_upstream_and_kept_locally(broker, tmp_path: Pat
             pub.publish("plant/pump-1/telemetry", body, qos=1).wait_for_publish(5)
         pub.publish("plant/pump-1/telemetry", b"{not json", qos=1).wait_for_publish(5)
         pub.loop_stop()
-        got = wait_for(inbox, lambda m: "/alerts/" in m[0])
-        topic, payload, _ = got[-1]
-        assert topic == "test/site/gw-e2e/alerts/pump-1.temp"
-        alert = assert_alert(payload, "pump-1.temp")
+        got = watcher.wait(lambda m: "/alerts/" in m.topic)
+        assert got[-1].topic == "test/site/gw-e2e/alerts/pump-1.temp"
+        alert = assert_alert(got[-1].payload, "pump-1.temp")
         # The broker has every reading (PUBACKed) but may still be delivering the last ones to
         # the gateway; a stop now would leave them for the next session, not lose them.
         wait_until_stored(config, N_READINGS)
-    finally:
         stop_gateway(proc, tmp_path)
-        client.loop_stop()
-    # The offline presence is published on a clean stop.
-    wait_for(inbox, lambda m: m[0].endswith("/status") and m[1] == b"offline", timeout=10)
+        # The offline presence is published on a clean stop.
+        watcher.wait(offline, timeout=10)
+    finally:
+        if proc.poll() is None:
+            stop_gateway(proc, tmp_path)
+        watcher.close()
 
     listed = runner.invoke(app, ["alerts", "list", "-c", str(config), "--format", "json"])
     assert listed.exit_code == 0, listed.output
@@ -182,10 +167,10 @@ def test_serial_fault_over_a_pty_is_forwarded(broker, tmp_path: Path) -> None:
         "fields: [ts, flow], timestamp_field: ts, stream_prefix: 'line-a.'}\n"
         + upstream_yaml(broker)
     )
-    client, inbox = subscriber(broker, "test/site/gw-serial/#")
+    watcher = Subscriber(broker, "test/site/gw-serial/#")
     proc = start_gateway(config, tmp_path / "gateway.log")
     try:
-        wait_for(inbox, lambda m: m[0].endswith("/status") and m[1] == b"online")
+        watcher.wait(online)
         time.sleep(0.5)  # let the reader open the port before we write
         t0 = time.time() - N_READINGS
         lines = "".join(f"{t0 + i:.3f},{v:.4f}\r\n" for i, v in enumerate(signal_values()))
@@ -193,12 +178,12 @@ def test_serial_fault_over_a_pty_is_forwarded(broker, tmp_path: Path) -> None:
         for start in range(0, len(data), 512):
             os.write(master, data[start : start + 512])
             time.sleep(0.005)
-        got = wait_for(inbox, lambda m: "/alerts/" in m[0])
-        assert got[-1][0] == "test/site/gw-serial/alerts/line-a.flow"
-        assert_alert(got[-1][1], "line-a.flow")
+        got = watcher.wait(lambda m: "/alerts/" in m.topic)
+        assert got[-1].topic == "test/site/gw-serial/alerts/line-a.flow"
+        assert_alert(got[-1].payload, "line-a.flow")
     finally:
         stop_gateway(proc, tmp_path, signal.SIGINT)
-        client.loop_stop()
+        watcher.close()
         os.close(master)
         os.close(slave)
 

@@ -13,15 +13,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import paho.mqtt.client as mqtt
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import Subscriber, wait_for
 from tools.soak_kill import PREFIX, gateway_config
 
 if TYPE_CHECKING:
@@ -33,18 +31,13 @@ FLEET = 10
 
 @pytest.mark.slow
 def test_ten_gateways_share_one_broker(broker: Broker, tmp_path: Path) -> None:
-    lock = threading.Lock()
-    by_topic: dict[str, list[bytes]] = defaultdict(list)
+    watcher = Subscriber(broker, f"{PREFIX}/#")
 
-    def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        with lock:
-            by_topic[msg.topic].append(msg.payload)
-
-    watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="fleet-watch")
-    watcher.on_connect = lambda c, *_: c.subscribe(f"{PREFIX}/#", qos=1)
-    watcher.on_message = on_message
-    watcher.connect(broker.host, broker.port)
-    watcher.loop_start()
+    def by_topic() -> dict[str, list[bytes]]:
+        found: dict[str, list[bytes]] = defaultdict(list)
+        for m in watcher.messages:
+            found[m.topic].append(m.payload)
+        return found
 
     ids = [f"gw-{n:02d}" for n in range(FLEET)]
     procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -64,32 +57,28 @@ def test_ten_gateways_share_one_broker(broker: Broker, tmp_path: Path) -> None:
                     env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 )  # fmt: skip
 
-        def alerts_of(gw: str) -> list[dict]:
-            with lock:
-                return [
-                    json.loads(p)
-                    for t, ps in by_topic.items()
-                    if t.startswith(f"{PREFIX}/{gw}/alerts/")
-                    for p in ps
-                ]
+        def all_alerted() -> bool:
+            seen = by_topic()
+            return all(alerts_of_final(seen, gw) for gw in ids)
 
-        wait_for(lambda: all(alerts_of(gw) for gw in ids), timeout=120, what="alerts from all")
+        wait_for(all_alerted, timeout=120, what="alerts from all", every=0.1)
         for proc in procs.values():
             proc.send_signal(signal.SIGTERM)
         for gw, proc in procs.items():
             assert proc.wait(60) == 0, gw
         wait_for(
-            lambda: all(by_topic.get(f"{PREFIX}/{gw}/status", [])[-1:] == [b"offline"] for gw in ids),
-            what="every gateway offline",
+            lambda: all(by_topic().get(f"{PREFIX}/{gw}/status", [])[-1:] == [b"offline"] for gw in ids),
+            what="every gateway offline", every=0.1,
         )  # fmt: skip
     finally:
         for proc in procs.values():
             if proc.poll() is None:
                 proc.kill()
-        watcher.loop_stop()
+        watcher.close()
 
+    final = by_topic()
     seen_ids: dict[str, str] = {}
-    for topic, payloads in by_topic.items():
+    for topic, payloads in final.items():
         gw = topic.split("/")[1]
         assert gw in ids, topic
         if topic.endswith("/status"):
@@ -104,7 +93,7 @@ def test_ten_gateways_share_one_broker(broker: Broker, tmp_path: Path) -> None:
         delivered = {r[0] for r in conn.execute(
             "SELECT msg_id FROM outbox WHERE kind = 'alert' AND delivered_ts IS NOT NULL")}  # fmt: skip
         conn.close()
-        assert delivered <= {a["id"] for a in alerts_of_final(by_topic, gw)}, gw
+        assert delivered <= {a["id"] for a in alerts_of_final(final, gw)}, gw
 
 
 def alerts_of_final(by_topic: dict[str, list[bytes]], gw: str) -> list[dict]:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import Subscriber, wait_for
 from tools.soak_kill import PREFIX, gateway_config
 
 if TYPE_CHECKING:
@@ -41,14 +41,7 @@ def _limit_file_size() -> None:
 
 @pytest.mark.slow
 def test_disk_full_degrades_then_recovers(broker: Broker, tmp_path: Path) -> None:
-    import paho.mqtt.client as mqtt
-
-    events: list[bytes] = []
-    watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="degraded-watch")
-    watcher.on_connect = lambda c, *_: c.subscribe(f"{PREFIX}/gw-full/events", qos=1)
-    watcher.on_message = lambda c, u, m: events.append(m.payload)
-    watcher.connect(broker.host, broker.port)
-    watcher.loop_start()
+    watcher = Subscriber(broker, f"{PREFIX}/gw-full/events")
 
     config = gateway_config(tmp_path, broker.host, broker.port, gateway_id="gw-full")
     log_lines: list[str] = []
@@ -73,9 +66,9 @@ def test_disk_full_degrades_then_recovers(broker: Broker, tmp_path: Path) -> Non
         time.sleep(2.0)
         assert proc.poll() is None, "the gateway must keep running while storage is full"
         resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
-        wait_for(lambda: any(b"storage_recovered" in e for e in events), timeout=30,
-                 what="the recovered event upstream")  # fmt: skip
-        assert any(b"storage_degraded" in e for e in events)
+        watcher.wait(lambda m: b"storage_recovered" in m.payload, timeout=30,
+                     what="the recovered event upstream")  # fmt: skip
+        assert any(b"storage_degraded" in m.payload for m in watcher.messages)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
     finally:
@@ -84,7 +77,7 @@ def test_disk_full_degrades_then_recovers(broker: Broker, tmp_path: Path) -> Non
             proc.wait(10)
         reader.join(10)
         proc.stderr.close()
-        watcher.loop_stop()
+        watcher.close()
     conn = sqlite3.connect(db)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -24,6 +24,7 @@ from gateway.records import (
     DeadLetter,
     Event,
     ScoredReading,
+    alert_payload,
 )
 from gateway.store import MIGRATIONS, Store, migrate, schema_version
 
@@ -528,3 +529,20 @@ def test_an_upgrade_goes_ahead_when_the_copy_cannot_be_made(
         assert schema_version(store.db) == len(MIGRATIONS)
     assert not (tmp_path / f"gateway.db.schema-v{old}.bak").exists()
     assert "migrating without a copy" in caplog.text
+
+
+def test_active_alerts_are_the_raises_still_open_as_they_were_queued(db_path: Path) -> None:
+    """What an output re-sends (Alertmanager) rebuilt from the alerts table: the same payload
+    the raise was queued with; cleared alerts are not in it, damaged contributors are left
+    out but never the alert."""
+    with Store.open(db_path, gateway_id="gw") as store:
+        first, cleared, damaged = change("a1", ts=T0), change("a2", ts=T0 + 1), change("a3")
+        store.write_batch(Batch(alerts=[first, cleared, damaged]))
+        store.write_batch(Batch(alerts=[change("a2", "cleared", ts=T0 + 5)]))
+        store._conn.execute("UPDATE alerts SET contributors = '[{\"x\": 1}]' WHERE id = 'a3'")
+        active = store.active_alerts()
+        assert [a.alert_id for a in active] == ["a1", "a3"]  # oldest first, then by id
+        again = {a.alert_id: a for a in active}
+        assert alert_payload(again["a1"], "gw") == alert_payload(first, "gw")
+        assert again["a3"].contributors == () and again["a3"].stream == "pump-1"
+        assert store.active_alerts(limit=1) == active[:1]
