@@ -149,6 +149,12 @@ class Gateway:
             degraded is None and self.pipeline.write_errors
         ):
             flags.append("database writes failing")
+        over = self.pipeline.over_cap_bytes
+        if over:
+            flags.append(
+                f"database {over / 1e6:.1f} MB over max_db_size with no readings left to "
+                "delete (stream state, alerts and the outbox fill it): raise max_db_size"
+            )
         if self.config.metrics.listen and self.metrics.address is None:
             flags.append("metrics endpoint down")
         if self._last_reload is not None and not self._last_reload.get("ok"):
@@ -169,6 +175,7 @@ class Gateway:
             dropped_readings=self.queue.dropped_readings,
             queue_depth=len(self.queue),
             write_errors=self.pipeline.write_errors,
+            over_cap_bytes=self.pipeline.over_cap_bytes,
             streams=self._stream_views,
             max_streams=self.config.limits.max_streams,
             refused_readings=self.pipeline.refused_readings,

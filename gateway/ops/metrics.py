@@ -53,6 +53,7 @@ class Readout:
     dropped_readings: int = 0
     queue_depth: int = 0
     write_errors: int = 0
+    over_cap_bytes: int = 0  # in use past max_db_size with no readings left to delete
     # Channel views: at most limits.max_streams, which bounds the per-stream series.
     streams: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     max_streams: int = 0
@@ -169,7 +170,12 @@ class GatewayCollector(Collector):
         write_errors.add_metric([], float(r.write_errors))
         size = gauge("database_bytes", "Size of the SQLite database with its WAL.")
         size.add_metric([], float(database_bytes(r.database_path)))
-        yield from (dropped, depth, write_errors, size)
+        over = gauge(
+            "database_over_cap_bytes",
+            "Bytes in use past max_db_size that retention cannot delete (no readings left).",
+        )
+        over.add_metric([], float(r.over_cap_bytes))
+        yield from (dropped, depth, write_errors, size, over)
 
         times = r.pipeline_times
         longest = gauge(

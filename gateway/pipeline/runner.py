@@ -91,6 +91,8 @@ class Pipeline:
         self.degraded_since: float | None = None
         self.storage_error: str | None = None
         self.readings_lost = 0  # readings of batches that could not be written
+        # The store's over_cap_bytes after the last write (see Store.over_cap_bytes).
+        self.over_cap_bytes = 0
         self.records_lost = 0  # alerts/events/dead letters beyond MAX_CARRIED
         self._carried = Batch()
         self.pruned: Counter[str] = Counter()
@@ -228,6 +230,7 @@ class Pipeline:
                     if written:
                         self.wal.committed()
                     times.add("trim", store.last_trim_s)
+                    self._note_over_cap(store.over_cap_bytes)
                     if batch.states and not written:
                         self._round_failed = True
                     if round_done:
@@ -528,6 +531,7 @@ class Pipeline:
             detail={
                 "degraded_since": since,
                 "readings_lost": self.readings_lost,
+                "over_cap_bytes": self.over_cap_bytes,
                 "error": self.storage_error,
             },
         )
@@ -590,6 +594,19 @@ class Pipeline:
         if any(result.values()):
             log.info("pruned: %s", result)
 
+    def _note_over_cap(self, over: int) -> None:
+        """Log once when the database stays over its cap with nothing left to delete, and
+        once when it is back under."""
+        if over and not self.over_cap_bytes:
+            log.warning(
+                "the database is %.1f MB over max_db_size and holds no readings left to "
+                "delete: stream state, alerts and the outbox fill it; raise max_db_size",
+                over / 1e6,
+            )
+        elif self.over_cap_bytes and not over:
+            log.info("the database is back within max_db_size")
+        self.over_cap_bytes = over
+
     def status(self) -> dict[str, Any]:
         return {
             "gateway": self.config.gateway.id,
@@ -611,6 +628,7 @@ class Pipeline:
                 "degraded_since": self.degraded_since,
                 "last_error": self.storage_error,
                 "readings_lost": self.readings_lost,
+                "over_cap_bytes": self.over_cap_bytes,
                 "records_lost": self.records_lost,
                 "pruned": dict(self.pruned),
             },

@@ -716,6 +716,10 @@ class Store:
         self.last_trim_s = 0.0
         self.trimmed_over_size = 0
         self.trimmed_expired = 0
+        # Bytes in use over the cap once every reading is gone (0: none, or readings left to
+        # delete): stream state, alerts, events and the undelivered outbox, which retention
+        # never deletes to make room. The operator must raise ``max_db_size``.
+        self.over_cap_bytes = 0
         self.expiry_pending = False  # the last trim may have left expired readings behind
         self.incremental_vacuum = False  # auto_vacuum = INCREMENTAL (set by _prepare)
         self._page = 0
@@ -1663,13 +1667,19 @@ class Store:
         used = self._used_pages() * page
         limit = min(inserted + max(TRIM_EXTRA, inserted // 4), TRIM_MAX)
         self.expiry_pending = retention.expire_before > -math.inf
+        if used <= retention.max_bytes:
+            self.over_cap_bytes = 0
         if used > retention.max_bytes:
             # Checkpoint rows grow the pages in use too (a slice of them rides in the same
             # batch, each larger as its stream's history fills): also as many readings as
             # the overshoot takes, within TRIM_MAX.
             over = (used - retention.max_bytes) // READING_BYTES
             limit = min(limit + over, TRIM_MAX)
-            self.trimmed_over_size += self._drop_oldest_readings(math.inf, limit)
+            dropped = self._drop_oldest_readings(math.inf, limit)
+            self.trimmed_over_size += dropped
+            self.over_cap_bytes = 0
+            if dropped < limit:  # no readings are left to delete: is that enough?
+                self.over_cap_bytes = max(0, self._used_pages() * page - retention.max_bytes)
         elif self.expiry_pending:
             expired = self._drop_oldest_readings(retention.expire_before, limit)
             self.trimmed_expired += expired

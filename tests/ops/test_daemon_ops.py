@@ -231,6 +231,13 @@ def test_reload_keeps_queue_detector_and_unchanged_components(tmp_path: Path) ->
         # Rows the broker refused are parked and retried: the operator must see that too.
         flags = gateway._degraded({}, {"connected": True, "parked": 2})
         assert "2 outbox rows refused by the broker (retried)" in flags
+        # A database over its cap that retention cannot bring back (no readings left).
+        pipeline._note_over_cap(3_000_000)
+        flags = gateway._degraded({}, None)
+        assert any(f.startswith("database 3.0 MB over max_db_size") for f in flags)
+        assert gateway.metrics_readout().over_cap_bytes == 3_000_000
+        pipeline._note_over_cap(0)
+        assert not [f for f in gateway._degraded({}, None) if "max_db_size" in f]
     finally:
         gateway.shutdown()
         gateway.metrics.stop()

@@ -94,3 +94,29 @@ def test_checkpoint_rows_written_at_the_cap_are_made_room_for(tmp_path: Path) ->
             store.write_batch(b, Retention(CAP))
             largest = max(largest, file_bytes(store))
         assert largest <= 1.1 * CAP
+
+
+def test_over_the_cap_with_no_readings_left_is_reported_not_hidden(tmp_path: Path) -> None:
+    """Retention only ever deletes readings: stream state (and alerts, events, the outbox)
+    larger than the cap cannot be made room for. The store says by how much it is over, so
+    the daemon can tell the operator to raise max_db_size, and says 0 once it fits again."""
+    with Store.open(tmp_path / "gateway.db") as store:
+        for i in range(3):
+            b = batch(i, n=50)
+            b.states = {f"s{i}-{k}": bytes(8000) for k in range(100)}  # 800 KB a batch
+            b.state_model_hash = "m"
+            store.write_batch(b, Retention(CAP))
+        assert store._conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0] == 0
+        over = store.over_cap_bytes
+        assert 1.2 * CAP - CAP < over < 2.5 * CAP - CAP  # ~2.4 MB of state in a 1 MB cap
+        store.write_batch(batch(3, n=50), Retention(10 * CAP))
+        assert store.over_cap_bytes == 0
+        assert store._conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0] == 50
+
+
+def test_at_the_cap_with_readings_left_nothing_is_reported(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "gateway.db") as store:
+        for i in range(120):
+            store.write_batch(batch(i), Retention(CAP))
+            assert store.over_cap_bytes == 0
+        assert store.trimmed_over_size > 0
