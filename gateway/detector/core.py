@@ -120,6 +120,7 @@ HOLD_SURPRISE: Final = 4.6  # a channel this surprising (ln 100) is held at a ra
 
 # The cycle: a channel remembers its last HISTORY raw values and looks for a period in them.
 HISTORY: Final = 2048  # periods up to HISTORY // 2 readings are found
+FLAG_BYTES: Final = HISTORY // 8  # the fault flags of the history, a bit each
 CYCLE_CHECK: Final = 256  # readings between two looks for a period
 CYCLE_MIN: Final = 4  # the shortest period looked for
 CYCLE_ACF: Final = 0.5  # a period needs this autocorrelation...
@@ -152,6 +153,24 @@ def _max(a: float, b: float) -> float:
 
 def _min(a: float, b: float) -> float:
     return a if a <= b else b
+
+
+def _zeros(n: int) -> array[float]:
+    """n float32 zeros, allocated at exactly that size (``array("f", bytes(...))`` keeps
+    6 % more, 540 bytes of a channel's history)."""
+    return array("f", [0.0]) * n
+
+
+def _flag(flags: Any, i: int) -> bool:
+    """Bit ``i`` of a bit set (bit i % 8 of byte i // 8)."""
+    return ((int(flags[i >> 3]) >> (i & 7)) & 1) != 0
+
+
+def _set_flag(flags: bytearray, i: int, on: bool) -> None:
+    if on:
+        flags[i >> 3] |= 1 << (i & 7)
+    else:
+        flags[i >> 3] &= 0xFF ^ (1 << (i & 7))
 
 
 def _finite_or_nan(x: float) -> float:
@@ -207,8 +226,10 @@ class Judge:
 
     def __init__(self, floor: float) -> None:
         self.floor = floor
-        self.maxima: list[float] = []  # ring, at most BLOCKS values
-        self.ordered: list[float] = []  # the same values, sorted
+        # The remembered maxima, float32 as they are learned and saved (4 bytes a value, not
+        # a list of boxed floats): a ring of at most BLOCKS values, and the same sorted.
+        self.maxima: array[float] = array("f")
+        self.ordered: array[float] = array("f")
         self.pos: int = 0
         self.block_max: float = 0.0
         self.in_block: int = 0
@@ -341,8 +362,8 @@ class Judge:
         blocks = len(values) // BLOCK
         tail = np.asarray(values[len(values) - blocks * BLOCK :], np.float64)
         maxima = tail.reshape(blocks, BLOCK).max(axis=1)[-BLOCKS:] if blocks else tail[:0]
-        self.maxima = [float(v) for v in np.asarray(maxima, np.float32)]
-        self.ordered = sorted(self.maxima)
+        self.maxima = array("f", np.asarray(maxima, np.float32).tobytes())
+        self.ordered = array("f", sorted(self.maxima))
         self.pos = len(self.maxima) % BLOCKS
         self.block_max = 0.0
         self.in_block = 0
@@ -354,7 +375,7 @@ class Judge:
         self.refit()
 
     def state(self) -> list[Any]:
-        ring = base64.b64encode(np.asarray(self.maxima, np.float32).tobytes()).decode("ascii")
+        ring = base64.b64encode(self.maxima.tobytes()).decode("ascii")
         return [ring, self.pos, self.block_max, self.in_block, self.spoiled, self.held_max,
                 self.held, self.brief, self.brief_age]  # fmt: skip
 
@@ -362,8 +383,8 @@ class Judge:
         ring = np.frombuffer(base64.b64decode(str(data[0]), validate=True), np.float32)
         if len(ring) > BLOCKS or not np.all(np.isfinite(ring)):
             raise ValueError("judge state does not fit")
-        self.maxima = [float(v) for v in ring]
-        self.ordered = sorted(self.maxima)
+        self.maxima = array("f", ring.tobytes())
+        self.ordered = array("f", sorted(self.maxima))
         self.pos = int(data[1]) % BLOCKS
         self.block_max = float(data[2])
         self.in_block = int(data[3]) % BLOCK
@@ -570,8 +591,10 @@ class Channel:
         self.held: bool = False  # it raised the asset's open alert: not adapting
         # The cycle: raw values, newest at hpos - 1; the period (0: none) and when it is
         # looked for next. ``ref`` is this reading's value one (or two) cycles ago.
-        self.history: array[float] = array("f", bytes(4 * HISTORY))
-        self.faulty: bytearray = bytearray(HISTORY)  # 1: read while held, not a reference
+        self.history: array[float] = _zeros(HISTORY)
+        # One bit per remembered reading (bit i % 8 of byte i // 8), set: read while held,
+        # not a reference. Bits, not a byte each: 256 bytes a channel, not 2,048.
+        self.faulty: bytearray = bytearray(FLAG_BYTES)
         self.hpos: int = 0
         self.hcount: int = 0
         self.period: float = 0.0  # readings per cycle, 0: none
@@ -634,7 +657,7 @@ class Channel:
             self.prediction.reset()
         self.hpos = 0
         self.hcount = 0
-        self.faulty = bytearray(HISTORY)
+        self.faulty = bytearray(FLAG_BYTES)
         self.cycle_at = CYCLE_CHECK
         self.offset = math.nan
 
@@ -644,7 +667,7 @@ class Channel:
         if self.offset != self.offset:
             self.offset = value
         self.history[self.hpos] = value - self.offset
-        self.faulty[self.hpos] = 0
+        _set_flag(self.faulty, self.hpos, False)
         self.hpos = (self.hpos + 1) % HISTORY
         self.hcount += 1
 
@@ -658,16 +681,16 @@ class Channel:
 
     def remembered(self) -> tuple[Any, Any]:
         """The remembered values, oldest first (float64, with the offset added back), and
-        which of them were read during a fault."""
+        which of them were read during a fault (bits, as ``faulty``)."""
         view = np.frombuffer(self.history, np.float32)
-        flags = np.frombuffer(self.faulty, np.uint8)
+        flags = np.unpackbits(np.frombuffer(self.faulty, np.uint8), bitorder="little")
         if self.hcount < HISTORY:
             x = view[: self.hcount].astype(np.float64)
-            f = flags[: self.hcount].copy()
+            f = flags[: self.hcount]
         else:
             x = np.concatenate((view[self.hpos :], view[: self.hpos])).astype(np.float64)
             f = np.concatenate((flags[self.hpos :], flags[: self.hpos]))
-        return x + self.offset, f
+        return x + self.offset, np.packbits(f, bitorder="little").tobytes()
 
     def state(self, h: Any) -> dict[str, Any]:
         return {
@@ -747,9 +770,15 @@ class Channel:
         cycle = list(data["c"])
         history = base64.b64decode(str(cycle[0]), validate=True)
         faulty = base64.b64decode(str(cycle[7]), validate=True)
-        if len(history) != 4 * HISTORY or len(faulty) != HISTORY or len(cycle) != 8:
+        if len(faulty) == HISTORY:  # a byte a flag, as saved before they were bits
+            old = np.frombuffer(faulty, np.uint8) != 0
+            faulty = np.packbits(old, bitorder="little").tobytes()
+        if len(faulty) != FLAG_BYTES or len(cycle) != 8:
             raise ValueError("cycle state does not fit")
-        self.history = array("f", history)
+        if len(history) != 4 * HISTORY:
+            raise ValueError("cycle state does not fit")
+        self.history = _zeros(HISTORY)
+        self.history[:] = array("f", history)
         self.faulty = bytearray(faulty)
         self.hpos = int(cycle[1]) % HISTORY
         self.hcount = int(cycle[2])
@@ -817,14 +846,14 @@ def _nearest(
     that was not read during a fault; nan when the reading ``lag`` back itself was (a cycle
     that held a fault at this phase is passed over whole, not by a neighbour: that would
     shift the phase by a reading)."""
-    if lag > have or flags[(now - lag) % size]:
+    if lag > have or _flag(flags, (now - lag) % size):
         return math.nan
     best = math.nan
     for k in range(lag - width, lag + width + 1):
         if k < 1 or k > have:
             continue
         i = (now - k) % size
-        if flags[i]:
+        if _flag(flags, i):
             continue
         v = float(x[i])
         if best != best or abs(v - value) < abs(best - value):
@@ -1434,7 +1463,7 @@ class Engine:
         # and the cycle looks past them, or the fault would come back one period later as the
         # reference. (Without a cycle yet nothing is marked: the values may reveal one.)
         if frozen and c.period > 0.0:
-            c.faulty[(c.hpos - 1) % HISTORY] = 1
+            _set_flag(c.faulty, (c.hpos - 1) % HISTORY, True)
         first = c.n == 0
         c.n += 1
         if c.n == s.warmup:
