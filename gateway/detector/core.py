@@ -121,6 +121,7 @@ HOLD_SURPRISE: Final = 4.6  # a channel this surprising (ln 100) is held at a ra
 # The cycle: a channel remembers its last HISTORY raw values and looks for a period in them.
 HISTORY: Final = 2048  # periods up to HISTORY // 2 readings are found
 FLAG_BYTES: Final = HISTORY // 8  # the fault flags of the history, a bit each
+HISTORY_START: Final = 64  # values a history holds at first; it doubles as it fills
 CYCLE_CHECK: Final = 256  # readings between two looks for a period
 CYCLE_MIN: Final = 4  # the shortest period looked for
 CYCLE_ACF: Final = 0.5  # a period needs this autocorrelation...
@@ -159,6 +160,13 @@ def _zeros(n: int) -> array[float]:
     """n float32 zeros, allocated at exactly that size (``array("f", bytes(...))`` keeps
     6 % more, 540 bytes of a channel's history)."""
     return array("f", [0.0]) * n
+
+
+def _grown(values: array[float]) -> array[float]:
+    """``values`` in a ring twice as large (HISTORY_START at first, HISTORY at most)."""
+    grown = _zeros(min(HISTORY, max(2 * len(values), HISTORY_START)))
+    grown[: len(values)] = values
+    return grown
 
 
 def _flag(flags: Any, i: int) -> bool:
@@ -591,7 +599,9 @@ class Channel:
         self.held: bool = False  # it raised the asset's open alert: not adapting
         # The cycle: raw values, newest at hpos - 1; the period (0: none) and when it is
         # looked for next. ``ref`` is this reading's value one (or two) cycles ago.
-        self.history: array[float] = _zeros(HISTORY)
+        # It grows as readings come (HISTORY_START, doubling, to HISTORY): a young stream
+        # holds what it has read, not 8 KB of zeros. Until it is full, hpos == hcount.
+        self.history: array[float] = array("f")
         # One bit per remembered reading (bit i % 8 of byte i // 8), set: read while held,
         # not a reference. Bits, not a byte each: 256 bytes a channel, not 2,048.
         self.faulty: bytearray = bytearray(FLAG_BYTES)
@@ -657,6 +667,7 @@ class Channel:
             self.prediction.reset()
         self.hpos = 0
         self.hcount = 0
+        self.history = array("f")
         self.faulty = bytearray(FLAG_BYTES)
         self.cycle_at = CYCLE_CHECK
         self.offset = math.nan
@@ -666,14 +677,20 @@ class Channel:
     def remember(self, value: float) -> None:
         if self.offset != self.offset:
             self.offset = value
+        if self.hpos == len(self.history):  # not yet full: room for more
+            self.history = _grown(self.history)
         self.history[self.hpos] = value - self.offset
         _set_flag(self.faulty, self.hpos, False)
         self.hpos = (self.hpos + 1) % HISTORY
         self.hcount += 1
 
+    def remembers(self) -> int:
+        """How many readings the history holds."""
+        return self.hcount if self.hcount < HISTORY else HISTORY
+
     def cycle_ref(self, value: float) -> float:
         """This phase of the cycle for ``value``: see ``cycle_value``."""
-        have = self.hcount if self.hcount < HISTORY else HISTORY
+        have = self.remembers()
         relative = value - self.offset
         return self.offset + cycle_value(
             self.history, self.faulty, self.hpos, HISTORY, have, self.period, relative
@@ -718,7 +735,7 @@ class Channel:
             ],
             "s": [stat.state() for stat in self.stats()],
             "c": [
-                base64.b64encode(self.history.tobytes()).decode("ascii"),
+                base64.b64encode(self.history[: self.remembers()].tobytes()).decode("ascii"),
                 self.hpos,
                 self.hcount,
                 self.period,
@@ -775,18 +792,22 @@ class Channel:
             faulty = np.packbits(old, bitorder="little").tobytes()
         if len(faulty) != FLAG_BYTES or len(cycle) != 8:
             raise ValueError("cycle state does not fit")
-        if len(history) != 4 * HISTORY:
-            raise ValueError("cycle state does not fit")
-        self.history = _zeros(HISTORY)
-        self.history[:] = array("f", history)
-        self.faulty = bytearray(faulty)
         self.hpos = int(cycle[1]) % HISTORY
         self.hcount = int(cycle[2])
+        have = self.remembers()
+        # Rows saved before the history grew hold all HISTORY values, zeros past ``have``.
+        if self.hcount < 0 or len(history) not in (4 * have, 4 * HISTORY):
+            raise ValueError("cycle state does not fit")
+        if have < HISTORY and self.hpos != self.hcount:
+            raise ValueError("cycle state does not fit")
+        self.history = _zeros(have)
+        self.history[:] = array("f", history[: 4 * have])
+        self.faulty = bytearray(faulty)
         self.period = float(cycle[3])
         self.cycle_at = int(cycle[4])
         self.weak = int(cycle[5])
         self.offset = _none_nan(cycle[6])
-        if not 0.0 <= self.period <= HISTORY // 2 or self.hcount < 0:
+        if not 0.0 <= self.period <= HISTORY // 2:
             raise ValueError("cycle state does not fit")
         return h.copy()
 

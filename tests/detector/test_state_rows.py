@@ -1,7 +1,7 @@
-"""A warm stream's state is compact (#16 item 4): its fault flags are bits, its judges'
-maxima float32 arrays, and all of it is the same state to the bit, in memory and in a
-checkpoint row. Rows written before (a fault flag a byte, as JSON text or binary) still
-load."""
+"""A warm stream's state is compact (#16 item 4): its history grows as readings come, its
+fault flags are bits, its judges' maxima float32 arrays, and all of it is the same state to
+the bit, in memory and in a checkpoint row. Rows written before (a fault flag a byte, the
+history always 2,048 values, as JSON text or binary) still load."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
+from gateway import statecodec
 from gateway.config import parse_config
 from gateway.detector import Detector
 from gateway.detector import core as pycore
@@ -65,7 +67,9 @@ def test_rows_of_the_release_before_load_with_their_fault_flags(
             np.frombuffer(base64.b64decode(new["c"][7]), np.uint8), bitorder="little"
         )
         assert list(bits) == [1 if b else 0 for b in flags]  # the same flags, as bits
-        new["c"][7] = old["c"][7]
+        history = base64.b64decode(old["c"][0])  # all 2,048 values, zeros past hcount
+        assert new["c"][0] == base64.b64encode(history[: 4 * old["c"][2]]).decode()
+        new["c"][0], new["c"][7] = old["c"][0], old["c"][7]
         assert new == old  # and all the rest the same, to the bit
         restored.append(feed(d, [STREAM], 1600, 300))
     assert restored[0] == restored[1]
@@ -84,6 +88,45 @@ def test_a_row_round_trip_is_the_same_state_and_carries_on_the_same(
     assert feed(second, [STREAM], 1600, 400) == feed(first, [STREAM], 1600, 400)
 
 
+@pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 700, 2048, 2049, 3000])
+def test_the_history_grows_as_readings_come_and_reads_the_same(
+    model: StepModel, core: str, n: int
+) -> None:
+    """A young stream keeps only what it has read; its row too. Restored at any fill, it
+    carries on as the stream that was never saved."""
+    d = detector(model, core)
+    feed(d, ["s"], 0, n)
+    state = json.loads(d.snapshot()["s"]) if n else None
+    if state is not None:
+        history = base64.b64decode(state["c"][0])
+        assert len(history) == 4 * min(n, pycore.HISTORY)
+    again = detector(model, core)
+    if state is not None:
+        assert again.restore(d.states(["s"])) == 1
+    assert feed(again, ["s"], n, 600) == feed(d, ["s"], n, 600)
+
+
+def test_a_row_whose_history_does_not_fit_its_count_starts_fresh(
+    model: StepModel, core: str
+) -> None:
+    d = detector(model, core)
+    feed(d, ["s"], 0, 100)
+    state = json.loads(d.snapshot()["s"])
+    for change in ("short", "count", "position"):
+        bad = json.loads(json.dumps(state))
+        if change == "short":
+            bad["c"][0] = base64.b64encode(base64.b64decode(bad["c"][0])[:-4]).decode()
+        elif change == "count":
+            bad["c"][2] = 5000
+        else:
+            bad["c"][1] = 7
+        fresh = detector(model, core)
+        assert fresh.restore({"s": statecodec.encode(bad)}) == 0, change
+        feed(fresh, ["s"], 100, 3)  # scored as a new stream, no crash
+        view = fresh.channel_view("s")
+        assert view is not None and view["readings"] == 3
+
+
 def heap_per_stream(model: StepModel, n: int, readings: int) -> float:
     d = detector(model, "compiled")
     feed(d, ["probe"], 0, 300)  # one-time costs are not a stream's
@@ -98,8 +141,10 @@ def heap_per_stream(model: StepModel, n: int, readings: int) -> float:
         tracemalloc.stop()
 
 
-def test_a_warm_stream_holds_under_15_kib(model: StepModel) -> None:
+def test_a_warm_stream_holds_under_15_kib_and_a_young_one_less(model: StepModel) -> None:
     """Before #16 item 4 a warm stream held 34 KB of Python heap (boxed floats in its judges'
-    lists, a byte per fault flag)."""
+    lists, a byte per fault flag, a history of 8 KB from its first reading)."""
     warm = heap_per_stream(model, 20, pycore.HISTORY + 60)
+    young = heap_per_stream(model, 20, 300)
     assert warm < 15 * 1024
+    assert young < warm - 6 * 1024  # 300 readings of history (512 allocated), not 2,048
