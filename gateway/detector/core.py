@@ -125,6 +125,8 @@ HOLD_SURPRISE: Final = 4.6  # a channel this surprising (ln 100) is held at a ra
 
 # The cycle: a channel remembers its last HISTORY raw values and looks for a period in them.
 HISTORY: Final = 2048  # periods up to HISTORY // 2 readings are found
+FLAG_BYTES: Final = HISTORY // 8  # the fault flags of the history, a bit each
+HISTORY_START: Final = 64  # values a history holds at first; it doubles as it fills
 CYCLE_CHECK: Final = 256  # readings between two looks for a period
 CYCLE_MIN: Final = 4  # the shortest period looked for
 CYCLE_ACF: Final = 0.5  # a period needs this autocorrelation...
@@ -157,6 +159,31 @@ def _max(a: float, b: float) -> float:
 
 def _min(a: float, b: float) -> float:
     return a if a <= b else b
+
+
+def _zeros(n: int) -> array[float]:
+    """n float32 zeros, allocated at exactly that size (``array("f", bytes(...))`` keeps
+    6 % more, 540 bytes of a channel's history)."""
+    return array("f", [0.0]) * n
+
+
+def _grown(values: array[float]) -> array[float]:
+    """``values`` in a ring twice as large (HISTORY_START at first, HISTORY at most)."""
+    grown = _zeros(min(HISTORY, max(2 * len(values), HISTORY_START)))
+    grown[: len(values)] = values
+    return grown
+
+
+def _flag(flags: Any, i: int) -> bool:
+    """Bit ``i`` of a bit set (bit i % 8 of byte i // 8)."""
+    return ((int(flags[i >> 3]) >> (i & 7)) & 1) != 0
+
+
+def _set_flag(flags: bytearray, i: int, on: bool) -> None:
+    if on:
+        flags[i >> 3] |= 1 << (i & 7)
+    else:
+        flags[i >> 3] &= 0xFF ^ (1 << (i & 7))
 
 
 def _finite_or_nan(x: float) -> float:
@@ -212,8 +239,10 @@ class Judge:
 
     def __init__(self, floor: float) -> None:
         self.floor = floor
-        self.maxima: list[float] = []  # ring, at most BLOCKS values
-        self.ordered: list[float] = []  # the same values, sorted
+        # The remembered maxima, float32 as they are learned and saved (4 bytes a value, not
+        # a list of boxed floats): a ring of at most BLOCKS values, and the same sorted.
+        self.maxima: array[float] = array("f")
+        self.ordered: array[float] = array("f")
         self.pos: int = 0
         self.block_max: float = 0.0
         self.in_block: int = 0
@@ -346,8 +375,8 @@ class Judge:
         blocks = len(values) // BLOCK
         tail = np.asarray(values[len(values) - blocks * BLOCK :], np.float64)
         maxima = tail.reshape(blocks, BLOCK).max(axis=1)[-BLOCKS:] if blocks else tail[:0]
-        self.maxima = [float(v) for v in np.asarray(maxima, np.float32)]
-        self.ordered = sorted(self.maxima)
+        self.maxima = array("f", np.asarray(maxima, np.float32).tobytes())
+        self.ordered = array("f", sorted(self.maxima))
         self.pos = len(self.maxima) % BLOCKS
         self.block_max = 0.0
         self.in_block = 0
@@ -359,7 +388,7 @@ class Judge:
         self.refit()
 
     def state(self) -> list[Any]:
-        ring = base64.b64encode(np.asarray(self.maxima, np.float32).tobytes()).decode("ascii")
+        ring = base64.b64encode(self.maxima.tobytes()).decode("ascii")
         return [ring, self.pos, self.block_max, self.in_block, self.spoiled, self.held_max,
                 self.held, self.brief, self.brief_age]  # fmt: skip
 
@@ -367,8 +396,8 @@ class Judge:
         ring = np.frombuffer(base64.b64decode(str(data[0]), validate=True), np.float32)
         if len(ring) > BLOCKS or not np.all(np.isfinite(ring)):
             raise ValueError("judge state does not fit")
-        self.maxima = [float(v) for v in ring]
-        self.ordered = sorted(self.maxima)
+        self.maxima = array("f", ring.tobytes())
+        self.ordered = array("f", sorted(self.maxima))
         self.pos = int(data[1]) % BLOCKS
         self.block_max = float(data[2])
         self.in_block = int(data[3]) % BLOCK
@@ -575,8 +604,12 @@ class Channel:
         self.held: bool = False  # it raised the asset's open alert: not adapting
         # The cycle: raw values, newest at hpos - 1; the period (0: none) and when it is
         # looked for next. ``ref`` is this reading's value one (or two) cycles ago.
-        self.history: array[float] = array("f", bytes(4 * HISTORY))
-        self.faulty: bytearray = bytearray(HISTORY)  # 1: read while held, not a reference
+        # It grows as readings come (HISTORY_START, doubling, to HISTORY): a young stream
+        # holds what it has read, not 8 KB of zeros. Until it is full, hpos == hcount.
+        self.history: array[float] = array("f")
+        # One bit per remembered reading (bit i % 8 of byte i // 8), set: read while held,
+        # not a reference. Bits, not a byte each: 256 bytes a channel, not 2,048.
+        self.faulty: bytearray = bytearray(FLAG_BYTES)
         self.hpos: int = 0
         self.hcount: int = 0
         self.period: float = 0.0  # readings per cycle, 0: none
@@ -639,7 +672,8 @@ class Channel:
             self.prediction.reset()
         self.hpos = 0
         self.hcount = 0
-        self.faulty = bytearray(HISTORY)
+        self.history = array("f")
+        self.faulty = bytearray(FLAG_BYTES)
         self.cycle_at = CYCLE_CHECK
         self.offset = math.nan
 
@@ -648,14 +682,20 @@ class Channel:
     def remember(self, value: float) -> None:
         if self.offset != self.offset:
             self.offset = value
+        if self.hpos == len(self.history):  # not yet full: room for more
+            self.history = _grown(self.history)
         self.history[self.hpos] = value - self.offset
-        self.faulty[self.hpos] = 0
+        _set_flag(self.faulty, self.hpos, False)
         self.hpos = (self.hpos + 1) % HISTORY
         self.hcount += 1
 
+    def remembers(self) -> int:
+        """How many readings the history holds."""
+        return self.hcount if self.hcount < HISTORY else HISTORY
+
     def cycle_ref(self, value: float) -> float:
         """This phase of the cycle for ``value``: see ``cycle_value``."""
-        have = self.hcount if self.hcount < HISTORY else HISTORY
+        have = self.remembers()
         relative = value - self.offset
         return self.offset + cycle_value(
             self.history, self.faulty, self.hpos, HISTORY, have, self.period, relative
@@ -663,16 +703,16 @@ class Channel:
 
     def remembered(self) -> tuple[Any, Any]:
         """The remembered values, oldest first (float64, with the offset added back), and
-        which of them were read during a fault."""
+        which of them were read during a fault (bits, as ``faulty``)."""
         view = np.frombuffer(self.history, np.float32)
-        flags = np.frombuffer(self.faulty, np.uint8)
+        flags = np.unpackbits(np.frombuffer(self.faulty, np.uint8), bitorder="little")
         if self.hcount < HISTORY:
             x = view[: self.hcount].astype(np.float64)
-            f = flags[: self.hcount].copy()
+            f = flags[: self.hcount]
         else:
             x = np.concatenate((view[self.hpos :], view[: self.hpos])).astype(np.float64)
             f = np.concatenate((flags[self.hpos :], flags[: self.hpos]))
-        return x + self.offset, f
+        return x + self.offset, np.packbits(f, bitorder="little").tobytes()
 
     def state(self, h: Any) -> dict[str, Any]:
         return {
@@ -700,7 +740,7 @@ class Channel:
             ],
             "s": [stat.state() for stat in self.stats()],
             "c": [
-                base64.b64encode(self.history.tobytes()).decode("ascii"),
+                base64.b64encode(self.history[: self.remembers()].tobytes()).decode("ascii"),
                 self.hpos,
                 self.hcount,
                 self.period,
@@ -752,17 +792,27 @@ class Channel:
         cycle = list(data["c"])
         history = base64.b64decode(str(cycle[0]), validate=True)
         faulty = base64.b64decode(str(cycle[7]), validate=True)
-        if len(history) != 4 * HISTORY or len(faulty) != HISTORY or len(cycle) != 8:
+        if len(faulty) == HISTORY:  # a byte a flag, as saved before they were bits
+            old = np.frombuffer(faulty, np.uint8) != 0
+            faulty = np.packbits(old, bitorder="little").tobytes()
+        if len(faulty) != FLAG_BYTES or len(cycle) != 8:
             raise ValueError("cycle state does not fit")
-        self.history = array("f", history)
-        self.faulty = bytearray(faulty)
         self.hpos = int(cycle[1]) % HISTORY
         self.hcount = int(cycle[2])
+        have = self.remembers()
+        # Rows saved before the history grew hold all HISTORY values, zeros past ``have``.
+        if self.hcount < 0 or len(history) not in (4 * have, 4 * HISTORY):
+            raise ValueError("cycle state does not fit")
+        if have < HISTORY and self.hpos != self.hcount:
+            raise ValueError("cycle state does not fit")
+        self.history = _zeros(have)
+        self.history[:] = array("f", history[: 4 * have])
+        self.faulty = bytearray(faulty)
         self.period = float(cycle[3])
         self.cycle_at = int(cycle[4])
         self.weak = int(cycle[5])
         self.offset = _none_nan(cycle[6])
-        if not 0.0 <= self.period <= HISTORY // 2 or self.hcount < 0:
+        if not 0.0 <= self.period <= HISTORY // 2:
             raise ValueError("cycle state does not fit")
         return h.copy()
 
@@ -822,14 +872,14 @@ def _nearest(
     that was not read during a fault; nan when the reading ``lag`` back itself was (a cycle
     that held a fault at this phase is passed over whole, not by a neighbour: that would
     shift the phase by a reading)."""
-    if lag > have or flags[(now - lag) % size]:
+    if lag > have or _flag(flags, (now - lag) % size):
         return math.nan
     best = math.nan
     for k in range(lag - width, lag + width + 1):
         if k < 1 or k > have:
             continue
         i = (now - k) % size
-        if flags[i]:
+        if _flag(flags, i):
             continue
         v = float(x[i])
         if best != best or abs(v - value) < abs(best - value):
@@ -1439,7 +1489,7 @@ class Engine:
         # and the cycle looks past them, or the fault would come back one period later as the
         # reference. (Without a cycle yet nothing is marked: the values may reveal one.)
         if frozen and c.period > 0.0:
-            c.faulty[(c.hpos - 1) % HISTORY] = 1
+            _set_flag(c.faulty, (c.hpos - 1) % HISTORY, True)
         first = c.n == 0
         c.n += 1
         if c.n == s.warmup:

@@ -4,6 +4,8 @@ restart restores them; a damaged row is quarantined as a dead letter, not a cras
 
 from __future__ import annotations
 
+import base64
+import json
 import sqlite3
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from gateway.statecodec import VERSION
 from tests.helpers import wait_for
 
 T0 = 1_000_000.0
+OLD_ROWS = Path(__file__).resolve().parents[1] / "detector" / "data" / "checkpoint_v1.json"
 
 
 def config(data_dir: Path) -> Config:
@@ -108,3 +111,32 @@ def test_a_damaged_checkpoint_row_is_a_dead_letter_and_the_stream_starts_fresh(
     assert letters == [("checkpoint", "bad_checkpoint", "a")]
     view = detector.channel_view("a")
     assert view is not None and view["readings"] == 2  # started fresh
+
+
+def test_rows_of_the_release_before_restore_through_the_pipeline(tmp_path: Path) -> None:
+    """A database written by the release before #16 item 4 (a fault flag a byte, the history
+    always 2,048 values), as binary rows and as the JSON text of older releases: a restart
+    restores both streams where they were, nothing quarantined."""
+    saved = json.loads(OLD_ROWS.read_text())
+    binary = {k: base64.b64decode(v) for k, v in saved["binary"].items()}
+    text = {k.replace("pump/temp", "pump/old"): v for k, v in saved["json"].items()}
+    cfg = config(tmp_path)
+    pipeline, queue, detector = start(cfg)
+    pipeline.stop()  # the database exists now, empty
+    model_hash = detector.model.sha256
+    with sqlite3.connect(tmp_path / "gateway.db") as db:
+        db.executemany(
+            "INSERT INTO stream_state (stream, model_hash, state, updated_ts) VALUES (?, ?, ?, 0)",
+            [(k, model_hash, v) for k, v in {**binary, **text}.items()],
+        )
+    pipeline, queue, detector = start(cfg)
+    try:
+        queue.put_many([Reading(s, T0 + 1600, 50.0, "src") for s in ("pump/temp", "pump/old")])
+        wait_for(lambda: pipeline.readings == 2, what="both streams scored")
+    finally:
+        pipeline.stop()
+    assert pipeline.restored_streams == 2
+    assert pipeline.status()["checkpoint"]["unreadable_rows"] == 0
+    for stream in ("pump/temp", "pump/old"):
+        view = detector.channel_view(stream)
+        assert view is not None and view["readings"] == 1601  # carried on where it was
