@@ -1,8 +1,10 @@
 """The configuration: one YAML file, parsed and validated once into typed, frozen sections.
 
 Every component gets its own section through its constructor; nothing past this package sees
-YAML or dicts. The schema and the loader live in ``schema.py``; this module is the public
-face other packages import from.
+YAML or dicts. The loader and the top-level sections live in ``schema.py``; each source
+type's section in ``sources/``, each output type's in ``outputs/``, what they are built of
+in ``base.py``; ``schema.py`` re-exports them all. This module is the public face other
+packages import from.
 
 Imported lazily (PEP 562): ``from gateway.config import X`` loads the module that defines X
 on first use, so a command that needs only ``locate.py`` (where the database is) does not

@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.config.schema import BrokerSection, Located, OpcuaSource, secret_path
+from gateway.config.base import BrokerSection
+from gateway.config.schema import Located, secret_path
+from gateway.config.sources.opcua import OpcuaSource
 from gateway.errors import ConfigIssue
 
 # RFC 2606 names, reserved for examples: a host still spelt like this was never edited.

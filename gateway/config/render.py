@@ -11,7 +11,8 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
-from gateway.config.schema import Config, Section, redacted
+from gateway.config.base import Section
+from gateway.config.schema import Config, redacted
 
 _SHOW_HEADER = """\
 # The effective config{source}

@@ -7,7 +7,8 @@ opcua     OpcuaSubscriber variables on an OPC UA server, by data-change subscrip
 simulate  Simulator       the embedded demo: realistic signals with injected faults
 
 The keys are the ``type`` tags of the config's source sections (``SourceSection`` in
-gateway/config/schema.py, the one list of them); tests/sources check that the two agree.
+gateway/config/sources/, the one list of them, each driver's section in the module of its
+name there); tests/sources check that the two agree.
 A driver's module is imported when a config uses it: a gateway without OPC UA or Modbus
 sources never loads asyncua (about 0.7 s) or pymodbus.
 """

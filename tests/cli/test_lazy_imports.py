@@ -39,7 +39,10 @@ HEAVY = (
     "gateway.pipeline", "gateway.sources", "gateway.outputs", "gateway.mqtt",
 )  # fmt: skip
 # Query commands find the database without the config schema (gateway/config/locate.py).
-SCHEMA = ("gateway.config.schema", "gateway.config.checks", "gateway.config.render")
+SCHEMA = (
+    "gateway.config.schema", "gateway.config.base", "gateway.config.sources",
+    "gateway.config.outputs", "gateway.config.checks", "gateway.config.render",
+)  # fmt: skip
 # version, --help and completion read no config and no database at all, and log nothing.
 NO_CONFIG = ("gateway.config", "gateway.store", "yaml", "logging")
 ALERT = "abcdef0123456789abcdef0123456789"
