@@ -7,8 +7,9 @@ alertmanager   AlertmanagerOutput    alerts as Prometheus Alertmanager alerts
 homeassistant  Announcer             opt-in Home Assistant MQTT discovery on the upstream broker
 
 A new output type is a module here with an ``Output`` subclass that has
-``from_section(section, gateway_id)``, its config section in ``OutputSection``
-(gateway/config/schema.py), and its line in ``OUTPUT_TYPES``.
+``from_section(section, gateway_id)``, its config section in a module of the same name
+in gateway/config/outputs/ (a member of ``OutputSection`` there), and its line in
+``OUTPUT_TYPES``.
 """
 
 from __future__ import annotations
