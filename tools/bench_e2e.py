@@ -68,6 +68,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 SUSTAIN_FRACTION = 0.93  # scored rate during a step, relative to the published rate
 DELIVERED_FRACTION = 0.995  # of everything published, scored by the end of the grace time
 PUB_SHORTFALL = 0.95  # below this share of the target the publisher, not the consumer, limits
+STOP_TIMEOUT_S = 60.0  # SIGTERM to exit: the daemon drains a full queue in a few seconds
 RATE_PER_PUBLISHER = 100_000  # messages/s per publisher process at most (it does ~10x that)
 TRANSPORT_STREAMS = (1, 1000)  # stream counts the counters are measured at (the targets')
 
@@ -180,7 +181,7 @@ def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     raise RuntimeError("mosquitto did not start")
 
 
-def gateway_config(workdir: Path, port: int, code_dir: Path = REPO) -> Path:
+def gateway_config(workdir: Path, port: int, code_dir: Path = REPO, streams: int = 1) -> Path:
     config = workdir / "gateway.yaml"
     text = (
         f"gateway: {{id: {GATEWAY_ID}, data_dir: {workdir / 'data'}, log_level: warning}}\n"
@@ -197,6 +198,8 @@ def gateway_config(workdir: Path, port: int, code_dir: Path = REPO) -> Path:
         # between and flood the outbox with stale/recovered events.
         "ingest: {stale_factor: null}\n"
         "metrics: {listen: null}\n"
+        # Room for every stream of the run (the default, 2,000, dead-letters the rest).
+        f"limits: {{max_streams: {max(2000, 2 * streams)}}}\n"
     )
     config.write_text(text)
     check = subprocess.run(
@@ -219,7 +222,8 @@ class Gateway:
         notify_path = workdir / "notify.sock"
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(str(notify_path))
-        env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "PYTHONUNBUFFERED": "1",
+               "PYTHONFAULTHANDLER": "1"}  # fmt: skip
         env.pop("WATCHDOG_USEC", None)
         started = time.perf_counter()
         with self.log_path.open("wb") as log:
@@ -248,7 +252,7 @@ class Gateway:
         raise RuntimeError(f"gateway not READY within 60 s: {self.log_tail()}")
 
     def log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-2000:]
+        return self.log_path.read_text(errors="replace")[-6000:]
 
     def cpu_s(self) -> float:
         return cpu_seconds(self.proc.pid)
@@ -276,15 +280,21 @@ class Gateway:
         snapshot["updated_ts"] = row[1]
         return snapshot
 
-    def stop(self) -> tuple[int, float]:
-        """SIGTERM (the daemon drains its queue first); exit code and seconds to exit."""
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> tuple[int, float]:
+        """SIGTERM (the daemon drains its queue first); exit code and seconds to exit. Not
+        gone within ``timeout``: SIGABRT, so faulthandler writes every thread's stack to
+        the log (kept in the results), then SIGKILL."""
         t0 = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
         try:
-            code = self.proc.wait(180)
+            code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait(10)
+            self.proc.send_signal(signal.SIGABRT)
+            try:
+                code = self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                code = self.proc.wait(10)
         finally:
             self._notify.close()
         return code, time.monotonic() - t0
@@ -700,7 +710,7 @@ def run_streams(
 ) -> dict[str, Any]:
     gw_dir = workdir / f"gw-{streams}"
     gw_dir.mkdir()
-    config = gateway_config(gw_dir, port, code_dir)
+    config = gateway_config(gw_dir, port, code_dir, streams)
     listener = AlertListener(port)
     gw = Gateway(config, gw_dir, code_dir)
     print(f"streams={streams}: READY after {gw.ready_s:.2f} s", flush=True)
@@ -728,7 +738,7 @@ def run_streams(
         "peak_rss_mb": memory.get("VmHWM"),
         "exit_code": code,
         "stop_s": stop_s,
-        "log_tail": gw.log_tail()[-600:] if code else "",
+        "log_tail": gw.log_tail()[-6000:] if code else "",
     }
 
 
@@ -791,7 +801,7 @@ def summarise(result: dict[str, Any]) -> list[dict[str, Any]]:
     return [{c: row.get(c) for c in columns} for row in rows]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smaller run, about 3 minutes")
     parser.add_argument("--out", type=Path, default=Path("bench_e2e.json"), help="JSON results")
@@ -801,7 +811,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--gateway-dir", type=Path, default=REPO,
                         help="run the gateway package found in this folder (e.g. an export "
                         "of a commit: git archive HEAD | tar -x -C DIR)")  # fmt: skip
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     profile = QUICK if args.quick else FULL
     if args.streams:
         profile = replace(profile, streams=tuple(int(s) for s in args.streams.split(",")))
