@@ -235,6 +235,12 @@ class Gateway:
                 cwd=code_dir,  # python -m gateway imports the package found here
             )
         self.ready_s = self._wait_ready(started)
+        self.notifications = 0  # sd_notify datagrams after READY=1
+        self._stopping = threading.Event()
+        # Read on, as systemd does: the daemon's sd_notify send blocks once the socket's
+        # buffer is full (found by a stuck stop: the main thread waited in sendto).
+        self._reader = threading.Thread(target=self._read_notify, daemon=True)
+        self._reader.start()
         self.published = 0  # readings sent to it so far
 
     def _wait_ready(self, started: float) -> float:
@@ -250,6 +256,16 @@ class Gateway:
             if b"READY=1" in data.split(b"\n"):
                 return time.perf_counter() - started
         raise RuntimeError(f"gateway not READY within 60 s: {self.log_tail()}")
+
+    def _read_notify(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._notify.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.notifications += 1
 
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:]
@@ -296,6 +312,8 @@ class Gateway:
                 self.proc.kill()
                 code = self.proc.wait(10)
         finally:
+            self._stopping.set()
+            self._reader.join(2)
             self._notify.close()
         return code, time.monotonic() - t0
 
@@ -738,6 +756,7 @@ def run_streams(
         "peak_rss_mb": memory.get("VmHWM"),
         "exit_code": code,
         "stop_s": stop_s,
+        "notifications": gw.notifications,  # sd_notify datagrams read after READY=1
         "log_tail": gw.log_tail()[-6000:] if code else "",
     }
 
