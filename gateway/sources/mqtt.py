@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -201,6 +201,33 @@ class _Route:
     subscription: Subscription
     template: str
     parser: RecordParser
+    max_payload: int
+    names: dict[str, _TopicNames] = field(default_factory=dict)  # per topic; paho's thread
+
+
+class _TopicNames:
+    """One topic's stream names per field for one route: ``render_stream`` and the claim
+    (``MqttSubscriber._claim``) run once per (topic, field); later messages look the name
+    up. Only names that were claimed are kept (a refused one is refused again the next
+    time, by the same rules), and a claim is for the life of the source, so a kept name is
+    exactly what the rules would give again."""
+
+    __slots__ = ("_source", "_template", "_topic", "_names")
+
+    def __init__(self, source: MqttSubscriber, template: str, topic: str) -> None:
+        self._source = source
+        self._template = template
+        self._topic = topic
+        self._names: dict[str, str] = {}
+
+    def __call__(self, field_name: str) -> str:
+        name = self._names.get(field_name)
+        if name is None:
+            topic = self._topic
+            stream = render_stream(self._template, topic, field_name)
+            name = self._source._claim(stream, topic, field_name)
+            self._names[field_name] = name
+        return name
 
 
 class MqttSubscriber(Source):
@@ -221,7 +248,7 @@ class MqttSubscriber(Source):
                 timestamp_field=sub.timestamp_field,
                 units=sub.units,
             )
-            self._routes.append(_Route(sub, template, parser))
+            self._routes.append(_Route(sub, template, parser, sub.max_payload))
         self._client: mqtt.Client | None = None
         self._ever_connected = False
         self._lost = False
@@ -445,22 +472,22 @@ class MqttSubscriber(Source):
         )
 
     def _handle(self, route: _Route, topic: str, payload: bytes, received: float) -> None:
-        with self._lock:
-            self._messages += 1
-        sub = route.subscription
+        self._messages += 1  # paho's thread is the only writer; stats() reads it
+        names = route.names.get(topic)
+        if names is None:
+            if len(route.names) >= TOPIC_CACHE:
+                route.names.clear()  # junk topics cannot grow it without bound
+            names = route.names[topic] = _TopicNames(self, route.template, topic)
         try:
-            text = decode_payload(payload, sub.max_payload)
-            parsed = route.parser.parse(
-                text,
-                received,
-                lambda field: self._claim(
-                    render_stream(route.template, topic, field), topic, field
-                ),
-            )
+            text = decode_payload(payload, route.max_payload)
+            parsed = route.parser.parse(text, received, names)
         except ParseError as exc:
             self._dead_letter(exc.reason, payload, f"topic {clip_text(topic, 200)}: {exc.detail}")
             return
-        self._emit(parsed, payload, f"topic {clip_text(topic, 200)}: ")
+        if parsed.rejects:
+            self._emit(parsed, payload, f"topic {clip_text(topic, 200)}: ")
+        else:
+            self._emit_readings(parsed.readings)
 
     def _claim(self, stream: str, topic: str, field: str) -> str:
         """``stream``, if no other topic or field gave that name first (ParseError if one

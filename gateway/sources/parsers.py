@@ -35,8 +35,8 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
 
 from gateway.config import FieldSpec, check_regex, is_name
 from gateway.errors import ParseError
@@ -59,6 +59,7 @@ _KV_SPLIT_RE = re.compile(r"[,\s]+")
 _JSON_STRING_RE = re.compile(r'"(?:[^"\\]|\\[\s\S])*+"?')
 _NOT_BRACKET_RE = re.compile(r"[^\[\]{}]+")
 _TEMPLATE_RE = re.compile(r"\{([^{}]*)\}")
+_json_decode = json.JSONDecoder().decode  # json.loads(text) for text, without its wrapper
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +69,12 @@ class FieldReject:
     detail: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Parsed:
+class Parsed(NamedTuple):
+    """A record's readings and its rejected fields. A named tuple, not a frozen dataclass:
+    one is made per message on the MQTT source's hot path (#16 item 5)."""
+
     readings: list[Reading]
-    rejects: list[FieldReject] = field(default_factory=list)
+    rejects: Sequence[FieldReject] = ()
 
     def rejects_detail(self, limit: int = 8) -> str:
         return describe_rejects(self.rejects, limit)
@@ -122,6 +125,8 @@ def ascii_float(text: str) -> float:
 def parse_float(raw: Any) -> float:
     """A finite float from a JSON number or a decimal string (ASCII only: ``ascii_float``);
     never from bool or None."""
+    if type(raw) is float and math.isfinite(raw):
+        return raw  # a JSON number with a fraction: most readings
     if isinstance(raw, bool) or not isinstance(raw, int | float | str):
         raise ParseError("not_a_number", clip_text(raw))
     try:
@@ -152,6 +157,8 @@ def parse_number(text: str) -> float:
 
 def parse_timestamp(raw: Any) -> float:
     """Epoch seconds, epoch milliseconds or ISO 8601 (naive = UTC) -> epoch seconds."""
+    if type(raw) is float and EPOCH_MIN <= raw <= EPOCH_MAX:
+        return raw  # epoch seconds as a JSON number: what the checks below would return
     if isinstance(raw, bool) or not isinstance(raw, int | float | str):
         raise ParseError("bad_timestamp", clip_text(raw))
     if isinstance(raw, str) and len(raw) > 64:
@@ -238,17 +245,24 @@ def check_json_depth(text: str, limit: int = JSON_MAX_DEPTH) -> None:
             depth -= 1
 
 
+def is_flat(document: dict[str, Any]) -> bool:
+    """No nested object and at most ``MAX_FIELDS`` keys: its items are already the (key,
+    leaf) pairs ``flatten_json`` gives. (``json.loads`` makes plain dicts only, so the type
+    test runs in C.)"""
+    return len(document) <= MAX_FIELDS and dict not in map(type, document.values())
+
+
 def flatten_json(text: str, max_depth: int = JSON_MAX_DEPTH) -> list[tuple[str, Any]]:
     """A JSON object -> (dotted key, leaf) pairs; nested objects joined with '.'."""
     check_json_depth(text, max_depth)
     try:
-        document = json.loads(text)
+        document = _json_decode(text)
     except (ValueError, RecursionError) as exc:
         raise ParseError("bad_json", str(exc)[:120]) from exc
     if not isinstance(document, dict):
         raise ParseError("not_an_object", f"a JSON {type(document).__name__}")
-    if len(document) <= MAX_FIELDS and not any(isinstance(v, dict) for v in document.values()):
-        return list(document.items())  # flat, the common case: what walk() would return
+    if is_flat(document):
+        return list(document.items())  # the common case: what walk() would return
     pairs: list[tuple[str, Any]] = []
 
     def walk(node: dict[str, Any], prefix: str) -> None:
@@ -354,10 +368,9 @@ class RecordParser:
         ts = received
         if self.timestamp_field is not None:
             for name, raw in pairs:
-                if name == self.timestamp_field:
+                if name == self.timestamp_field:  # the first one; _readings skips them all
                     ts = parse_timestamp(raw)
                     break
-            pairs = [(n, raw) for n, raw in pairs if n != self.timestamp_field]
         readings = self._readings(pairs, ts, stream_name, rejects)
         if readings:
             return Parsed(readings, rejects)
@@ -374,19 +387,20 @@ class RecordParser:
     ) -> list[Reading]:
         readings: list[Reading] = []
         seen: set[str] = set()
+        take, skip, units, source = self._take, self.timestamp_field, self.units, self.source
         # JSON is typed: without a field list, its strings and booleans are metadata
         # (ids, states), not readings. In CSV and key=value text every value should be a number.
-        only_numbers = self.format == "json" and self._take is None
+        only_numbers = self.format == "json" and take is None
         for name, raw in pairs:
-            if self._take is not None and name not in self._take:
-                continue
+            if name == skip or (take is not None and name not in take):
+                continue  # the timestamp field, or a key left out of the field list
             if only_numbers and (isinstance(raw, bool) or not isinstance(raw, int | float)):
                 continue
             try:
                 value = parse_float(raw)
                 stream = stream_name(name)
                 check_stream_name(stream)
-                spec = self.units.get(name) or self.units.get(stream)
+                spec = (units.get(name) or units.get(stream)) if units else None
                 if spec is not None:
                     value = value * spec.scale + spec.offset
                     if not math.isfinite(value):
@@ -398,7 +412,5 @@ class RecordParser:
                 continue
             seen.add(stream)
             unit = spec.unit if spec is not None else None
-            readings.append(
-                Reading(stream=stream, ts=ts, value=value, source=self.source, unit=unit)
-            )
+            readings.append(Reading(stream, ts, value, source, unit))
         return readings

@@ -507,3 +507,30 @@ def test_a_source_names_at_most_max_streams_and_refuses_new_ones_beyond(
     (dead,) = sink.dead()
     assert dead.reason == "too_many_streams" and "raw.c" in dead.detail
     assert stats["streams"] == 2 and stats["dead_letters"] == {"too_many_streams": 1}
+
+
+def test_names_kept_per_topic_follow_the_claims_when_the_cache_turns_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fast path keeps each topic's claimed names; a refused name is refused again on
+    every message, and a cache emptied for junk topics (bound 1 here) gives the same names."""
+    monkeypatch.setattr(mqtt_source, "TOPIC_CACHE", 1)
+    section = MqttSource.model_validate(
+        {
+            "type": "mqtt",
+            "name": "plant",
+            "broker": {"host": "127.0.0.1", "port": free_port(), "protocol": "3.1.1"},
+            "subscribe": [{"topic": "plant/#", "format": "json", "timestamp_field": "ts"}],
+        }
+    )
+    sink = ListSink()
+    source = MqttSubscriber(section, sink)  # not started: fed as the buffered client feeds it
+    for k in range(3):
+        source._on_publish_qos0("plant/pump.1", b'{"ts": 1800000000.5, "t": %d}' % k)
+        source._on_publish_qos0("plant/pump/1", b'{"t": 9}')  # plant.pump.1.t again
+        source._on_publish_qos0("plant/pump/2", b'{"t": 7, "ts": "bad"}')
+    assert [(r.stream, r.ts, r.value) for r in sink.readings()] == [
+        ("plant.pump.1.t", 1800000000.5, float(k)) for k in range(3)
+    ]
+    assert [d.reason for d in sink.dead()] == ["stream_collision", "bad_timestamp"] * 3
+    assert source.stats()["messages"] == 9

@@ -54,8 +54,8 @@ def test_window_rate_uses_only_samples_inside_the_load() -> None:
 
 
 def test_a_high_rate_is_split_over_publishers_that_cover_every_stream_once() -> None:
-    assert publishers_for(100) == 1 and publishers_for(20_000) == 1
-    assert publishers_for(32_000) == 2
+    assert publishers_for(100) == 1 and publishers_for(100_000) == 1
+    assert publishers_for(120_000) == 2
     plan = LoadPlan(port=1, streams=10, rate=24_000, duration=1.0, probes=2, seed=5)
     plans = split_plan(plan, 3)
     mine = [list(range(p.first_stream, p.streams, p.stride)) for p in plans]
