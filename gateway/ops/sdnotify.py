@@ -4,6 +4,11 @@ systemd passes ``$NOTIFY_SOCKET`` (an AF_UNIX datagram socket, ``@`` for the abs
 namespace) and, with ``WatchdogSec=``, ``$WATCHDOG_USEC`` and ``$WATCHDOG_PID``. We ping at
 half the watchdog period, as sd_watchdog_enabled(3) advises. With no ``$NOTIFY_SOCKET`` (not
 run by systemd) every call is a no-op.
+
+A send waits at most ``SEND_TIMEOUT_S``: a datagram socket whose reader has stopped reading
+(a wedged service manager, a test harness that never drains it) fills, and a blocking send
+would then hold the daemon's main thread, its signal handling and its shutdown with it. A
+notification that cannot go in time is dropped and counted (``failed``).
 """
 
 from __future__ import annotations
@@ -13,12 +18,15 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 
+SEND_TIMEOUT_S = 1.0
+
 
 class Notifier:
     def __init__(
         self,
         environ: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        timeout: float = SEND_TIMEOUT_S,
     ) -> None:
         env = os.environ if environ is None else environ
         address = env.get("NOTIFY_SOCKET", "")
@@ -26,6 +34,8 @@ class Notifier:
             address = "\0" + address[1:]  # abstract namespace
         self._address = address or None
         self._clock = clock
+        self._timeout = timeout
+        self.failed = 0  # notifications that could not be sent (no reader, a full socket)
         usec = env.get("WATCHDOG_USEC", "")
         pid = env.get("WATCHDOG_PID", "")
         ours = not pid or (pid.isascii() and pid.isdigit() and int(pid) == os.getpid())
@@ -44,8 +54,10 @@ class Notifier:
             return False
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.settimeout(self._timeout)
                 sock.sendto("\n".join(lines).encode(), self._address)
-        except OSError:
+        except OSError:  # the timeout included
+            self.failed += 1
             return False
         return True
 

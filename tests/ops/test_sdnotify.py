@@ -76,3 +76,30 @@ def test_no_socket_no_watchdog_or_someone_elses() -> None:
     assert other.watchdog_interval is None and not other.watchdog()
     unreachable = Notifier({"NOTIFY_SOCKET": "/nonexistent/notify.sock"})
     assert unreachable.ready() is False  # never raises
+
+
+def test_a_socket_nobody_reads_never_holds_the_caller(
+    systemd_socket: tuple[socket.socket, str],
+) -> None:
+    """The service manager's socket fills when nothing reads it; a blocking send then held
+    the daemon's main thread (and its SIGTERM handling) for minutes. Now a send that cannot
+    go in time is dropped and counted."""
+    import threading
+
+    _, path = systemd_socket  # bound, never read
+    notifier = Notifier({"NOTIFY_SOCKET": path}, timeout=0.05)
+    outcome: list[bool] = []
+
+    def notify_until_refused() -> None:
+        for _ in range(100_000):
+            if not notifier.status("x" * 512):
+                outcome.append(False)
+                return
+        outcome.append(True)
+
+    worker = threading.Thread(target=notify_until_refused, daemon=True)
+    worker.start()
+    worker.join(30.0)
+    assert not worker.is_alive(), "a notification blocked on a full socket"
+    assert outcome == [False]
+    assert notifier.failed == 1
