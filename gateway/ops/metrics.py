@@ -170,12 +170,12 @@ class GatewayCollector(Collector):
         write_errors.add_metric([], float(r.write_errors))
         size = gauge("database_bytes", "Size of the SQLite database with its WAL.")
         size.add_metric([], float(database_bytes(r.database_path)))
-        over = gauge(
+        over_cap = gauge(
             "database_over_cap_bytes",
             "Bytes in use past max_db_size that retention cannot delete (no readings left).",
         )
-        over.add_metric([], float(r.over_cap_bytes))
-        yield from (dropped, depth, write_errors, size, over)
+        over_cap.add_metric([], float(r.over_cap_bytes))
+        yield from (dropped, depth, write_errors, size, over_cap)
 
         times = r.pipeline_times
         longest = gauge(
