@@ -10,8 +10,9 @@ as ``slave_lost``, and its return as ``slave_recovered``. A port that cannot be 
 fails (adapter unplugged), or a TCP server that refuses or drops the connection, is
 ``port_lost`` / ``port_recovered`` (``port`` names the device or ``host:port``), reopened with
 the same back-off as the serial source. A Modbus exception reply (illegal address, ...) is a
-dead letter ``modbus_exception``; a value that decodes to NaN or infinity is a dead letter
-``non_finite``.
+dead letter ``modbus_exception``, except a gateway's 10 / 11 (path unavailable, target did not
+respond): that is the unit behind it not answering, a missed poll like a timeout. A value
+that decodes to NaN or infinity is a dead letter ``non_finite``.
 
 On TCP (``transport: tcp``) the slaves' ids are the unit ids and only the connection differs:
 pymodbus' synchronous ``ModbusTcpClient``, connected here so that a refusal is ours to report.
@@ -61,6 +62,9 @@ PortOpener = Callable[[ModbusSource, float], Any]
 # Polls a slave must miss in a row before it is reported lost: one missed reply on RS-485
 # is line noise or a collision with another slave's late reply, not a dead device.
 LOST_AFTER = 2
+# Exception codes a Modbus gateway answers for a unit behind it that it cannot reach (10: no
+# path to it, 11: it did not respond): the unit is not answering, not refusing a register.
+GATEWAY_NO_ANSWER = frozenset({0x0A, 0x0B})
 
 
 def decode_registers(
@@ -269,6 +273,10 @@ class ModbusPoller(Source):
                 return
             if response.isError():
                 code = getattr(response, "exception_code", None)
+                if code in GATEWAY_NO_ANSWER:
+                    why = f"gateway: unit {slave.id} does not answer (exception code {code})"
+                    self._slave_failed(state, ModbusException(why), started)
+                    return
                 self._dead_letter(
                     "modbus_exception",
                     f"slave {slave.id} {register.function} {register.address}: code {code}",

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from modbus_tcp_server import TcpServer, unit
+from pymodbus.constants import ExcCodes
 from typer.testing import CliRunner
 
 from gateway.cli.app import app
@@ -167,6 +168,49 @@ def test_no_server_yet_is_port_lost_then_recovered() -> None:
         source.stop()
         assert source.join(5.0)
         server.stop()
+
+
+class Reachable:
+    """A gateway's view of the RTU unit behind it: when unreachable it answers exception 11
+    (gateway target device failed to respond), as TCP-to-RTU gateways do."""
+
+    def __init__(self) -> None:
+        self.up = False
+
+    async def answer(self, *_: Any, **__: Any) -> ExcCodes | None:
+        return None if self.up else ExcCodes.GATEWAY_NO_RESPONSE
+
+
+def test_a_unit_the_gateway_cannot_reach_is_lost_then_recovered() -> None:
+    behind = Reachable()
+    server = TcpServer(free_port(), [meter(), unit(9, holding={0: 42}, action=behind.answer)])
+    server.start()
+    far = {
+        "id": 9,
+        "poll_interval": 0.05,
+        "timeout": 0.5,
+        "backoff_max": 0.2,
+        "registers": [{"stream": "far.level", "address": 0}],
+    }
+    sink = ListSink()
+    source = ModbusPoller(config(server.port, [UNIT_1, far]), sink)
+    source.start()
+    try:
+        wait_for(lambda: sink.events("slave_lost"))
+        failures = source.stats()["slaves"]["slave-9"]["failures"]
+        behind.up = True
+        wait_for(lambda: sink.events("slave_recovered") and sink.readings("far.level"))
+    finally:
+        source.stop()
+        assert source.join(5.0)
+        server.stop()
+    lost = sink.events("slave_lost")
+    assert len(lost) == 1 and lost[0].detail["id"] == 9 and "code 11" in lost[0].detail["error"]
+    assert failures >= 2  # lost after two misses in a row, not one
+    assert sink.dead() == []  # "no answer" is a missed poll, not a dead letter per request
+    assert sink.readings("far.level")[0].value == 42.0
+    assert sink.readings("meter.flow")  # the other unit on the connection was read meanwhile
+    assert sink.events("port_lost") == []
 
 
 @pytest.mark.slow
