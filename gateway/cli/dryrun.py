@@ -97,7 +97,9 @@ class DryRun:
 
 
 def _where(section: Any) -> str:
-    if section.type in ("serial", "modbus"):
+    if section.type == "modbus":
+        return str(section.where)  # the device, or host:port on TCP
+    if section.type == "serial":
         return str(section.port)
     if section.type == "mqtt":
         return f"broker {section.broker.host}:{section.broker.port}"

@@ -2,7 +2,8 @@
 
 serial    SerialReader    a serial port or pyserial URL, lines of CSV / key=value / JSON / regex
 mqtt      MqttSubscriber  topics on a local broker, JSON or plain-number payloads
-modbus    ModbusPoller    Modbus RTU slaves on an RS-485 bus, polled from register maps
+modbus    ModbusPoller    Modbus RTU slaves on an RS-485 bus or units behind a Modbus TCP
+                          server, polled from register maps
 opcua     OpcuaSubscriber variables on an OPC UA server, by data-change subscriptions
 simulate  Simulator       the embedded demo: realistic signals with injected faults
 

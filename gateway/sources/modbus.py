@@ -1,15 +1,22 @@
-"""Poll Modbus RTU slaves on one RS-485 bus: holding/input registers, coils, discrete inputs.
+"""Poll Modbus slaves on one RS-485 bus (RTU) or behind one Modbus TCP server: holding/input
+registers, coils, discrete inputs.
 
-One thread owns the bus (RS-485 is half-duplex: one request at a time anyway) and polls
+One thread owns the bus or connection (RS-485 is half-duplex: one request at a time anyway;
+a TCP gateway to such a bus is no faster, and many allow only a few connections) and polls
 each slave on its own ``poll_interval``, earliest due first. A slave that does not answer
 costs one ``timeout`` and is then backed off (doubling up to ``backoff_max``) so that a dead
 or slow slave never holds up the others; after two missed polls in a row it is reported once
-as ``slave_lost``, and its return as ``slave_recovered``. A port that cannot be opened or fails (adapter unplugged) is
-``port_lost`` / ``port_recovered``, as for the serial source. A Modbus exception reply
-(illegal address, ...) is a dead letter ``modbus_exception``; a value that decodes to NaN or
-infinity is a dead letter ``non_finite``.
+as ``slave_lost``, and its return as ``slave_recovered``. A port that cannot be opened or
+fails (adapter unplugged), or a TCP server that refuses or drops the connection, is
+``port_lost`` / ``port_recovered`` (``port`` names the device or ``host:port``), reopened with
+the same back-off as the serial source. A Modbus exception reply (illegal address, ...) is a
+dead letter ``modbus_exception``, except a gateway's 10 / 11 (path unavailable, target did not
+respond): that is the unit behind it not answering, a missed poll like a timeout. A value
+that decodes to NaN or infinity is a dead letter ``non_finite``.
 
-The protocol is pymodbus' synchronous RTU client; the port is opened here with pyserial
+On TCP (``transport: tcp``) the slaves' ids are the unit ids and only the connection differs:
+pymodbus' synchronous ``ModbusTcpClient``, connected here so that a refusal is ours to report.
+On RTU the protocol is pymodbus' synchronous RTU client; the port is opened here with pyserial
 (``serial_for_url``, so ``socket://`` and ``rfc2217://`` work too) so that open errors are
 ours to report, and values are decoded here with ``struct`` (``decode_registers``), which
 keeps byte and word order explicit and independent of pymodbus' conversion helpers.
@@ -27,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import serial
-from pymodbus.client import ModbusSerialClient
+from pymodbus.client import ModbusBaseSyncClient, ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 
 from gateway.config import ModbusRegister, ModbusSlave, ModbusSource, register_count
@@ -55,6 +62,9 @@ PortOpener = Callable[[ModbusSource, float], Any]
 # Polls a slave must miss in a row before it is reported lost: one missed reply on RS-485
 # is line noise or a collision with another slave's late reply, not a dead device.
 LOST_AFTER = 2
+# Exception codes a Modbus gateway answers for a unit behind it that it cannot reach (10: no
+# path to it, 11: it did not respond): the unit is not answering, not refusing a register.
+GATEWAY_NO_ANSWER = frozenset({0x0A, 0x0B})
 
 
 def decode_registers(
@@ -84,6 +94,11 @@ def open_port(section: ModbusSource, timeout: float) -> Any:
     )
 
 
+def _open_socket(client: ModbusBaseSyncClient) -> bool:
+    """Whether the client still holds its port or socket (pymodbus drops it on a fault)."""
+    return getattr(client, "socket", None) is not None
+
+
 @dataclass
 class _SlaveState:
     config: ModbusSlave
@@ -100,7 +115,7 @@ class ModbusPoller(Source):
         super().__init__(section, sink)
         self.section: ModbusSource = section
         self._opener = opener
-        self._client: ModbusSerialClient | None = None
+        self._client: ModbusBaseSyncClient | None = None
         self._client_lock = threading.Lock()
         self._slaves = [_SlaveState(s) for s in section.slaves]
         self._port_backoff = section.reconnect_min
@@ -115,7 +130,7 @@ class ModbusPoller(Source):
     def _extra_stats(self) -> dict[str, Any]:
         with self._lock:
             return {
-                "port": self.section.port,
+                "port": self.section.where,
                 "requests": self._requests,
                 "timeouts": self._timeouts,
                 "retries": self._retries,
@@ -146,21 +161,11 @@ class ModbusPoller(Source):
     def _open(self) -> None:
         timeout = min(s.timeout for s in self.section.slaves)
         try:
-            port = self._opener(self.section, timeout)
-        except (serial.SerialException, OSError, ValueError) as exc:
+            client = self._connect(timeout)
+        except (serial.SerialException, OSError, ValueError, ConnectionException) as exc:
             if not self.stopping:
                 self._lose_port(exc)
             return
-        client = ModbusSerialClient(
-            self.section.port,
-            baudrate=self.section.baudrate,
-            bytesize=self.section.bytesize,
-            parity=self.section.parity,
-            stopbits=self.section.stopbits,
-            timeout=timeout,
-            retries=0,  # a retry is a second timeout on a dead slave; the next poll retries
-        )
-        client.socket = port  # already open: connect() returns at once and never reopens
         with self._client_lock:
             self._client = client
         self._port_backoff = self.section.reconnect_min
@@ -168,21 +173,51 @@ class ModbusPoller(Source):
         self._port_lost = False
         self._set_connected(True, reconnect=recovered)
         if recovered:
-            log.info("modbus %s: port %s recovered", self.name, self.section.port)
-            self._event("port_recovered", port=self.section.port)
+            log.info("modbus %s: port %s recovered", self.name, self.section.where)
+            self._event("port_recovered", port=self.section.where)
         else:
-            log.info("modbus %s: port %s open", self.name, self.section.port)
+            log.info("modbus %s: port %s open", self.name, self.section.where)
         now = time.monotonic()
         for state in self._slaves:
             state.next_due = now
+
+    def _connect(self, timeout: float) -> ModbusBaseSyncClient:
+        """A connected client: the only part that differs between RTU and TCP."""
+        section = self.section
+        if section.transport == "tcp":
+            assert section.host is not None and isinstance(section.port, int)  # validated
+            tcp = ModbusTcpClient(section.host, port=section.port, timeout=timeout, retries=0)
+            if not tcp.connect():  # pymodbus logs why (quietened above); we say where
+                raise ConnectionException(f"cannot connect to {section.where}")
+            return tcp
+        baudrate, bytesize, parity, stopbits = (
+            section.baudrate,
+            section.bytesize,
+            section.parity,
+            section.stopbits,
+        )
+        # Filled in for rtu by the config (RTU_DEFAULTS there), never None here.
+        assert baudrate and bytesize and parity and stopbits
+        port = self._opener(section, timeout)
+        client = ModbusSerialClient(
+            str(section.port),
+            baudrate=baudrate,
+            bytesize=bytesize,
+            parity=parity,
+            stopbits=stopbits,
+            timeout=timeout,
+            retries=0,  # a retry is a second timeout on a dead slave; the next poll retries
+        )
+        client.socket = port  # already open: connect() returns at once and never reopens
+        return client
 
     def _lose_port(self, exc: BaseException) -> None:
         self._close_client()
         self._set_connected(False)
         if not self._port_lost:
             self._port_lost = True
-            log.warning("modbus %s: port %s lost: %s", self.name, self.section.port, exc)
-            self._event("port_lost", port=self.section.port, error=str(exc)[:200])
+            log.warning("modbus %s: port %s lost: %s", self.name, self.section.where, exc)
+            self._event("port_lost", port=self.section.where, error=str(exc)[:200])
         self._stop.wait(self._port_backoff)
         self._port_backoff = min(self._port_backoff * 2, self.section.reconnect_max)
 
@@ -231,13 +266,17 @@ class ModbusPoller(Source):
                 return
             except (ModbusException, serial.SerialException, OSError) as exc:
                 # No answer or a garbled one: the slave (or its cable) is at fault, not the bus.
-                if isinstance(exc, serial.SerialException | OSError) and client.socket is None:
+                if isinstance(exc, serial.SerialException | OSError) and not _open_socket(client):
                     self._lose_port(exc)
                     return
                 self._slave_failed(state, exc, started)
                 return
             if response.isError():
                 code = getattr(response, "exception_code", None)
+                if code in GATEWAY_NO_ANSWER:
+                    why = f"gateway: unit {slave.id} does not answer (exception code {code})"
+                    self._slave_failed(state, ModbusException(why), started)
+                    return
                 self._dead_letter(
                     "modbus_exception",
                     f"slave {slave.id} {register.function} {register.address}: code {code}",
@@ -251,7 +290,7 @@ class ModbusPoller(Source):
         self._emit_readings(readings)
 
     def _read_or_retry(
-        self, client: ModbusSerialClient, slave: ModbusSlave, register: ModbusRegister
+        self, client: ModbusBaseSyncClient, slave: ModbusSlave, register: ModbusRegister
     ) -> Any:
         """One request; repeated once if it failed well before the timeout. A dead slave
         always costs the whole timeout; an early failure is a garbled or foreign frame on the
@@ -269,7 +308,7 @@ class ModbusPoller(Source):
             self._retries += 1
         return self._read(client, slave.id, register)
 
-    def _read(self, client: ModbusSerialClient, slave_id: int, register: ModbusRegister) -> Any:
+    def _read(self, client: ModbusBaseSyncClient, slave_id: int, register: ModbusRegister) -> Any:
         count = register_count(register.type)
         if register.function == "holding":
             return client.read_holding_registers(register.address, count=count, device_id=slave_id)
@@ -316,7 +355,7 @@ class ModbusPoller(Source):
         if state.lost:
             state.lost = False
             log.info("modbus %s: %s (id %d) answers again", self.name, slave.label, slave.id)
-            self._event("slave_recovered", slave=slave.label, id=slave.id, port=self.section.port)
+            self._event("slave_recovered", slave=slave.label, id=slave.id, port=self.section.where)
 
     def _slave_failed(self, state: _SlaveState, exc: BaseException, started: float) -> None:
         slave = state.config
@@ -337,6 +376,6 @@ class ModbusPoller(Source):
                 "slave_lost",
                 slave=slave.label,
                 id=slave.id,
-                port=self.section.port,
+                port=self.section.where,
                 error=str(exc)[:200],
             )

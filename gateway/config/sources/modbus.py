@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from gateway.config.base import Duration, Name, Section
 
@@ -90,25 +91,112 @@ class ModbusSlave(Section):
         return self.name
 
 
-class ModbusSource(Section):
-    """One RS-485 bus (one port), polled by one thread, with any number of slaves."""
+# The serial line's settings and their defaults, for ``transport: rtu``; on TCP they mean
+# nothing and are refused. Filled in before validation, so `config show` prints them for an
+# RTU bus and leaves them out (null) for a TCP connection.
+RTU_DEFAULTS: dict[str, Any] = {"baudrate": 19200, "bytesize": 8, "parity": "E", "stopbits": 1}
+TCP_PORT = 502
+# A host name (RFC 1123 letters, digits, dots, hyphens) or an IPv4/IPv6 address (hex, colons,
+# a %zone): no spaces, no scheme, no port.
+_HOST = re.compile(r"[A-Za-z0-9_.:%-]{1,253}")
 
-    type: Literal["modbus"] = Field(description="a Modbus RTU bus (RS-485), polled by one thread")
-    name: Name = Field(description="the source's name, in events and status", examples=["bus-1"])
-    port: str = Field(description="as for serial", examples=["/dev/ttyUSB0"])
-    baudrate: int = Field(19200, ge=50, le=4_000_000, description="bits per second")
-    bytesize: Literal[7, 8] = Field(8, description="data bits: 7 or 8")
-    parity: Literal["N", "E", "O"] = Field(
-        "E", description="N, E or O (Modbus RTU's default is 8E1)"
+
+class ModbusSource(Section):
+    """One Modbus connection polled by one thread, with any number of slaves: an RS-485 bus
+    (RTU, one serial port) or one TCP connection (a device, or a gateway to an RTU bus,
+    whose unit ids are the slaves' ids)."""
+
+    type: Literal["modbus"] = Field(
+        description="Modbus RTU on an RS-485 bus or Modbus TCP, polled by one thread"
     )
-    stopbits: Literal[1, 2] = Field(1, description="1 or 2")
+    name: Name = Field(description="the source's name, in events and status", examples=["bus-1"])
+    transport: Literal["rtu", "tcp"] = Field(
+        "rtu", description="rtu: a serial port (RS-485); tcp: a Modbus TCP server (host, port)"
+    )
+    host: str | None = Field(
+        None,
+        description="tcp: the server's address or name (required); rtu: leave out",
+    )
+    port: str | int = Field(
+        description=f"rtu: as for serial (required); tcp: the TCP port ({TCP_PORT})",
+        examples=["/dev/ttyUSB0"],
+    )
+    baudrate: int | None = Field(
+        None,
+        ge=50,
+        le=4_000_000,
+        description=f"rtu: bits per second ({RTU_DEFAULTS['baudrate']}); tcp: leave out",
+    )
+    bytesize: Literal[7, 8] | None = Field(
+        None, description=f"rtu: data bits, 7 or 8 ({RTU_DEFAULTS['bytesize']}); tcp: leave out"
+    )
+    parity: Literal["N", "E", "O"] | None = Field(
+        None,
+        description=f"rtu: N, E or O ({RTU_DEFAULTS['parity']}: Modbus RTU's default is 8E1); "
+        "tcp: leave out",
+    )
+    stopbits: Literal[1, 2] | None = Field(
+        None, description=f"rtu: 1 or 2 ({RTU_DEFAULTS['stopbits']}); tcp: leave out"
+    )
     reconnect_min: Duration = Field(
-        0.5, gt=0.0, le=60.0, description="a lost port is reopened after this, the wait doubling..."
+        0.5,
+        gt=0.0,
+        le=60.0,
+        description="a lost port or connection is reopened after this, the wait doubling...",
     )
     reconnect_max: Duration = Field(2.0, gt=0.0, le=300.0, description="...up to this")
     slaves: list[ModbusSlave] = Field(
-        min_length=1, description="the devices on the bus (at least one)"
+        min_length=1,
+        description="the devices on the bus, or the unit ids behind the TCP server (at least one)",
     )
+
+    @field_validator("host")
+    @classmethod
+    def _host_is_a_name(cls, value: str | None) -> str | None:
+        if value is not None and not _HOST.fullmatch(value):
+            raise ValueError(f"{value!r} is not a host name or address (no scheme, no port)")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _transport_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        transport = data.get("transport", "rtu")
+        given = {k for k, v in data.items() if v is not None}
+        if transport == "tcp":
+            serial = sorted(given & RTU_DEFAULTS.keys())
+            if serial:
+                raise ValueError(
+                    f"{', '.join(serial)}: serial line settings, not for transport tcp"
+                )
+            if "host" not in given:
+                raise ValueError("transport tcp needs host (the Modbus TCP server's address)")
+            return {**data, "port": data.get("port") or TCP_PORT}
+        if transport == "rtu":
+            if "host" in given:
+                raise ValueError(
+                    "host is for transport tcp; an RTU bus has a port (a device or pyserial URL)"
+                )
+            return {**data, **{k: v for k, v in RTU_DEFAULTS.items() if k not in given}}
+        return data  # an unknown transport: the Literal says so
+
+    @model_validator(mode="after")
+    def _port_fits_transport(self) -> ModbusSource:
+        if self.transport == "tcp":
+            if isinstance(self.port, str) or not 1 <= self.port <= 65535:
+                raise ValueError("port: a TCP port number, 1-65535, for transport tcp")
+        elif not isinstance(self.port, str) or not self.port:
+            raise ValueError("port: a serial device or pyserial URL for transport rtu")
+        return self
+
+    @property
+    def where(self) -> str:
+        """The port or server, as events, logs and status name it."""
+        if self.transport == "tcp":
+            host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+            return f"{host}:{self.port}"
+        return str(self.port)
 
     @model_validator(mode="after")
     def _unique(self) -> ModbusSource:
