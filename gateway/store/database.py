@@ -1667,8 +1667,7 @@ class Store:
         used = self._used_pages() * page
         limit = min(inserted + max(TRIM_EXTRA, inserted // 4), TRIM_MAX)
         self.expiry_pending = retention.expire_before > -math.inf
-        if used <= retention.max_bytes:
-            self.over_cap_bytes = 0
+        self.over_cap_bytes = 0
         if used > retention.max_bytes:
             # Checkpoint rows grow the pages in use too (a slice of them rides in the same
             # batch, each larger as its stream's history fills): also as many readings as
@@ -1677,7 +1676,6 @@ class Store:
             limit = min(limit + over, TRIM_MAX)
             dropped = self._drop_oldest_readings(math.inf, limit)
             self.trimmed_over_size += dropped
-            self.over_cap_bytes = 0
             if dropped < limit:  # no readings are left to delete: is that enough?
                 self.over_cap_bytes = max(0, self._used_pages() * page - retention.max_bytes)
         elif self.expiry_pending:
