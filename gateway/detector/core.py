@@ -972,12 +972,15 @@ class Relation:
         self.block: Any = np.zeros((BLOCK, size))
         self.filled: int = 0
         self.solve: Any = None  # residuals = solve @ u, standardised per channel
-        self.spread: Any = None  # each channel's residual spread, in u units
+        # Each channel's residual spread, in u units: floats, read per tick.
+        self.spread: list[float] = []
         self.shared: int = 0  # components the channels share
 
     def learn(self, u: Any, halflife: float) -> None:
         # Clipped like the model's input, so one wild reading cannot own the covariance.
-        self.block[self.filled] = np.clip(u, -Z_INPUT_CLIP, Z_INPUT_CLIP)
+        # (Two ufuncs into the block's row are np.clip without its Python layers, ~2 us.)
+        row = self.block[self.filled]
+        np.minimum(np.maximum(u, -Z_INPUT_CLIP, out=row), Z_INPUT_CLIP, out=row)
         self.filled += 1
         self.ticks += 1
         if self.filled < BLOCK:
@@ -1014,7 +1017,7 @@ class Relation:
         residual_var = unexplained + RELATION_RIDGE
         off = np.eye(self.size) - kept @ kept.T  # the residual of standardised readings
         self.solve = (off / np.sqrt(residual_var)[:, None]) / sd[None, :]
-        self.spread = np.sqrt(residual_var) * sd
+        self.spread = (np.sqrt(residual_var) * sd).tolist()
         self.shared = shared
 
     def residuals(self, u: Any) -> Any:
@@ -1376,18 +1379,21 @@ class Engine:
         for c in channels:
             if c.fresh:
                 u[c.index] = c.u
-        residuals = relation.residuals(u)
+        found = relation.residuals(u)
+        # As floats at once: indexing an array per channel costs more than the product.
+        residuals: list[float] = [] if found is None else found.tolist()
+        spreads = relation.spread
         for c in channels:
             if not c.fresh:
                 continue
-            if residuals is None or c.n < SCORE_FROM:
+            if found is None or c.n < SCORE_FROM:
                 c.relation.set(0.0, False)
                 continue
-            e = float(residuals[c.index])
+            e = residuals[c.index]
             c.relation.set(e * e, True)
             # What the other channels imply, for the explanation: this reading less its
             # residual, with a band of its residual spread.
-            spread = float(relation.spread[c.index])
+            spread = spreads[c.index]
             rel_scale = c.rel_scale
             c.rel_expected = c.rel_mean + (c.u - e * spread) * rel_scale
             c.rel_band = BAND_SIGMAS * spread * rel_scale
