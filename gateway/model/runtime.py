@@ -171,7 +171,7 @@ class TfliteModel(_Base):
     def _bind(self) -> None:
         """(set, get, invoke): the native calls where the runtime has them, else the public."""
         interp = self._interp
-        native = getattr(interp, "_interpreter", None)
+        native: Any = getattr(interp, "_interpreter", None)
         if all(hasattr(native, n) for n in ("SetTensor", "GetTensor", "Invoke")):
             self._calls = (native.SetTensor, native.GetTensor, native.Invoke)
         else:
