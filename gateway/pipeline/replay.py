@@ -16,7 +16,7 @@ import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import chain, repeat
+from itertools import chain
 from pathlib import Path
 from typing import TextIO
 
@@ -24,7 +24,6 @@ from gateway.config import Config, check_name
 from gateway.detector import Detector
 from gateway.errors import GatewayError
 from gateway.model.runtime import StepModel
-from gateway.records import Reading, ScoredReading
 from gateway.sources.parsers import ascii_float
 
 log = logging.getLogger(__name__)
@@ -250,10 +249,11 @@ def replay(
         writer.writerow(
             ["timestamp", "anomaly_score", "alert"] + [f"expected_{c}" for c in channels]
         )
-        # Per row this loop is a good part of the cost: names and constants are hoisted.
-        reading, format_expected, to_float = Reading, _format_expected, ascii_float
-        process_ticks, isfinite, nan = detector.process_ticks, math.isfinite, math.nan
-        columns = list(enumerate(zip(channels, numeric, strict=True)))
+        # Per row this loop is a good part of the cost: names and constants are hoisted,
+        # and the detector takes the row's values as they are (no Reading per value) and
+        # gives back each one's expected value (no ScoredReading).
+        to_float, process_row, isfinite = ascii_float, detector.process_row, math.isfinite
+        format_expected = _format_expected
         last_ts = 0.0
         expected = [""] * len(channels)
         score, alert = 0.0, False
@@ -270,34 +270,23 @@ def replay(
             last_ts = ts
             try:  # the common row: every cell a finite number
                 values = [to_float(row[i]) for i in numeric]
+                complete = all(map(isfinite, values))
             except (ValueError, IndexError):
-                values = None
-            if values is not None and all(map(isfinite, values)):
-                tick = list(map(reading, channels, repeat(ts), values, repeat("replay")))
-                out = process_ticks((tick,))
-                scored = out.scored
-                # One scored reading per reading, in order.
-                expected = format_expected(scored)
+                complete = False
+            if complete:
+                out = process_row(channels, ts, values)
+                expected = format_expected(out.expected)
             else:
-                tick = []
-                slots = []
-                for k, (channel, i) in columns:
-                    try:
-                        # Surrounding whitespace is ignored (as float() does); a missing cell is nan.
-                        value = to_float(row[i]) if i < len(row) else nan
-                    except ValueError:
-                        value = nan
-                    if not isfinite(value):
+                values = [_cell(row, i) for i in numeric]
+                out = process_row(channels, ts, values)  # skips the values that are nan
+                cells = format_expected(out.expected)
+                for k, value in enumerate(values):
+                    if isfinite(value):  # a missing value keeps the column's last expected
+                        expected[k] = cells[k]
+                    else:
                         summary.bad_cells += 1
-                        continue
-                    tick.append(reading(channel, ts, value, "replay"))
-                    slots.append(k)
-                out = process_ticks((tick,))
-                scored = out.scored
-                for k, s in zip(slots, scored, strict=True):
-                    expected[k] = "" if s.expected is None else f"{s.expected:.6g}"
-            if scored:
-                score, alert = scored[-1].score, scored[-1].alert
+            if out.scored_values:
+                score, alert = out.score, out.alert
             if out.alerts:
                 summary.alerts_raised += sum(1 for a in out.alerts if a.state == "raised")
             writer.writerow(
@@ -309,9 +298,18 @@ def replay(
     return summary
 
 
-def _format_expected(scored: list[ScoredReading]) -> list[str]:
-    """The ``expected_<channel>`` cells of one row."""
-    return ["" if s.expected is None else f"{s.expected:.6g}" for s in scored]
+def _format_expected(expected: list[float]) -> list[str]:
+    """The ``expected_<channel>`` cells of one row; nan: none yet."""
+    return [f"{e:.6g}" if e == e else "" for e in expected]
+
+
+def _cell(row: list[str], i: int) -> float:
+    """A cell as a number; nan for a missing cell or one that is not a number (surrounding
+    whitespace is ignored, as float() does)."""
+    try:
+        return ascii_float(row[i]) if i < len(row) else math.nan
+    except ValueError:
+        return math.nan
 
 
 def replay_to_string(input_path: Path, config: Config, model: StepModel, **kw: object) -> str:
