@@ -14,7 +14,7 @@ import datetime as dt
 import io
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -250,18 +250,20 @@ def replay(
             ["timestamp", "anomaly_score", "alert"] + [f"expected_{c}" for c in channels]
         )
         # Per row this loop is a good part of the cost: names and constants are hoisted,
-        # and the detector takes the row's values as they are (no Reading per value) and
-        # gives back each one's expected value (no ScoredReading).
+        # the detector takes the row's values as they are (no Reading per value) and gives
+        # back each one's expected value (no ScoredReading), and a row whose timestamp
+        # needs no quoting is written as one formatted line, not through the csv writer.
         to_float, process_row, isfinite = ascii_float, detector.process_row, math.isfinite
-        format_expected = _format_expected
+        write, plain, cells = output.write, _needs_no_quotes, _expected_cells(len(channels))
         last_ts = 0.0
-        expected = [""] * len(channels)
+        expected = [math.nan] * len(channels)  # each column's last expected value
         score, alert = 0.0, False
         for number, row in enumerate(rows):
-            stamp = row[time_index] if time_index is not None and time_index < len(row) else ""
             if time_index is None:
+                stamp = str(number)
                 ts = float(number)
             else:
+                stamp = row[time_index] if time_index < len(row) else ""
                 try:
                     ts = parse_time(stamp)
                 except (ValueError, OverflowError):
@@ -275,32 +277,57 @@ def replay(
                 complete = False
             if complete:
                 out = process_row(channels, ts, values)
-                expected = format_expected(out.expected)
+                expected = out.expected
             else:
                 values = [_cell(row, i) for i in numeric]
                 out = process_row(channels, ts, values)  # skips the values that are nan
-                cells = format_expected(out.expected)
+                expected = list(expected)
                 for k, value in enumerate(values):
                     if isfinite(value):  # a missing value keeps the column's last expected
-                        expected[k] = cells[k]
+                        expected[k] = out.expected[k]
                     else:
                         summary.bad_cells += 1
             if out.scored_values:
                 score, alert = out.score, out.alert
             if out.alerts:
                 summary.alerts_raised += sum(1 for a in out.alerts if a.state == "raised")
-            writer.writerow(
-                [stamp if time_index is not None else number, format_score(score), int(alert)]
-                + expected
-            )
+            if plain(stamp):
+                write(f"{stamp},{format_score(score)},{int(alert)},{cells(expected)}\n")
+            else:
+                writer.writerow(
+                    [stamp, format_score(score), int(alert), *cells(expected).split(",")]
+                )
             summary.rows += 1
     summary.seconds = _time.perf_counter() - started
     return summary
 
 
-def _format_expected(expected: list[float]) -> list[str]:
-    """The ``expected_<channel>`` cells of one row; nan: none yet."""
-    return [f"{e:.6g}" if e == e else "" for e in expected]
+_EXPECTED = "%.6g"
+
+
+def _expected_cells(size: int) -> Callable[[list[float]], str]:
+    """The ``expected_<channel>`` cells of a row of ``size`` channels, comma separated: six
+    significant digits (``%.6g`` is ``{:.6g}``), empty for nan (none yet). All the row's
+    values in one format call; a row with a nan (rare: the first row, a missing cell
+    before its column had one) cell by cell."""
+    line = ",".join([_EXPECTED] * size)
+
+    def cells(expected: list[float]) -> str:
+        text = line % tuple(expected)
+        if "nan" not in text:  # never in a finite number's digits
+            return text
+        return ",".join("" if e != e else _EXPECTED % e for e in expected)
+
+    return cells
+
+
+_QUOTED = frozenset(',"\r\n')  # what makes the csv writer quote a field (QUOTE_MINIMAL)
+
+
+def _needs_no_quotes(stamp: str) -> bool:
+    """The csv writer would write ``stamp`` as it is: it holds no separator, quote or line
+    break."""
+    return _QUOTED.isdisjoint(stamp)
 
 
 def _cell(row: list[str], i: int) -> float:
