@@ -820,11 +820,35 @@ class Channel:
 # --- finding a cycle --------------------------------------------------------------------
 
 
+_DESIGNS: dict[int, tuple[Any, Any, Any, float]] = {}  # n -> what a line fit over n needs
+_DESIGNS_MAX: Final = 32  # the history's few lengths; others are fitted without keeping
+
+
+def _line_fit(x: Any) -> tuple[Any, float, float]:
+    """(t, slope, intercept) of ``np.polyfit(t, x, 1)`` over t = 0..n-1, by the very same
+    steps (the design matrix scaled by its column norms, ``lstsq``, the scale undone), so
+    the same bits; but the design matrix and its scale depend on n only and are kept:
+    polyfit's own set-up was half the cost of a look for a cycle."""
+    n = len(x)
+    design = _DESIGNS.get(n)
+    if design is None:
+        t = np.arange(n, dtype=np.float64) + 0.0
+        lhs = np.vander(t, 2)
+        scale = np.sqrt((lhs * lhs).sum(axis=0))
+        lhs /= scale
+        design = (t, lhs, scale, len(t) * float(np.finfo(t.dtype).eps))
+        if len(_DESIGNS) < _DESIGNS_MAX:
+            _DESIGNS[n] = design
+    t, lhs, scale, rcond = design
+    c = np.linalg.lstsq(lhs, np.asarray(x) + 0.0, rcond)[0]
+    c = (c.T / scale).T
+    return t, float(c[0]), float(c[1])
+
+
 def autocorrelation(x: Any) -> Any:
     """The unbiased autocorrelation of ``x`` after removing its straight-line trend."""
     n = len(x)
-    t = np.arange(n, dtype=np.float64)
-    slope, intercept = np.polyfit(t, x, 1)
+    t, slope, intercept = _line_fit(x)
     y = x - (slope * t + intercept)
     size = 1 << (2 * n - 1).bit_length()
     spectrum = np.fft.rfft(y, size)

@@ -68,9 +68,12 @@ def parse_time(text: str) -> float:
                 raise ValueError("non-finite timestamp")
             return value / 1000.0 if value > 1e11 else value  # epoch milliseconds
     moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
+    if moment.tzinfo is None:  # UTC: what timestamp() of it as UTC is (the same timedelta)
+        return (moment - _EPOCH).total_seconds()
     return moment.timestamp()
+
+
+_EPOCH = dt.datetime(1970, 1, 1)  # naive, as the times without a zone are taken: UTC
 
 
 def _is_number(text: str) -> bool:
