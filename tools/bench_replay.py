@@ -7,7 +7,8 @@ univariate file and on 8-channel SKAB files, and checks that both cores write th
 
 The machine may be shared: each file is replayed ``--repeats`` times per core, the cores
 alternating, and the table shows medians and the ratio (compiled / python) of the same run.
-``--baseline DIR`` also replays each file with another checkout's code (e.g. main), both of
+It also reports rows per CPU second, what one free core does whatever the load (the
+wall-clock rate also counts the waits for a core). ``--baseline DIR`` also replays each file with another checkout's code (e.g. main), both of
 its cores, in a child process in turn with this one's runs, and checks its output is the
 same bytes: a speed-up is measured against the code it replaces under the same load.
 
@@ -28,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,16 +62,19 @@ def write_univariate(path: Path, rows: int, seed: int = 42) -> None:
             writer.writerow([1_700_000_000 + i, f"{value:.4f}"])
 
 
-def run_once(path: Path, core: str, config: Config, model: Any, options: dict[str, Any]) -> tuple[float, str, int]:  # fmt: skip
+def run_once(path: Path, core: str, config: Config, model: Any, options: dict[str, Any]) -> tuple[float, float, str, int]:  # fmt: skip
+    """(rows per second, rows per CPU second, output, rows)."""
     out = io.StringIO()
+    cpu = time.process_time()
     summary = replay(path, out, config, model, core=core, **options)
-    return summary.rows / summary.seconds, out.getvalue(), summary.rows
+    cpu = time.process_time() - cpu
+    return summary.rows / summary.seconds, summary.rows / cpu, out.getvalue(), summary.rows
 
 
 # The child that replays a file with another checkout's code: its own gateway package, its
 # default model, both its cores; rows/s and the SHA-256 of the output of each.
 _CHILD = """
-import hashlib, io, json, sys
+import hashlib, io, json, sys, time
 from pathlib import Path
 root, path, options, cores = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4:]
 sys.path.insert(0, root)
@@ -79,9 +84,11 @@ from gateway.pipeline.replay import replay
 options["ignore"] = tuple(options.get("ignore", ()))
 model, config, done = load_model(None, "auto"), Config(), {}
 for core in cores:
-    out = io.StringIO()
+    out, cpu = io.StringIO(), time.process_time()
     summary = replay(path, out, config, model, core=core, **options)
-    done[core] = [summary.rows / summary.seconds, hashlib.sha256(out.getvalue().encode()).hexdigest()]
+    cpu = time.process_time() - cpu
+    digest = hashlib.sha256(out.getvalue().encode()).hexdigest()
+    done[core] = [summary.rows / summary.seconds, summary.rows / cpu, digest]
 print(json.dumps(done))
 """
 
@@ -107,23 +114,28 @@ def bench_file(
     baseline: Path | None = None,
 ) -> dict[str, Any]:
     rates: dict[str, list[float]] = {core: [] for core in CORES}
+    cpu_rates: dict[str, list[float]] = {core: [] for core in CORES}
     base_rates: dict[str, list[float]] = {core: [] for core in CORES}
+    base_cpu: dict[str, list[float]] = {core: [] for core in CORES}
     outputs: dict[str, str] = {}
     base_digests: set[str] = set()
     rows = 0
     for r in range(repeats):
         order = CORES if r % 2 == 0 else tuple(reversed(CORES))
         if baseline is not None and r % 2 == 1:  # the baseline first every other round
-            for core, (rate, digest) in run_baseline(baseline, path, options, order).items():
+            for core, (rate, cpu, digest) in run_baseline(baseline, path, options, order).items():
                 base_rates[core].append(rate)
+                base_cpu[core].append(cpu)
                 base_digests.add(digest)
         for core in order:
-            rate, text, rows = run_once(path, core, config, model, options)
+            rate, cpu, text, rows = run_once(path, core, config, model, options)
             rates[core].append(rate)
+            cpu_rates[core].append(cpu)
             outputs.setdefault(core, text)
         if baseline is not None and r % 2 == 0:
-            for core, (rate, digest) in run_baseline(baseline, path, options, order).items():
+            for core, (rate, cpu, digest) in run_baseline(baseline, path, options, order).items():
                 base_rates[core].append(rate)
+                base_cpu[core].append(cpu)
                 base_digests.add(digest)
     medians = {core: statistics.median(v) for core, v in rates.items()}
     ratios = [c / p for p, c in zip(rates["python"], rates["compiled"], strict=True)]
@@ -135,6 +147,9 @@ def bench_file(
         "channels": len(header) - 1 - len(options.get("ignore", ())),
         "rows_per_s": rates,
         "median_rows_per_s": medians,
+        # rows per second of CPU time: what one free core does, whatever the load
+        "rows_per_cpu_s": cpu_rates,
+        "median_rows_per_cpu_s": {core: statistics.median(v) for core, v in cpu_rates.items()},
         "ratio_median": statistics.median(ratios),
         "identical_output": outputs["python"] == outputs["compiled"],
     }
@@ -143,6 +158,8 @@ def bench_file(
         result["baseline"] = {
             "rows_per_s": base_rates,
             "median_rows_per_s": {core: statistics.median(v) for core, v in base_rates.items()},
+            "rows_per_cpu_s": base_cpu,
+            "median_rows_per_cpu_s": {core: statistics.median(v) for core, v in base_cpu.items()},
             # this compiled / the baseline's compiled, run by run (same load)
             "speedup_median": statistics.median(
                 [a / b for a, b in zip(rates["compiled"], base_rates["compiled"], strict=True)]
@@ -199,6 +216,18 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     if baseline is not None:
         print(f"base: {baseline}; speedup: compiled / base compiled, run by run")
+    # CPU time is what one core does when it is free: on a loaded box the wall-clock rate
+    # also counts the waits for a core, the CPU rate much less.
+    print("\nrows per CPU second (the same runs)")
+    versus = f" {'base py':>8s} {'base cc':>8s}" if baseline else ""
+    print(f"{'file':28s} {'python':>8s} {'compiled':>8s}{versus}")
+    for r in results:
+        c = r["median_rows_per_cpu_s"]
+        line = f"{r['file']:28s} {c['python']:8,.0f} {c['compiled']:8,.0f}"
+        if baseline is not None:
+            b = r["baseline"]["median_rows_per_cpu_s"]
+            line += f" {b['python']:8,.0f} {b['compiled']:8,.0f}"
+        print(line)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
