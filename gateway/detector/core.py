@@ -820,11 +820,35 @@ class Channel:
 # --- finding a cycle --------------------------------------------------------------------
 
 
+_DESIGNS: dict[int, tuple[Any, Any, Any, float]] = {}  # n -> what a line fit over n needs
+_DESIGNS_MAX: Final = 32  # the history's few lengths; others are fitted without keeping
+
+
+def _line_fit(x: Any) -> tuple[Any, float, float]:
+    """(t, slope, intercept) of ``np.polyfit(t, x, 1)`` over t = 0..n-1, by the very same
+    steps (the design matrix scaled by its column norms, ``lstsq``, the scale undone), so
+    the same bits; but the design matrix and its scale depend on n only and are kept:
+    polyfit's own set-up was half the cost of a look for a cycle."""
+    n = len(x)
+    design = _DESIGNS.get(n)
+    if design is None:
+        t = np.arange(n, dtype=np.float64) + 0.0
+        lhs = np.vander(t, 2)
+        scale = np.sqrt((lhs * lhs).sum(axis=0))
+        lhs /= scale
+        design = (t, lhs, scale, len(t) * float(np.finfo(t.dtype).eps))
+        if len(_DESIGNS) < _DESIGNS_MAX:
+            _DESIGNS[n] = design
+    t, lhs, scale, rcond = design
+    c = np.linalg.lstsq(lhs, np.asarray(x) + 0.0, rcond)[0]
+    c = (c.T / scale).T
+    return t, float(c[0]), float(c[1])
+
+
 def autocorrelation(x: Any) -> Any:
     """The unbiased autocorrelation of ``x`` after removing its straight-line trend."""
     n = len(x)
-    t = np.arange(n, dtype=np.float64)
-    slope, intercept = np.polyfit(t, x, 1)
+    t, slope, intercept = _line_fit(x)
     y = x - (slope * t + intercept)
     size = 1 << (2 * n - 1).bit_length()
     spectrum = np.fft.rfft(y, size)
@@ -972,12 +996,15 @@ class Relation:
         self.block: Any = np.zeros((BLOCK, size))
         self.filled: int = 0
         self.solve: Any = None  # residuals = solve @ u, standardised per channel
-        self.spread: Any = None  # each channel's residual spread, in u units
+        # Each channel's residual spread, in u units: floats, read per tick.
+        self.spread: list[float] = []
         self.shared: int = 0  # components the channels share
 
     def learn(self, u: Any, halflife: float) -> None:
         # Clipped like the model's input, so one wild reading cannot own the covariance.
-        self.block[self.filled] = np.clip(u, -Z_INPUT_CLIP, Z_INPUT_CLIP)
+        # (Two ufuncs into the block's row are np.clip without its Python layers, ~2 us.)
+        row = self.block[self.filled]
+        np.minimum(np.maximum(u, -Z_INPUT_CLIP, out=row), Z_INPUT_CLIP, out=row)
         self.filled += 1
         self.ticks += 1
         if self.filled < BLOCK:
@@ -1014,7 +1041,7 @@ class Relation:
         residual_var = unexplained + RELATION_RIDGE
         off = np.eye(self.size) - kept @ kept.T  # the residual of standardised readings
         self.solve = (off / np.sqrt(residual_var)[:, None]) / sd[None, :]
-        self.spread = np.sqrt(residual_var) * sd
+        self.spread = (np.sqrt(residual_var) * sd).tolist()
         self.shared = shared
 
     def residuals(self, u: Any) -> Any:
@@ -1126,6 +1153,20 @@ class Output:
         self.events: list[Event] = []
 
 
+class RowOutput(Output):
+    """What ``Engine.process_row`` produced: alert changes and events as ``Output``, and per
+    value of the row, not a ``ScoredReading``, its expected value (nan: none, or the value
+    was not finite and was skipped); ``score`` and ``alert`` are the asset's after the row
+    (of the last value's asset), when ``scored`` values were scored at all."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.expected: list[float] = [math.nan] * size
+        self.scored_values: int = 0
+        self.score: float = 0.0
+        self.alert: bool = False
+
+
 class Engine:
     """Scores readings of many streams. Owned by one thread (the pipeline, or replay)."""
 
@@ -1228,6 +1269,44 @@ class Engine:
             self.tick(tick, out)
         return out
 
+    def process_row(self, streams: Sequence[str], ts: float, values: Sequence[float]) -> RowOutput:
+        """One row of a table (replay): ``values[i]`` of ``streams[i]``, all at ``ts``, scored
+        exactly as ``tick`` scores the same readings (a stream named twice starts the next
+        tick; a value that is not finite is skipped), without a Reading or a ScoredReading
+        made per value: at 8 channels those were an eighth of replay's time."""
+        if len(streams) != len(values):
+            raise ValueError(f"{len(streams)} streams but {len(values)} values")
+        out = RowOutput(len(values))
+        steps: list[Channel] = []
+        places: list[int] = []
+        timed = math.isfinite(ts)
+        for i in range(len(values)):
+            value = values[i]
+            if not (timed and math.isfinite(value)):
+                continue
+            c = self.channel(streams[i])
+            if c.fresh:
+                self.settle_row(steps, places, out)
+                steps = []
+                places = []
+            self.judge(c, value, ts, out)
+            steps.append(c)
+            places.append(i)
+        self.settle_row(steps, places, out)
+        return out
+
+    def settle_row(self, steps: list[Channel], places: list[int], out: RowOutput) -> None:
+        if not steps:
+            return
+        self.settle(steps, out)
+        expected = out.expected
+        for k in range(len(steps)):
+            expected[places[k]] = _finite_or_nan(steps[k].expected)
+        asset = steps[len(steps) - 1].asset
+        out.score = asset.score
+        out.alert = asset.latch.active
+        out.scored_values += len(steps)
+
     def tick(self, tick: Sequence[Reading], out: Output) -> None:
         steps: list[Channel] = []
         readings: list[Reading] = []
@@ -1250,6 +1329,19 @@ class Engine:
         """Score the judged readings of one tick, learn from them, step the model."""
         if not steps:
             return
+        self.settle(steps, out)
+        for i in range(len(steps)):
+            c = steps[i]
+            r = readings[i]
+            asset = c.asset
+            expected = c.expected if math.isfinite(c.expected) else None
+            out.scored.append(
+                ScoredReading(r.stream, r.ts, r.value, expected, asset.score, asset.latch.active)
+            )
+
+    def settle(self, steps: list[Channel], out: Output) -> None:
+        """Score the judged readings of one tick (``steps``, not empty), learn from them,
+        step the model."""
         if len(steps) == 1:
             asset = steps[0].asset
             self.relate(asset)
@@ -1268,14 +1360,6 @@ class Engine:
             for asset in touched.values():
                 self.learn_relation(asset)
         self.step_model(steps)
-        for i in range(len(steps)):
-            c = steps[i]
-            r = readings[i]
-            asset = c.asset
-            expected = c.expected if math.isfinite(c.expected) else None
-            out.scored.append(
-                ScoredReading(r.stream, r.ts, r.value, expected, asset.score, asset.latch.active)
-            )
 
     def judge(self, c: Channel, value: float, ts: float, out: Output) -> None:
         """The first half of a tick for one reading: how surprising is it?"""
@@ -1376,18 +1460,21 @@ class Engine:
         for c in channels:
             if c.fresh:
                 u[c.index] = c.u
-        residuals = relation.residuals(u)
+        found = relation.residuals(u)
+        # As floats at once: indexing an array per channel costs more than the product.
+        residuals: list[float] = [] if found is None else found.tolist()
+        spreads = relation.spread
         for c in channels:
             if not c.fresh:
                 continue
-            if residuals is None or c.n < SCORE_FROM:
+            if found is None or c.n < SCORE_FROM:
                 c.relation.set(0.0, False)
                 continue
-            e = float(residuals[c.index])
+            e = residuals[c.index]
             c.relation.set(e * e, True)
             # What the other channels imply, for the explanation: this reading less its
             # residual, with a band of its residual spread.
-            spread = float(relation.spread[c.index])
+            spread = spreads[c.index]
             rel_scale = c.rel_scale
             c.rel_expected = c.rel_mean + (c.u - e * spread) * rel_scale
             c.rel_band = BAND_SIGMAS * spread * rel_scale

@@ -160,48 +160,57 @@ class TfliteModel(_Base):
         self.resizes = 0
         # The public set_tensor/get_tensor/invoke are one-line wrappers around the native
         # SetTensor/GetTensor/Invoke (invoke() first checks that no numpy view of an internal
-        # buffer is alive; this class never takes one). At ~20 us per reading the wrappers'
-        # ~2 us count, so step() calls the native ones where the runtime has them. It must
-        # not keep a reference to the native object: that check counts them.
-        native = getattr(interpreter, "_interpreter", None)
-        self._native = all(hasattr(native, n) for n in ("SetTensor", "GetTensor", "Invoke"))
-        del native
+        # buffer is alive, by counting the references to the native object; this class never
+        # takes a view). At a few us per reading the wrappers' ~2 us count, so step() calls
+        # the native ones, bound once, where the runtime has them. Bound methods hold the
+        # native object, which fails that check: ``_resize`` lets go of them while the public
+        # API reallocates, and binds them again after.
+        self._calls: tuple[Any, Any, Any] | None = None
+        self._bind()
+
+    def _bind(self) -> None:
+        """(set, get, invoke): the native calls where the runtime has them, else the public."""
+        interp = self._interp
+        native: Any = getattr(interp, "_interpreter", None)
+        if all(hasattr(native, n) for n in ("SetTensor", "GetTensor", "Invoke")):
+            self._calls = (native.SetTensor, native.GetTensor, native.Invoke)
+        else:
+            self._calls = (interp.set_tensor, interp.get_tensor, interp.invoke)
 
     def step(self, x: np.ndarray, h: np.ndarray, dt: np.ndarray) -> Outputs:
         x, h, dt = self._inputs(x, h, dt)
-        b = x.shape[0]
-        if b == 0:
-            return self._empty()
+        b = len(x)
         cap = self._capacity
-        if not (b <= cap <= _PAD_UP_TO or b == cap):
-            self._resize(b if b > _PAD_UP_TO else 1 << (b - 1).bit_length())
-        if b < self._capacity:
-            px, ph, pdt = self._pad
-            px[:b], ph[:b], pdt[:b] = x, h, dt  # the rows past b keep earlier, finite inputs
-            x, h, dt = px, ph, pdt
-        native = self._interp._interpreter if self._native else None
-        if native is not None:
-            put, get, run = native.SetTensor, native.GetTensor, native.Invoke
-        else:
-            put, get, run = self._interp.set_tensor, self._interp.get_tensor, self._interp.invoke
+        if b != cap:  # the common case (one replay file, one steady batch) skips all this
+            if b == 0:
+                return self._empty()
+            if not b < cap <= _PAD_UP_TO:
+                cap = b if b > _PAD_UP_TO else 1 << (b - 1).bit_length()
+                self._resize(cap)
+            if b < cap:
+                px, ph, pdt = self._pad
+                px[:b], ph[:b], pdt[:b] = x, h, dt  # the rows past b keep earlier, finite inputs
+                x, h, dt = px, ph, pdt
+        put, get, run = self._calls  # type: ignore[misc]
         put(self._x, x)
         put(self._h, h)
         put(self._dt, dt)
         run()
         # get_tensor copies: the outputs stay valid after the next invoke.
-        pred = get(self._pred)
-        log_var = get(self._log_var)
-        h_new = get(self._h_new)
-        if b < self._capacity:
-            return pred[:b], log_var[:b], h_new[:b]
-        return pred, log_var, h_new
+        if b < cap:
+            return get(self._pred)[:b], get(self._log_var)[:b], get(self._h_new)[:b]
+        return get(self._pred), get(self._log_var), get(self._h_new)
 
     def _resize(self, cap: int) -> None:
+        self._calls = None  # the public API below refuses while the native calls are held
         interp = self._interp
-        interp.resize_tensor_input(self._x, [cap, self.features])
-        interp.resize_tensor_input(self._h, [cap, self.hidden_size])
-        interp.resize_tensor_input(self._dt, [cap, 1])
-        interp.allocate_tensors()
+        try:
+            interp.resize_tensor_input(self._x, [cap, self.features])
+            interp.resize_tensor_input(self._h, [cap, self.hidden_size])
+            interp.resize_tensor_input(self._dt, [cap, 1])
+            interp.allocate_tensors()
+        finally:
+            self._bind()
         self._capacity = cap
         self.resizes += 1
         self._pad = (

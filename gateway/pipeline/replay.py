@@ -14,9 +14,9 @@ import datetime as dt
 import io
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from itertools import chain, repeat
+from itertools import chain
 from pathlib import Path
 from typing import TextIO
 
@@ -24,7 +24,6 @@ from gateway.config import Config, check_name
 from gateway.detector import Detector
 from gateway.errors import GatewayError
 from gateway.model.runtime import StepModel
-from gateway.records import Reading, ScoredReading
 from gateway.sources.parsers import ascii_float
 
 log = logging.getLogger(__name__)
@@ -69,9 +68,12 @@ def parse_time(text: str) -> float:
                 raise ValueError("non-finite timestamp")
             return value / 1000.0 if value > 1e11 else value  # epoch milliseconds
     moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
+    if moment.tzinfo is None:  # UTC: what timestamp() of it as UTC is (the same timedelta)
+        return (moment - _EPOCH).total_seconds()
     return moment.timestamp()
+
+
+_EPOCH = dt.datetime(1970, 1, 1)  # naive, as the times without a zone are taken: UTC
 
 
 def _is_number(text: str) -> bool:
@@ -250,18 +252,21 @@ def replay(
         writer.writerow(
             ["timestamp", "anomaly_score", "alert"] + [f"expected_{c}" for c in channels]
         )
-        # Per row this loop is a good part of the cost: names and constants are hoisted.
-        reading, format_expected, to_float = Reading, _format_expected, ascii_float
-        process_ticks, isfinite, nan = detector.process_ticks, math.isfinite, math.nan
-        columns = list(enumerate(zip(channels, numeric, strict=True)))
+        # Per row this loop is a good part of the cost: names and constants are hoisted,
+        # the detector takes the row's values as they are (no Reading per value) and gives
+        # back each one's expected value (no ScoredReading), and a row whose timestamp
+        # needs no quoting is written as one formatted line, not through the csv writer.
+        to_float, process_row, isfinite = ascii_float, detector.process_row, math.isfinite
+        write, plain, cells = output.write, _needs_no_quotes, _expected_cells(len(channels))
         last_ts = 0.0
-        expected = [""] * len(channels)
+        expected = [math.nan] * len(channels)  # each column's last expected value
         score, alert = 0.0, False
         for number, row in enumerate(rows):
-            stamp = row[time_index] if time_index is not None and time_index < len(row) else ""
             if time_index is None:
+                stamp = str(number)
                 ts = float(number)
             else:
+                stamp = row[time_index] if time_index < len(row) else ""
                 try:
                     ts = parse_time(stamp)
                 except (ValueError, OverflowError):
@@ -270,48 +275,71 @@ def replay(
             last_ts = ts
             try:  # the common row: every cell a finite number
                 values = [to_float(row[i]) for i in numeric]
+                complete = all(map(isfinite, values))
             except (ValueError, IndexError):
-                values = None
-            if values is not None and all(map(isfinite, values)):
-                tick = list(map(reading, channels, repeat(ts), values, repeat("replay")))
-                out = process_ticks((tick,))
-                scored = out.scored
-                # One scored reading per reading, in order.
-                expected = format_expected(scored)
+                complete = False
+            if complete:
+                out = process_row(channels, ts, values)
+                expected = out.expected
             else:
-                tick = []
-                slots = []
-                for k, (channel, i) in columns:
-                    try:
-                        # Surrounding whitespace is ignored (as float() does); a missing cell is nan.
-                        value = to_float(row[i]) if i < len(row) else nan
-                    except ValueError:
-                        value = nan
-                    if not isfinite(value):
+                values = [_cell(row, i) for i in numeric]
+                out = process_row(channels, ts, values)  # skips the values that are nan
+                expected = list(expected)
+                for k, value in enumerate(values):
+                    if isfinite(value):  # a missing value keeps the column's last expected
+                        expected[k] = out.expected[k]
+                    else:
                         summary.bad_cells += 1
-                        continue
-                    tick.append(reading(channel, ts, value, "replay"))
-                    slots.append(k)
-                out = process_ticks((tick,))
-                scored = out.scored
-                for k, s in zip(slots, scored, strict=True):
-                    expected[k] = "" if s.expected is None else f"{s.expected:.6g}"
-            if scored:
-                score, alert = scored[-1].score, scored[-1].alert
+            if out.scored_values:
+                score, alert = out.score, out.alert
             if out.alerts:
                 summary.alerts_raised += sum(1 for a in out.alerts if a.state == "raised")
-            writer.writerow(
-                [stamp if time_index is not None else number, format_score(score), int(alert)]
-                + expected
-            )
+            if plain(stamp):
+                write(f"{stamp},{format_score(score)},{int(alert)},{cells(expected)}\n")
+            else:
+                writer.writerow(
+                    [stamp, format_score(score), int(alert), *cells(expected).split(",")]
+                )
             summary.rows += 1
     summary.seconds = _time.perf_counter() - started
     return summary
 
 
-def _format_expected(scored: list[ScoredReading]) -> list[str]:
-    """The ``expected_<channel>`` cells of one row."""
-    return ["" if s.expected is None else f"{s.expected:.6g}" for s in scored]
+_EXPECTED = "%.6g"
+
+
+def _expected_cells(size: int) -> Callable[[list[float]], str]:
+    """The ``expected_<channel>`` cells of a row of ``size`` channels, comma separated: six
+    significant digits (``%.6g`` is ``{:.6g}``), empty for nan (none yet). All the row's
+    values in one format call; a row with a nan (rare: the first row, a missing cell
+    before its column had one) cell by cell."""
+    line = ",".join([_EXPECTED] * size)
+
+    def cells(expected: list[float]) -> str:
+        text = line % tuple(expected)
+        if "nan" not in text:  # never in a finite number's digits
+            return text
+        return ",".join("" if e != e else _EXPECTED % e for e in expected)
+
+    return cells
+
+
+_QUOTED = frozenset(',"\r\n')  # what makes the csv writer quote a field (QUOTE_MINIMAL)
+
+
+def _needs_no_quotes(stamp: str) -> bool:
+    """The csv writer would write ``stamp`` as it is: it holds no separator, quote or line
+    break."""
+    return _QUOTED.isdisjoint(stamp)
+
+
+def _cell(row: list[str], i: int) -> float:
+    """A cell as a number; nan for a missing cell or one that is not a number (surrounding
+    whitespace is ignored, as float() does)."""
+    try:
+        return ascii_float(row[i]) if i < len(row) else math.nan
+    except ValueError:
+        return math.nan
 
 
 def replay_to_string(input_path: Path, config: Config, model: StepModel, **kw: object) -> str:

@@ -291,3 +291,50 @@ def test_all_channel_views_at_once_match_one_by_one(model, core) -> None:
     assert list(views) == ["flow", "temp", "x"]
     assert views == {s: detector.channel_view(s) for s in ("flow", "temp", "x")}
     assert views["x"]["interval_s"] == pytest.approx(1.0)
+
+
+def test_a_row_is_scored_as_the_tick_of_its_readings(model: StepModel, core: str) -> None:
+    """``process_row`` (replay) and ``process_ticks`` of the same readings: the same state,
+    alerts and events, and per value the expected value and the asset's score and alert
+    the scored reading carries; a value or time that is not finite is skipped, a stream
+    named twice starts the next tick."""
+    import math
+
+    rng = np.random.default_rng(8)
+    names = ["a", "b", "c", "d"]
+    by_row = Detector(DetectorSection(), model, assets={"m": names}, core=core)
+    by_tick = Detector(DetectorSection(), model, assets={"m": names}, core=core)
+    raised = 0
+    for i in range(1500):
+        values = [float(v) for v in rng.normal(0, 1, 4) + (5.0 if 900 < i < 1000 else 0.0)]
+        streams = list(names)
+        if i % 37 == 0:
+            values[1] = math.nan
+        if i % 101 == 0:
+            streams[3] = "a"  # twice in a row: the second starts the next tick
+        ts = math.inf if i == 700 else float(i)
+        row = by_row.process_row(streams, ts, values)
+        kept = [Reading(s, ts, v, "t") for s, v in zip(streams, values, strict=True)
+                if math.isfinite(v) and math.isfinite(ts)]  # fmt: skip
+        tick = by_tick.process_ticks([kept])
+        assert row.scored == [] and row.scored_values == len(tick.scored)
+        scored = iter(tick.scored)
+        for s, v, e in zip(streams, values, row.expected, strict=True):
+            if not (math.isfinite(v) and math.isfinite(ts)):
+                assert math.isnan(e)
+                continue
+            r = next(scored)
+            assert r.stream == s and (e == r.expected or (math.isnan(e) and r.expected is None))
+        if tick.scored:
+            assert (row.score, row.alert) == (tick.scored[-1].score, tick.scored[-1].alert)
+        assert [(a.state, a.ts, a.score) for a in row.alerts] == [
+            (a.state, a.ts, a.score) for a in tick.alerts
+        ]
+        assert [(e.kind, e.subject, e.ts) for e in row.events] == [
+            (e.kind, e.subject, e.ts) for e in tick.events
+        ]
+        raised += sum(a.state == "raised" for a in row.alerts)
+    assert raised >= 1  # the shift at 900 was judged on both paths
+    assert by_row.snapshot() == by_tick.snapshot()
+    with pytest.raises(ValueError, match="2 streams but 1 values"):
+        by_row.process_row(["a", "b"], 1.0, [1.0])

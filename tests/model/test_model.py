@@ -151,6 +151,28 @@ def test_batch_size_may_change_between_calls(
     assert [a.shape for a in empty] == [(0, f), (0, f), (0, hs)]
 
 
+def test_only_a_batch_past_the_capacity_or_far_below_it_resizes(model_path: Path) -> None:
+    """step() holds the native calls, and a resize lets go of them while the public API
+    reallocates (it refuses while any are held); a steady or padded batch size never does."""
+    model = load_model(model_path, runtime="litert")
+    assert isinstance(model, rt.TfliteModel)
+    rng = np.random.default_rng(5)
+    hs, f = model.hidden_size, model.features
+    start = model.resizes
+    kept = []
+    for b in (8, 8, 8, 5, 8, 7, 2, 2, 3, 1, 20, 20, 2):
+        x = rng.normal(size=(b, f)).astype(np.float32)
+        h = rng.uniform(-1, 1, (b, hs)).astype(np.float32)
+        dt = rng.uniform(0.5, 2.0, (b, 1)).astype(np.float32)
+        out = model.step(x, h, dt)
+        assert [a.shape for a in out] == [(b, f), (b, f), (b, hs)]
+        kept.append((out, [a.copy() for a in out]))
+    # To 8 (5 to 2 padded to it), to 20 (exact, over the padding limit), to 2 (far below 20).
+    assert model.resizes - start == 3
+    for out, copies in kept:  # outputs are copies: a later step does not overwrite them
+        assert all(np.array_equal(a, c) for a, c in zip(out, copies, strict=True))
+
+
 def test_wrong_input_shapes_are_rejected(lite: rt.StepModel) -> None:
     with pytest.raises(ValueError, match="step wants"):
         lite.step(np.zeros((2, 1)), np.zeros((2, 3)), np.zeros((2, 1)))

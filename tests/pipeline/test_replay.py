@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +164,102 @@ def test_scores_near_1_keep_the_digits_that_set_them_apart() -> None:
     assert [float(t) for t in texts] == sorted({float(t) for t in texts})  # distinct, in order
     for s, t in zip(scores, texts, strict=True):
         assert abs(float(t) - s) <= 0.01 * (1.0 - s)  # within 1 % of the distance to 1
+
+
+SKAB = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "skab" / "data"
+
+
+def write_univariate_with_bad_cells(path: Path, n: int = 4000) -> None:
+    """One drifting channel and two more (a cycle with a shift in it, a coarse count), with
+    every kind of bad cell and bad timestamp replay counts."""
+    rng = np.random.default_rng(11)
+    rows = [["timestamp", "level", "cycle", "count"]]
+    for i in range(n):
+        cycle = 5 * np.sin(i / 20) + rng.normal(0, 0.1) + (6.0 if 2500 < i < 2600 else 0.0)
+        cells = [f"{20 + i * 1e-3 + rng.normal():.4f}", f"{cycle:.4f}", str(i % 7)]
+        if i % 53 == 0:
+            cells[0] = "nan"
+        if i % 71 == 0:
+            cells[1] = "x"
+        if i % 401 == 0:
+            cells[2] = "inf"
+        if i % 97 == 0:
+            cells = cells[:1]  # a short row
+        stamp = "garbage" if i % 211 == 0 else str(1_700_000_000 + i)
+        if i % 307 == 0:
+            stamp = 'no, "time"\nhere'  # the csv writer quotes it, in and out
+        rows.append([stamp, *cells])
+    with path.open("w", newline="") as handle:
+        csv.writer(handle, lineterminator="\n").writerows(rows)
+
+
+def one_reading_at_a_time(
+    path: Path, core: str, model: object, sep: str, time_column: str, ignore: tuple[str, ...]
+) -> str:
+    """What replay must write, made the daemon's way: a Reading per value and
+    ``Detector.process`` per row, by the replay contract (a bad cell is a missing value that
+    keeps its column's last expected value; a bad timestamp is the previous row's time)."""
+    from gateway.config import Config
+    from gateway.detector import Detector
+    from gateway.pipeline.replay import _channel_name, parse_time
+    from gateway.records import Reading
+    from gateway.sources.parsers import ascii_float
+
+    with path.open(newline="") as handle:
+        table = list(csv.reader(handle, delimiter=sep))
+    assert sep == ";" or any("\n" in row[0] for row in table)  # the odd stamps are there
+    header = table[0]
+    columns = [i for i, name in enumerate(header) if name != time_column and name not in ignore]
+    used: set[str] = set()
+    names = [_channel_name(header[i], used) for i in columns]  # the names replay writes
+    asset = {_channel_name(path.stem, set(names)): names}
+    detector = Detector(Config().detector, model, assets=asset, core=core)  # type: ignore[arg-type]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["timestamp", "anomaly_score", "alert"] + [f"expected_{n}" for n in names])
+    expected = [""] * len(names)
+    score, alert, ts = 0.0, False, 0.0
+    for row in table[1:]:
+        stamp = row[header.index(time_column)]
+        with contextlib.suppress(ValueError):  # a bad timestamp: the previous row's time
+            ts = parse_time(stamp)
+        readings, slots = [], []
+        for k, i in enumerate(columns):
+            try:
+                value = ascii_float(row[i]) if i < len(row) else math.nan
+            except ValueError:
+                value = math.nan
+            if math.isfinite(value):
+                readings.append(Reading(names[k], ts, value, "test"))
+                slots.append(k)
+        scored = detector.process(readings).scored
+        for k, s in zip(slots, scored, strict=True):
+            expected[k] = "" if s.expected is None else f"{s.expected:.6g}"
+        if scored:
+            score, alert = scored[-1].score, scored[-1].alert
+        writer.writerow([stamp, format_score(score), int(alert), *expected])
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name", ["skab", "univariate"])
+def test_replay_writes_what_the_one_reading_at_a_time_path_gives(
+    tmp_path: Path, model: object, core: str, name: str
+) -> None:
+    """Replay hands the detector a whole row at once (no Reading or ScoredReading per
+    value); byte for byte, that must be the daemon's path, on both builds."""
+    from gateway.config import Config
+    from gateway.pipeline.replay import replay_to_string
+
+    if name == "skab":
+        if not SKAB.is_dir():
+            pytest.fail(f"the SKAB data is expected at {SKAB} (../shared beside the checkout)")
+        path, options = SKAB / "valve1" / "1.csv", {"sep": ";", "time_column": "datetime",
+                                                    "ignore": ("anomaly", "changepoint")}  # fmt: skip
+    else:
+        path, options = tmp_path / "univariate.csv", {"sep": ",", "time_column": "timestamp",
+                                                       "ignore": ()}  # fmt: skip
+        write_univariate_with_bad_cells(path)
+    text = replay_to_string(path, Config(), model, core=core, **options)  # type: ignore[arg-type]
+    assert text == one_reading_at_a_time(path, core, model, **options)  # type: ignore[arg-type]
+    rows = list(csv.reader(io.StringIO(text)))[1:]
+    assert len(rows) > 1000 and any(r[2] == "1" for r in rows)  # it alerted
