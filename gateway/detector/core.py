@@ -135,6 +135,7 @@ CYCLE_GAIN: Final = 0.5  # and comparing with the cycle must halve the residual 
 CYCLE_LOST: Final = 0.3  # a period whose autocorrelation falls below this is dropped
 CYCLE_LOOKBACK: Final = 64  # cycles looked back past a fault, at most
 CYCLE_SLIP: Final = 8  # one more neighbour of tolerance per this many cycles back
+CYCLE_AGREE: Final = 3.0  # two cycles agree on a phase when this many scales apart at most
 
 
 LEVEL: Final = 0
@@ -697,8 +698,9 @@ class Channel:
         """This phase of the cycle for ``value``: see ``cycle_value``."""
         have = self.remembers()
         relative = value - self.offset
+        tolerance = CYCLE_AGREE * self.scale
         return self.offset + cycle_value(
-            self.history, self.faulty, self.hpos, HISTORY, have, self.period, relative
+            self.history, self.faulty, self.hpos, HISTORY, have, self.period, relative, tolerance
         )
 
     def remembered(self) -> tuple[Any, Any]:
@@ -912,7 +914,14 @@ def _nearest(
 
 
 def cycle_value(
-    x: Any, flags: Any, now: int, size: int, have: int, period: float, value: float
+    x: Any,
+    flags: Any,
+    now: int,
+    size: int,
+    have: int,
+    period: float,
+    value: float,
+    tolerance: float,
 ) -> float:
     """What the cycle expects of ``value``, the reading at position ``now`` of ``x`` (a ring
     of ``size`` values holding ``have`` earlier readings, ``x[(now - k) % size]`` being the
@@ -920,26 +929,51 @@ def cycle_value(
     the last two cycles that were not faulty, each taken from the reading there or a neighbour,
     whichever is closest (a cycle of 476.6 readings, or sampled with jitter, does not line up
     to the reading; the further back, the more it may have slipped: one more neighbour each
-    side per CYCLE_SLIP cycles back). A fault is looked past, to the cycles before it, so it is
-    never its own reference; when only faulty readings are remembered, the last cycle is."""
+    side per CYCLE_SLIP cycles back). When those two differ by more than ``tolerance`` one of
+    them is not the cycle (a pulse that went missing and was not caught: taken as the
+    reference, it would come back as a fault one cycle later, and every cycle after that, as
+    the true ones are passed over as faulty): the cycle before them decides, and the two of
+    the three that agree best are the reference. A fault is looked past, to the cycles
+    before it, so it is never its own reference; when only faulty readings are remembered,
+    the last cycle is."""
     found = 0
-    total = 0.0
+    first = 0.0
+    second = 0.0
     k = 1
-    while found < 2 and k <= CYCLE_LOOKBACK:
+    while k <= CYCLE_LOOKBACK:
         lag = int(round(k * period))
         if lag + 1 > have:
             break
         v = _nearest(x, flags, now, size, have, lag, 1 + k // CYCLE_SLIP, value)
-        if v == v:
-            total += v
-            found += 1
         k += 1
+        if v != v:
+            continue
+        if found == 0:
+            first = v
+            found = 1
+        elif found == 1:
+            if abs(v - first) <= tolerance:
+                return 0.5 * (first + v)
+            second = v
+            found = 2
+        else:
+            # The two disagree: the third decides; the pair that agrees best is the reference.
+            one = abs(first - second)
+            two = abs(second - v)
+            three = abs(first - v)
+            if one <= two and one <= three:
+                return 0.5 * (first + second)
+            if two <= three:
+                return 0.5 * (second + v)
+            return 0.5 * (first + v)
+    if found == 2:
+        return 0.5 * (first + second)
     if found:
-        return total / found
+        return first
     return float(x[(now - min(int(round(period)), have)) % size])
 
 
-def cycle_residuals(x: Any, flags: Any, period: float) -> Any:
+def cycle_residuals(x: Any, flags: Any, period: float, tolerance: float) -> Any:
     """Every reading of ``x`` (oldest first; ``flags`` marks those read during a fault)
     after the first cycle less what the cycle expects of it, as the channel computes it
     reading by reading (``cycle_value``)."""
@@ -948,8 +982,15 @@ def cycle_residuals(x: Any, flags: Any, period: float) -> Any:
     out = np.empty(max(n - lag - 1, 0))
     for t in range(lag + 1, n):
         value = float(x[t])
-        out[t - lag - 1] = value - cycle_value(x, flags, t, n, t, period, value)
+        out[t - lag - 1] = value - cycle_value(x, flags, t, n, t, period, value, tolerance)
     return out
+
+
+def cycle_fit(x: Any, flags: Any, period: float) -> Any:
+    """``cycle_residuals`` with the tolerance the channel would use: ``CYCLE_AGREE`` times
+    the spread of the residuals of the plain two-cycle reference."""
+    _, var = robust_mean_var(cycle_residuals(x, flags, period, math.inf))
+    return cycle_residuals(x, flags, period, CYCLE_AGREE * math.sqrt(var))
 
 
 def baseline_residuals(x: Any, halflife: float) -> Any:
@@ -1628,8 +1669,8 @@ class Engine:
                 if period == 0.0 or abs(period - c.period) <= 1.0:
                     return
                 # A clearly better cycle replaces the current one.
-                _, now = robust_mean_var(cycle_residuals(x, flags, c.period))
-                _, new = robust_mean_var(cycle_residuals(x, flags, period))
+                _, now = robust_mean_var(cycle_fit(x, flags, c.period))
+                _, new = robust_mean_var(cycle_fit(x, flags, period))
                 if new < CYCLE_GAIN * now:
                     self.use_cycle(c, x, flags, period)
                 return
@@ -1639,7 +1680,7 @@ class Engine:
             return
         if period == 0.0:
             return
-        _, var = robust_mean_var(cycle_residuals(x, flags, period))
+        _, var = robust_mean_var(cycle_fit(x, flags, period))
         halflife = _in_intervals(self.settings.baseline_x, self.settings.baseline_s, c.interval)
         _, plain = robust_mean_var(baseline_residuals(x, halflife))
         if var < CYCLE_GAIN * plain:
@@ -1651,9 +1692,7 @@ class Engine:
         them; the model's state starts again (its input changed meaning)."""
         c.period = period
         c.weak = 0
-        residuals = (
-            cycle_residuals(x, flags, period) if period > 0.0 else x[-BLOCK * READY_BLOCKS :]
-        )
+        residuals = cycle_fit(x, flags, period) if period > 0.0 else x[-BLOCK * READY_BLOCKS :]
         mean, var = robust_mean_var(residuals)
         c.mean = mean
         c.var = var

@@ -113,6 +113,24 @@ def test_a_clean_square_wave_raises_nothing_after_its_first_periods(
     assert not result["active"][-period:].any()
 
 
+@pytest.mark.parametrize("period", [30.6, 52.5])
+def test_a_pulse_that_went_missing_once_is_not_echoed_cycle_after_cycle(
+    model: StepModel, core: str, period: float
+) -> None:
+    """A narrow pulse (two readings of a cycle of 30.6) that goes missing once is hidden from
+    the cycle by its neighbours. Taken as the reference, it came back as an alarm a cycle
+    later, and again every few cycles after that (each echo was marked faulty, so the cycles
+    after it looked past it to the missing pulse once more)."""
+    n = 9000
+    rng = np.random.default_rng(3)
+    k = np.arange(n)
+    values = -50.0 + 8.0 * ((k % period) < 2.0) + rng.normal(0.0, 0.03, n)
+    start = int(np.ceil(6000 / period) * period)
+    values[start : start + 3] = -50.0 + rng.normal(0.0, 0.03, 3)
+    result = run(model, core, values)
+    assert [i for i in result["raised"] if i >= 3 * period + 2048] == []
+
+
 @pytest.mark.parametrize("period", [24, 288, 700])
 def test_a_noisy_sine_raises_nothing(model: StepModel, core: str, period: int) -> None:
     n = 12000
