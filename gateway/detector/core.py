@@ -240,9 +240,10 @@ class Judge:
     def __init__(self, floor: float) -> None:
         self.floor = floor
         # The remembered maxima, float32 as they are learned and saved (4 bytes a value, not
-        # a list of boxed floats): a ring of at most BLOCKS values, and the same sorted.
-        self.maxima: array[float] = array("f")
+        # a list of boxed floats), kept once: sorted (the fit reads them in order), with the
+        # ring slot of each, a byte (the oldest is the one in slot ``pos``).
         self.ordered: array[float] = array("f")
+        self.slots: bytearray = bytearray()
         self.pos: int = 0
         self.block_max: float = 0.0
         self.in_block: int = 0
@@ -311,14 +312,28 @@ class Judge:
 
     def learn(self, value: float) -> None:
         value = _F32.unpack(_F32.pack(value))[0]  # kept at the precision it is saved with
-        if len(self.maxima) < BLOCKS:
-            self.maxima.append(value)
-        else:
-            old = self.maxima[self.pos]
-            self.maxima[self.pos] = value
-            del self.ordered[bisect.bisect_left(self.ordered, old)]
-        bisect.insort(self.ordered, value)
+        if len(self.ordered) >= BLOCKS:  # full: the oldest, in slot ``pos``, goes
+            oldest = self.slots.index(self.pos)
+            del self.ordered[oldest]
+            del self.slots[oldest]
+        at = bisect.bisect_right(self.ordered, value)
+        self.ordered.insert(at, value)
+        self.slots.insert(at, self.pos)
         self.pos = (self.pos + 1) % BLOCKS
+
+    def ring(self) -> array[float]:
+        """The remembered maxima in ring order (slot 0 first), as saved."""
+        ring = array("f", bytes(4 * len(self.ordered)))
+        for i in range(len(self.ordered)):
+            ring[self.slots[i]] = self.ordered[i]
+        return ring
+
+    def set_ring(self, ring: Any) -> None:
+        """Remember the maxima of ``ring`` (float32, slot 0 first, at most BLOCKS)."""
+        values = [float(v) for v in ring]
+        order = sorted(range(len(values)), key=values.__getitem__)
+        self.ordered = array("f", [values[i] for i in order])
+        self.slots = bytearray(order)
 
     def refit(self) -> None:
         """GEV by L-moments (Hosking 1985) on the remembered maxima; the tail is never fitted
@@ -375,9 +390,8 @@ class Judge:
         blocks = len(values) // BLOCK
         tail = np.asarray(values[len(values) - blocks * BLOCK :], np.float64)
         maxima = tail.reshape(blocks, BLOCK).max(axis=1)[-BLOCKS:] if blocks else tail[:0]
-        self.maxima = array("f", np.asarray(maxima, np.float32).tobytes())
-        self.ordered = array("f", sorted(self.maxima))
-        self.pos = len(self.maxima) % BLOCKS
+        self.set_ring(np.asarray(maxima, np.float32))
+        self.pos = len(self.ordered) % BLOCKS
         self.block_max = 0.0
         self.in_block = 0
         self.spoiled = False
@@ -388,7 +402,7 @@ class Judge:
         self.refit()
 
     def state(self) -> list[Any]:
-        ring = base64.b64encode(self.maxima.tobytes()).decode("ascii")
+        ring = base64.b64encode(self.ring().tobytes()).decode("ascii")
         return [ring, self.pos, self.block_max, self.in_block, self.spoiled, self.held_max,
                 self.held, self.brief, self.brief_age]  # fmt: skip
 
@@ -396,9 +410,10 @@ class Judge:
         ring = np.frombuffer(base64.b64decode(str(data[0]), validate=True), np.float32)
         if len(ring) > BLOCKS or not np.all(np.isfinite(ring)):
             raise ValueError("judge state does not fit")
-        self.maxima = array("f", ring.tobytes())
-        self.ordered = array("f", sorted(self.maxima))
+        self.set_ring(ring)
         self.pos = int(data[1]) % BLOCKS
+        if len(ring) < BLOCKS and self.pos != len(ring):  # a ring fills slot by slot
+            raise ValueError("judge state does not fit")
         self.block_max = float(data[2])
         self.in_block = int(data[3]) % BLOCK
         self.spoiled = bool(data[4])
