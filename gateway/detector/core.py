@@ -266,6 +266,11 @@ def _follow(
 # --- judging a statistic against its own healthy history -----------------------------------
 
 
+# What a judge that has learned nothing holds: never written to (``learn`` replaces them).
+_NO_MAXIMA: Final = array("f")
+_NO_SLOTS: Final = bytearray()
+
+
 class Judge:
     """Block maxima of one statistic while healthy, and the GEV fitted to them."""
 
@@ -273,9 +278,10 @@ class Judge:
         self.floor = floor
         # The remembered maxima, float32 as they are learned and saved (4 bytes a value, not
         # a list of boxed floats), kept once: sorted (the fit reads them in order), with the
-        # ring slot of each, a byte (the oldest is the one in slot ``pos``).
-        self.ordered: array[float] = array("f")
-        self.slots: bytearray = bytearray()
+        # ring slot of each, a byte (the oldest is the one in slot ``pos``). Until it learns
+        # (a relation judge of a stream alone never does) both are the shared empty ones.
+        self.ordered: array[float] = _NO_MAXIMA
+        self.slots: bytearray = _NO_SLOTS
         self.pos: int = 0
         self.block_max: float = 0.0
         self.in_block: int = 0
@@ -344,7 +350,10 @@ class Judge:
 
     def learn(self, value: float) -> None:
         value = _F32.unpack(_F32.pack(value))[0]  # kept at the precision it is saved with
-        if len(self.ordered) >= BLOCKS:  # full: the oldest, in slot ``pos``, goes
+        if not self.slots:  # its own, not the shared empty ones
+            self.ordered = array("f")
+            self.slots = bytearray()
+        elif len(self.ordered) >= BLOCKS:  # full: the oldest, in slot ``pos``, goes
             oldest = self.slots.index(self.pos)
             del self.ordered[oldest]
             del self.slots[oldest]
@@ -364,8 +373,8 @@ class Judge:
         """Remember the maxima of ``ring`` (float32, slot 0 first, at most BLOCKS)."""
         values = [float(v) for v in ring]
         order = sorted(range(len(values)), key=values.__getitem__)
-        self.ordered = array("f", [values[i] for i in order])
-        self.slots = bytearray(order)
+        self.ordered = array("f", [values[i] for i in order]) if values else _NO_MAXIMA
+        self.slots = bytearray(order) if values else _NO_SLOTS
 
     def refit(self) -> None:
         """GEV by L-moments (Hosking 1985) on the remembered maxima; the tail is never fitted
