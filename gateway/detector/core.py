@@ -134,7 +134,8 @@ FLAG_BYTES: Final = HISTORY // 8  # the fault flags of the history, a bit each
 # 3.6 KB, not 8 KB. A byte a reading was too coarse: 1/510 of the range is most of that 1 %,
 # and a noiseless cycle held after a fault stayed surprising.
 CHUNK: Final = 64
-BITS: Final = 12  # of a code: at most 16 - 7, so that one spans two bytes at most
+# A code spans two bytes at most when BITS + 8 - gcd(BITS, 8) <= 16: 12 and 10 do, 11 not.
+BITS: Final = 12
 CODES: Final = (1 << BITS) - 1  # steps of a chunk's range
 CHUNK_BYTES: Final = CHUNK * BITS // 8
 CYCLE_CHECK: Final = 256  # readings between two looks for a period
@@ -179,8 +180,8 @@ def _zeros(n: int) -> array[float]:
 
 def _coded(values: Any) -> tuple[float, float, bytes]:
     """CHUNK float32 ``values`` as codes of BITS bits: (lo, step, codes), lo and step
-    float32, a value read back as ``lo + code * step`` (``History``); code i is bits
-    ``i * BITS`` on of the little-endian bit string ``codes``."""
+    float32, a value read back as ``lo + code * step`` (``History``); code i is the BITS
+    bits from bit ``i * BITS`` of ``codes``, read as one little-endian bit string."""
     lo = math.inf
     hi = -math.inf
     for i in range(CHUNK):
@@ -633,7 +634,7 @@ def _in_intervals(intervals: float, seconds: float, interval: float) -> float:
 class History:
     """A channel's last HISTORY raw readings (less its offset), a ring whose next reading
     goes to ``pos``: the chunk of CHUNK being written as float32 (``open``), every chunk
-    before it 12 bits a reading (``codes``, ``scales``: lo and step of each chunk). Until the
+    before it BITS a reading (``codes``, ``scales``: lo and step of each chunk). Until the
     ring is full, ``pos == count`` and ``codes`` holds the chunks written so far: a young
     stream holds what it has read. In a full ring the open chunk's slots from ``pos`` on
     still hold the readings of HISTORY ago, in their old codes."""
@@ -666,7 +667,7 @@ class History:
         """The open chunk is full: into codes, in its place in the ring."""
         lo, step, codes = _coded(self.open)
         start = self.pos & ~(CHUNK - 1)
-        at = start * 3 // 2
+        at = start * BITS // 8
         if at == len(self.codes):  # the ring is still filling: it grows, exactly
             self.codes = self.codes + codes
             self.scales = self.scales + array("f", [lo, step])
