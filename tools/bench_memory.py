@@ -227,7 +227,7 @@ def main() -> int:
     parser.add_argument("--feed-max", type=int, default=10_000)
     parser.add_argument("--tracemalloc", action="store_true", help="also: heap, smallest N")
     parser.add_argument("--compare", action="store_true", help="largest fed N also restored")
-    parser.add_argument("--breakdown", action="store_true", help="also: bytes by object, smallest N")
+    parser.add_argument("--breakdown", action="store_true", help="also: bytes by kind, smallest N")
     parser.add_argument("--out", type=Path, default=Path("bench_memory.json"))
     parser.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()

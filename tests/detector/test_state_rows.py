@@ -228,9 +228,7 @@ def test_a_warm_stream_holds_under_9_5_kib_and_a_young_one_less(model: StepModel
 
 @pytest.mark.parametrize("n", [1, 63, 64, 65, 1000, 2047, 2048, 2049, 2100, 5000])
 @pytest.mark.parametrize("which", ["python", "compiled"])
-def test_the_coded_history_reads_back_each_reading_within_half_a_step(
-    n: int, which: str
-) -> None:
+def test_the_coded_history_reads_back_each_reading_within_half_a_step(n: int, which: str) -> None:
     """Slot by slot (as the cycle reads it) and all at once (as the period search does) the
     same float64; each the reading written there within half a step of its chunk's range
     (a spike widens only its own chunk's steps), the open chunk exactly."""
