@@ -10,7 +10,10 @@ Reported per N: VmRSS (``/proc/self/status``) before the streams and after warm-
 difference per stream, and the checkpoint row (``Detector.states``, ``gateway.statecodec``)
 bytes per stream. With ``--tracemalloc`` the smallest N is also run once more under
 ``tracemalloc`` for the Python heap per stream (a row of its own: tracing makes feeding
-several times slower and its own bookkeeping would count in that run's RSS).
+several times slower and its own bookkeeping would count in that run's RSS). With
+``--breakdown`` the smallest N's run also reports where a warm stream's bytes are: the
+``sys.getsizeof`` of every object a channel holds (its history's arrays, its judges' arrays
+and objects, its statistics, asset, latch, ...) summed by kind, averaged over the streams.
 
 Feeding 2,100 readings to 100,000 streams would take most of an hour on a small box, so counts
 above ``--feed-max`` (default 10,000) are warmed by restoring the checkpoint rows of
@@ -35,8 +38,11 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from array import array
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -85,7 +91,59 @@ def fresh_detector() -> Detector:
     return detector
 
 
-def measure(n: int, readings: int, after: int, feed_max: int, trace: bool) -> dict[str, Any]:
+# The detector's objects whose attributes the breakdown follows (the compiled core's classes
+# have no ``__dict__``: their attribute names are read off the interpreted class's instances).
+_FOLLOWED = ("Channel", "History", "Stat", "Judge", "Asset", "AlertLatch")
+
+
+def _attribute_names(kind: str) -> list[str]:
+    from gateway.detector import core
+
+    latch = core.AlertLatch(1.0, 1.0, 1, 1)
+    made = {
+        "Channel": lambda: core.Channel("x", 0, core.Asset("x", latch)),
+        "History": core.History,
+        "Stat": core.Stat,
+        "Judge": lambda: core.Judge(1.0),
+        "Asset": lambda: core.Asset("x", latch),
+        "AlertLatch": lambda: latch,
+    }[kind]()
+    return list(vars(made))
+
+
+def breakdown(detector: Detector, names: list[str]) -> dict[str, float]:
+    """Bytes per stream by what holds them (``sys.getsizeof``, each object once)."""
+    engine = detector._engine
+    attrs = {kind: _attribute_names(kind) for kind in _FOLLOWED}
+    sizes: dict[str, int] = {}
+    seen: set[int] = set()
+
+    def add(key: str, obj: Any) -> None:
+        if id(obj) not in seen:
+            seen.add(id(obj))
+            sizes[key] = sizes.get(key, 0) + sys.getsizeof(obj)
+
+    def walk(obj: Any, path: str) -> None:
+        add(f"{path} ({type(obj).__name__} object)", obj)
+        for name in attrs[type(obj).__name__]:
+            value = getattr(obj, name)
+            part = f"{path}.{'judges' if name in ('short', 'mid') else name}"
+            if type(value).__name__ in _FOLLOWED:
+                walk(value, part)
+            elif isinstance(value, bytes | bytearray | str | list | dict | array | np.ndarray):
+                add(part, value)
+
+    for name in names:
+        channel = engine.channels[name]
+        walk(channel, "channel")
+        add("name (str)", name)
+    sizes["model state row (h)"] = engine.h.nbytes * len(names) // max(len(engine.h), 1)
+    return {k: round(v / len(names)) for k, v in sorted(sizes.items(), key=lambda kv: -kv[1])}
+
+
+def measure(
+    n: int, readings: int, after: int, feed_max: int, trace: bool, parts: bool = False
+) -> dict[str, Any]:
     """One count, in this process."""
     detector = fresh_detector()
     names = [f"site/line{i // 100}/sensor{i}" for i in range(n)]
@@ -127,7 +185,7 @@ def measure(n: int, readings: int, after: int, feed_max: int, trace: bool) -> di
     states = detector.states(sample)
     stream_rows = [len(v) for k, v in states.items() if not k.startswith("asset/")]
     asset_rows = [len(v) for k, v in states.items() if k.startswith("asset/")]
-    return {
+    result = {
         "streams": n,
         "streams_live": len(detector.streams),
         "warmed": "fed" if not restored_from else f"restored from {restored_from} fed",
@@ -141,15 +199,22 @@ def measure(n: int, readings: int, after: int, feed_max: int, trace: bool) -> di
         "checkpoint_asset_bytes": round(sum(asset_rows) / len(asset_rows)),
         "core": detector.core,
     }
+    if parts:
+        result["breakdown_bytes_per_stream"] = breakdown(detector, sample)
+    return result
 
 
-def child(args: argparse.Namespace, n: int, feed_max: int, trace: bool) -> dict[str, Any]:
+def child(
+    args: argparse.Namespace, n: int, feed_max: int, trace: bool, parts: bool = False
+) -> dict[str, Any]:
     command = [
         sys.executable, __file__, "--one", str(n), "--readings", str(args.readings),
         "--after", str(args.after), "--feed-max", str(feed_max),
     ]  # fmt: skip
     if trace:
         command.append("--tracemalloc")
+    if parts:
+        command.append("--breakdown")
     done = subprocess.run(command, check=True, capture_output=True, text=True, env=os.environ)
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
@@ -162,17 +227,20 @@ def main() -> int:
     parser.add_argument("--feed-max", type=int, default=10_000)
     parser.add_argument("--tracemalloc", action="store_true", help="also: heap, smallest N")
     parser.add_argument("--compare", action="store_true", help="largest fed N also restored")
+    parser.add_argument("--breakdown", action="store_true", help="also: bytes by kind, smallest N")
     parser.add_argument("--out", type=Path, default=Path("bench_memory.json"))
     parser.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        result = measure(args.one, args.readings, args.after, args.feed_max, args.tracemalloc)
+        result = measure(
+            args.one, args.readings, args.after, args.feed_max, args.tracemalloc, args.breakdown
+        )
         print(json.dumps(result))
         return 0
     counts = sorted(int(s) for s in args.streams.split(","))
     rows: list[dict[str, Any]] = []
     for n in counts:
-        rows.append(child(args, n, args.feed_max, False))
+        rows.append(child(args, n, args.feed_max, False, args.breakdown and n == counts[0]))
         print(json.dumps(rows[-1]), flush=True)
     if args.tracemalloc:
         rows.append(child(args, counts[0], args.feed_max, True))
@@ -197,6 +265,14 @@ def main() -> int:
             f"{r['rss_after_mb']:.0f} MB | {rss} | {heap} | "
             f"{r['checkpoint_bytes_per_stream']:,} B |"
         )
+    parts = next(
+        (r["breakdown_bytes_per_stream"] for r in rows if "breakdown_bytes_per_stream" in r), None
+    )
+    if parts:
+        print(f"\nwhere a warm stream's bytes are ({counts[0]:,} fed, sys.getsizeof):")
+        for key, size in parts.items():
+            print(f"  {size:>6,} B  {key}")
+        print(f"  {sum(parts.values()):>6,} B  in all")
     load = os.getloadavg()
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",

@@ -254,15 +254,15 @@ class StorageSection(Section):
 
 
 class LimitsSection(Section):
-    """How much the gateway keeps track of: every stream costs memory (about 16 KiB once warm)
-    and a checkpoint row (about 1 KB, 7.5 KB once its cycle history is full), so their number
+    """How much the gateway keeps track of: every stream costs memory (about 11 KiB once warm)
+    and a checkpoint row (about 1 KB, 4.7 KB once its cycle history is full), so their number
     is capped."""
 
     max_streams: int = Field(
         2000,
         ge=1,
         le=1_000_000,
-        description="streams scored at once (~16 KiB of memory each); a reading of a new stream past it is a dead letter",
+        description="streams scored at once (~11 KiB of memory each); a reading of a new stream past it is a dead letter",
     )
     stream_retention: Duration = Field(
         30 * 86400.0,

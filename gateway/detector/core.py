@@ -77,6 +77,7 @@ from gateway.score import score_of
 # --- constants (all counted in readings or typical intervals) ------------------------------
 
 _F32 = struct.Struct("f")
+_F32_MAX: Final = 3.4028234663852886e38
 
 BLOCK: Final = 16  # readings per block whose maximum a judge learns
 BLOCKS: Final = 64  # block maxima a judge remembers: 1,024 readings of history
@@ -126,7 +127,17 @@ HOLD_SURPRISE: Final = 4.6  # a channel this surprising (ln 100) is held at a ra
 # The cycle: a channel remembers its last HISTORY raw values and looks for a period in them.
 HISTORY: Final = 2048  # periods up to HISTORY // 2 readings are found
 FLAG_BYTES: Final = HISTORY // 8  # the fault flags of the history, a bit each
-HISTORY_START: Final = 64  # values a history holds at first; it doubles as it fills
+# The history keeps a reading in 12 bits: CHUNK readings at a time are coded against their
+# own range, lo + code * step (4,095 steps), the chunk being written in float32 until it is
+# full. A remembered reading is off by at most half a step, 1/8,190 of its chunk's range
+# (a cycle is compared to 1 % of its spread, about 1/300 of its range); 2,048 readings take
+# 3.6 KB, not 8 KB. A byte a reading was too coarse: 1/510 of the range is most of that 1 %,
+# and a noiseless cycle held after a fault stayed surprising.
+CHUNK: Final = 64
+# A code spans two bytes at most when BITS + 8 - gcd(BITS, 8) <= 16: 12 and 10 do, 11 not.
+BITS: Final = 12
+CODES: Final = (1 << BITS) - 1  # steps of a chunk's range
+CHUNK_BYTES: Final = CHUNK * BITS // 8
 CYCLE_CHECK: Final = 256  # readings between two looks for a period
 CYCLE_MIN: Final = 4  # the shortest period looked for
 CYCLE_ACF: Final = 0.5  # a period needs this autocorrelation...
@@ -168,11 +179,33 @@ def _zeros(n: int) -> array[float]:
     return array("f", [0.0]) * n
 
 
-def _grown(values: array[float]) -> array[float]:
-    """``values`` in a ring twice as large (HISTORY_START at first, HISTORY at most)."""
-    grown = _zeros(min(HISTORY, max(2 * len(values), HISTORY_START)))
-    grown[: len(values)] = values
-    return grown
+def _coded(values: Any) -> tuple[float, float, bytes]:
+    """CHUNK float32 ``values`` as codes of BITS bits: (lo, step, codes), lo and step
+    float32, a value read back as ``lo + code * step`` (``History``); code i is the BITS
+    bits from bit ``i * BITS`` of ``codes``, read as one little-endian bit string."""
+    lo = math.inf
+    hi = -math.inf
+    for i in range(CHUNK):
+        v = float(values[i])
+        lo = _min(lo, v)
+        hi = _max(hi, v)
+    step = _F32.unpack(_F32.pack(_min((hi - lo) / CODES, _F32_MAX)))[0]
+    codes = bytearray(CHUNK_BYTES + 1)  # a byte to spare: the last code may end in it
+    if step > 0.0:
+        for i in range(CHUNK):
+            code = int((float(values[i]) - lo) / step + 0.5)
+            code = (code if code <= CODES else CODES) << ((i * BITS) & 7)
+            j = (i * BITS) >> 3
+            codes[j] |= code & 0xFF
+            codes[j + 1] |= code >> 8
+    return lo, step, bytes(codes[:CHUNK_BYTES])
+
+
+def _code_at(codes: bytearray, i: int) -> int:
+    """Code ``i`` of ``_coded``'s packing (its two bytes; the next may be past the end)."""
+    j = (i * BITS) >> 3
+    pair = codes[j] | (codes[j + 1] << 8) if j + 1 < len(codes) else codes[j]
+    return (pair >> ((i * BITS) & 7)) & CODES
 
 
 def _flag(flags: Any, i: int) -> bool:
@@ -235,15 +268,22 @@ def _follow(
 # --- judging a statistic against its own healthy history -----------------------------------
 
 
+# What a judge that has learned nothing holds: never written to (``learn`` replaces them).
+_NO_MAXIMA: Final = array("f")
+_NO_SLOTS: Final = bytearray()
+
+
 class Judge:
     """Block maxima of one statistic while healthy, and the GEV fitted to them."""
 
     def __init__(self, floor: float) -> None:
         self.floor = floor
         # The remembered maxima, float32 as they are learned and saved (4 bytes a value, not
-        # a list of boxed floats): a ring of at most BLOCKS values, and the same sorted.
-        self.maxima: array[float] = array("f")
-        self.ordered: array[float] = array("f")
+        # a list of boxed floats), kept once: sorted (the fit reads them in order), with the
+        # ring slot of each, a byte (the oldest is the one in slot ``pos``). Until it learns
+        # (a relation judge of a stream alone never does) both are the shared empty ones.
+        self.ordered: array[float] = _NO_MAXIMA
+        self.slots: bytearray = _NO_SLOTS
         self.pos: int = 0
         self.block_max: float = 0.0
         self.in_block: int = 0
@@ -312,14 +352,31 @@ class Judge:
 
     def learn(self, value: float) -> None:
         value = _F32.unpack(_F32.pack(value))[0]  # kept at the precision it is saved with
-        if len(self.maxima) < BLOCKS:
-            self.maxima.append(value)
-        else:
-            old = self.maxima[self.pos]
-            self.maxima[self.pos] = value
-            del self.ordered[bisect.bisect_left(self.ordered, old)]
-        bisect.insort(self.ordered, value)
+        if not self.slots:  # its own, not the shared empty ones
+            self.ordered = array("f")
+            self.slots = bytearray()
+        elif len(self.ordered) >= BLOCKS:  # full: the oldest, in slot ``pos``, goes
+            oldest = self.slots.index(self.pos)
+            del self.ordered[oldest]
+            del self.slots[oldest]
+        at = bisect.bisect_right(self.ordered, value)
+        self.ordered.insert(at, value)
+        self.slots.insert(at, self.pos)
         self.pos = (self.pos + 1) % BLOCKS
+
+    def ring(self) -> array[float]:
+        """The remembered maxima in ring order (slot 0 first), as saved."""
+        ring = array("f", bytes(4 * len(self.ordered)))
+        for i in range(len(self.ordered)):
+            ring[self.slots[i]] = self.ordered[i]
+        return ring
+
+    def set_ring(self, ring: Any) -> None:
+        """Remember the maxima of ``ring`` (float32, slot 0 first, at most BLOCKS)."""
+        values = [float(v) for v in ring]
+        order = sorted(range(len(values)), key=values.__getitem__)
+        self.ordered = array("f", [values[i] for i in order]) if values else _NO_MAXIMA
+        self.slots = bytearray(order) if values else _NO_SLOTS
 
     def refit(self) -> None:
         """GEV by L-moments (Hosking 1985) on the remembered maxima; the tail is never fitted
@@ -376,9 +433,8 @@ class Judge:
         blocks = len(values) // BLOCK
         tail = np.asarray(values[len(values) - blocks * BLOCK :], np.float64)
         maxima = tail.reshape(blocks, BLOCK).max(axis=1)[-BLOCKS:] if blocks else tail[:0]
-        self.maxima = array("f", np.asarray(maxima, np.float32).tobytes())
-        self.ordered = array("f", sorted(self.maxima))
-        self.pos = len(self.maxima) % BLOCKS
+        self.set_ring(np.asarray(maxima, np.float32))
+        self.pos = len(self.ordered) % BLOCKS
         self.block_max = 0.0
         self.in_block = 0
         self.spoiled = False
@@ -389,7 +445,7 @@ class Judge:
         self.refit()
 
     def state(self) -> list[Any]:
-        ring = base64.b64encode(self.maxima.tobytes()).decode("ascii")
+        ring = base64.b64encode(self.ring().tobytes()).decode("ascii")
         return [ring, self.pos, self.block_max, self.in_block, self.spoiled, self.held_max,
                 self.held, self.brief, self.brief_age]  # fmt: skip
 
@@ -397,9 +453,10 @@ class Judge:
         ring = np.frombuffer(base64.b64decode(str(data[0]), validate=True), np.float32)
         if len(ring) > BLOCKS or not np.all(np.isfinite(ring)):
             raise ValueError("judge state does not fit")
-        self.maxima = array("f", ring.tobytes())
-        self.ordered = array("f", sorted(self.maxima))
+        self.set_ring(ring)
         self.pos = int(data[1]) % BLOCKS
+        if len(ring) < BLOCKS and self.pos != len(ring):  # a ring fills slot by slot
+            raise ValueError("judge state does not fit")
         self.block_max = float(data[2])
         self.in_block = int(data[3]) % BLOCK
         self.spoiled = bool(data[4])
@@ -575,6 +632,120 @@ def _in_intervals(intervals: float, seconds: float, interval: float) -> float:
 # --- one stream -----------------------------------------------------------------------------
 
 
+class History:
+    """A channel's last HISTORY raw readings (less its offset), a ring whose next reading
+    goes to ``pos``: the chunk of CHUNK being written as float32 (``open``), every chunk
+    before it BITS a reading (``codes``, ``scales``: lo and step of each chunk). Until the
+    ring is full, ``pos == count`` and ``codes`` holds the chunks written so far: a young
+    stream holds what it has read. In a full ring the open chunk's slots from ``pos`` on
+    still hold the readings of HISTORY ago, in their old codes."""
+
+    def __init__(self) -> None:
+        self.open: array[float] = array("f")
+        self.codes: bytearray = bytearray()
+        self.scales: array[float] = array("f")
+        self.pos: int = 0
+        self.count: int = 0
+
+    def __getitem__(self, i: int) -> float:
+        """The reading in slot ``i`` (float64)."""
+        into = i - (self.pos & ~(CHUNK - 1))
+        if 0 <= into < (self.pos & (CHUNK - 1)):  # written since the open chunk began
+            return float(self.open[into])
+        c = 2 * (i // CHUNK)
+        return float(self.scales[c]) + _code_at(self.codes, i) * float(self.scales[c + 1])
+
+    def add(self, value: float) -> None:
+        if not self.open:
+            self.open = _zeros(CHUNK)
+        self.open[self.pos & (CHUNK - 1)] = _clip(value, -_F32_MAX, _F32_MAX)
+        if self.pos & (CHUNK - 1) == CHUNK - 1:
+            self.close()
+        self.pos = (self.pos + 1) % HISTORY
+        self.count += 1
+
+    def close(self) -> None:
+        """The open chunk is full: into codes, in its place in the ring."""
+        lo, step, codes = _coded(self.open)
+        start = self.pos & ~(CHUNK - 1)
+        at = start * BITS // 8
+        if at == len(self.codes):  # the ring is still filling: it grows, exactly
+            self.codes = self.codes + codes
+            self.scales = self.scales + array("f", [lo, step])
+        else:
+            self.codes[at : at + CHUNK_BYTES] = codes
+            self.scales[2 * (start // CHUNK)] = lo
+            self.scales[2 * (start // CHUNK) + 1] = step
+
+    def held(self) -> int:
+        """How many readings it holds."""
+        return self.count if self.count < HISTORY else HISTORY
+
+    def coded(self) -> int:
+        """How many slots, from 0, are in ``codes``."""
+        return len(self.codes) * 8 // BITS
+
+    def values(self) -> Any:
+        """Every slot, float64, slot 0 first (``held()`` of them while filling)."""
+        n = self.held()
+        x = np.empty(n)
+        closed = self.coded()
+        scales = np.frombuffer(self.scales, np.float32).astype(np.float64)
+        bits = np.unpackbits(np.frombuffer(self.codes, np.uint8), bitorder="little")
+        codes = bits.reshape(closed, BITS).astype(np.float64) @ (2.0 ** np.arange(BITS))
+        x[:closed] = np.repeat(scales[0::2], CHUNK) + codes * np.repeat(scales[1::2], CHUNK)
+        start = self.pos & ~(CHUNK - 1)
+        written = self.pos & (CHUNK - 1)
+        x[start : start + written] = np.frombuffer(self.open, np.float32)[:written]
+        return x
+
+    def state(self) -> list[str]:
+        """The open chunk's readings, the codes and the scales, base64."""
+        written = self.pos & (CHUNK - 1)
+        return [
+            base64.b64encode(self.open[:written].tobytes()).decode("ascii"),
+            base64.b64encode(bytes(self.codes)).decode("ascii"),
+            base64.b64encode(self.scales.tobytes()).decode("ascii"),
+        ]
+
+    def load(self, pos: int, count: int, saved: Sequence[Any]) -> None:
+        """Restore ``state`` at ``pos`` and ``count``; ValueError if it does not fit."""
+        opened = base64.b64decode(str(saved[0]), validate=True)
+        codes = base64.b64decode(str(saved[1]), validate=True)
+        scales = np.frombuffer(base64.b64decode(str(saved[2]), validate=True), np.float32)
+        written = pos & (CHUNK - 1)
+        closed = HISTORY if count >= HISTORY else count - written
+        fits = len(opened) == 4 * written and len(codes) == closed * BITS // 8
+        if not fits or len(scales) != 2 * (closed // CHUNK):
+            raise ValueError("cycle state does not fit")
+        if not (np.all(np.isfinite(scales)) and np.all(scales[1::2] >= 0.0)):
+            raise ValueError("cycle state does not fit")
+        self.pos = pos
+        self.count = count
+        self.codes = bytearray(codes)
+        self.scales = array("f", scales.tobytes())
+        self.open = _zeros(CHUNK)
+        self.open[:written] = array("f", opened)
+
+    def fill(self, pos: int, count: int, values: Any) -> None:
+        """Start from float32 ``values``, slot 0 first (``held()`` of them: a row saved
+        before the history was coded), coded as if they had been read one by one."""
+        self.pos = pos
+        self.count = count
+        self.open = _zeros(CHUNK)
+        self.codes = bytearray()
+        self.scales = array("f")
+        start = pos & ~(CHUNK - 1)
+        closed = HISTORY if count >= HISTORY else start
+        for c in range(0, closed, CHUNK):
+            lo, step, codes = _coded(values[c : c + CHUNK])
+            self.codes += codes
+            self.scales.append(lo)
+            self.scales.append(step)
+        written = pos & (CHUNK - 1)
+        self.open[:written] = array("f", values[start : start + written])
+
+
 class Channel:
     """One stream's state: plain floats (per reading this is a few dozen arithmetic steps);
     only the liquid state lives in the engine's matrix, for the batched model step."""
@@ -605,18 +776,14 @@ class Channel:
         self.held: bool = False  # it raised the asset's open alert: not adapting
         # The cycle: raw values, newest at hpos - 1; the period (0: none) and when it is
         # looked for next. ``ref`` is this reading's value one (or two) cycles ago.
-        # It grows as readings come (HISTORY_START, doubling, to HISTORY): a young stream
-        # holds what it has read, not 8 KB of zeros. Until it is full, hpos == hcount.
-        self.history: array[float] = array("f")
+        self.history: History = History()
         # One bit per remembered reading (bit i % 8 of byte i // 8), set: read while held,
         # not a reference. Bits, not a byte each: 256 bytes a channel, not 2,048.
         self.faulty: bytearray = bytearray(FLAG_BYTES)
-        self.hpos: int = 0
-        self.hcount: int = 0
         self.period: float = 0.0  # readings per cycle, 0: none
         self.cycle_at: int = CYCLE_CHECK
         self.weak: int = 0  # consecutive looks at which the period looked lost
-        self.offset: float = math.nan  # history holds value - offset, in float32
+        self.offset: float = math.nan  # history holds value - offset
         self.ref: float = 0.0
         # This reading, between the scoring and the learning halves of a tick.
         self.z: float = 0.0
@@ -633,6 +800,16 @@ class Channel:
         self.band_high: float = math.nan
         self.rel_expected: float = math.nan
         self.rel_band: float = math.nan
+
+    @property
+    def hpos(self) -> int:
+        """Where the history's next reading goes."""
+        return self.history.pos
+
+    @property
+    def hcount(self) -> int:
+        """Readings remembered since the history started."""
+        return self.history.count
 
     @property
     def interval(self) -> float:
@@ -671,9 +848,7 @@ class Channel:
             self.var = self.rel_var
             self.level.reset()
             self.prediction.reset()
-        self.hpos = 0
-        self.hcount = 0
-        self.history = array("f")
+        self.history = History()
         self.faulty = bytearray(FLAG_BYTES)
         self.cycle_at = CYCLE_CHECK
         self.offset = math.nan
@@ -683,16 +858,12 @@ class Channel:
     def remember(self, value: float) -> None:
         if self.offset != self.offset:
             self.offset = value
-        if self.hpos == len(self.history):  # not yet full: room for more
-            self.history = _grown(self.history)
-        self.history[self.hpos] = value - self.offset
-        _set_flag(self.faulty, self.hpos, False)
-        self.hpos = (self.hpos + 1) % HISTORY
-        self.hcount += 1
+        _set_flag(self.faulty, self.history.pos, False)
+        self.history.add(value - self.offset)
 
     def remembers(self) -> int:
         """How many readings the history holds."""
-        return self.hcount if self.hcount < HISTORY else HISTORY
+        return self.history.held()
 
     def cycle_ref(self, value: float) -> float:
         """This phase of the cycle for ``value``: see ``cycle_value``."""
@@ -706,17 +877,18 @@ class Channel:
     def remembered(self) -> tuple[Any, Any]:
         """The remembered values, oldest first (float64, with the offset added back), and
         which of them were read during a fault (bits, as ``faulty``)."""
-        view = np.frombuffer(self.history, np.float32)
+        view = self.history.values()
         flags = np.unpackbits(np.frombuffer(self.faulty, np.uint8), bitorder="little")
         if self.hcount < HISTORY:
-            x = view[: self.hcount].astype(np.float64)
+            x = view
             f = flags[: self.hcount]
         else:
-            x = np.concatenate((view[self.hpos :], view[: self.hpos])).astype(np.float64)
+            x = np.concatenate((view[self.hpos :], view[: self.hpos]))
             f = np.concatenate((flags[self.hpos :], flags[: self.hpos]))
         return x + self.offset, np.packbits(f, bitorder="little").tobytes()
 
     def state(self, h: Any) -> dict[str, Any]:
+        history = self.history.state()
         return {
             "v": STATE_VERSION,
             "h": base64.b64encode(np.asarray(h, np.float32).tobytes()).decode("ascii"),
@@ -741,8 +913,10 @@ class Channel:
                 self.resolution,
             ],
             "s": [stat.state() for stat in self.stats()],
+            # The coded history: [open chunk, ..., fault flags, codes, scales]. Rows saved
+            # before it was coded hold the float32 readings in the first place, and 8 items.
             "c": [
-                base64.b64encode(self.history[: self.remembers()].tobytes()).decode("ascii"),
+                history[0],
                 self.hpos,
                 self.hcount,
                 self.period,
@@ -750,6 +924,8 @@ class Channel:
                 self.weak,
                 _nan_none(self.offset),
                 base64.b64encode(bytes(self.faulty)).decode("ascii"),
+                history[1],
+                history[2],
             ],
         }
 
@@ -792,23 +968,30 @@ class Channel:
         for stat, saved in zip(self.stats(), data["s"], strict=True):
             stat.load(saved)
         cycle = list(data["c"])
-        history = base64.b64decode(str(cycle[0]), validate=True)
         faulty = base64.b64decode(str(cycle[7]), validate=True)
         if len(faulty) == HISTORY:  # a byte a flag, as saved before they were bits
             old = np.frombuffer(faulty, np.uint8) != 0
             faulty = np.packbits(old, bitorder="little").tobytes()
-        if len(faulty) != FLAG_BYTES or len(cycle) != 8:
+        if len(faulty) != FLAG_BYTES or len(cycle) not in (8, 10):
             raise ValueError("cycle state does not fit")
-        self.hpos = int(cycle[1]) % HISTORY
-        self.hcount = int(cycle[2])
-        have = self.remembers()
-        # Rows saved before the history grew hold all HISTORY values, zeros past ``have``.
-        if self.hcount < 0 or len(history) not in (4 * have, 4 * HISTORY):
+        hpos = int(cycle[1]) % HISTORY
+        hcount = int(cycle[2])
+        have = hcount if hcount < HISTORY else HISTORY
+        if hcount < 0 or (have < HISTORY and hpos != hcount):
             raise ValueError("cycle state does not fit")
-        if have < HISTORY and self.hpos != self.hcount:
-            raise ValueError("cycle state does not fit")
-        self.history = _zeros(have)
-        self.history[:] = array("f", history[: 4 * have])
+        self.history = History()
+        if len(cycle) == 10:
+            self.history.load(hpos, hcount, [cycle[0], cycle[8], cycle[9]])
+        else:
+            # Saved before the history was coded: float32 readings; before it grew, all
+            # HISTORY of them, zeros past ``have``.
+            history = base64.b64decode(str(cycle[0]), validate=True)
+            if len(history) not in (4 * have, 4 * HISTORY):
+                raise ValueError("cycle state does not fit")
+            values = np.frombuffer(history[: 4 * have], np.float32)
+            if not np.all(np.isfinite(values)):
+                raise ValueError("cycle state does not fit")
+            self.history.fill(hpos, hcount, values)
         self.faulty = bytearray(faulty)
         self.period = float(cycle[3])
         self.cycle_at = int(cycle[4])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from gateway.detector.core import BLOCK, BLOCKS, BRIEF_BLOCKS, Judge
 
@@ -85,3 +86,31 @@ def test_state_saved_before_brief_learning_loads() -> None:
     restored.load(old)
     assert restored.surprise(PEAK) == judge.surprise(PEAK)
     assert (restored.held, restored.brief) == (0, 0.0)
+
+
+@pytest.mark.parametrize("which", ["python", "compiled"])
+def test_judges_keep_their_maxima_once_and_in_the_order_they_came(which: str) -> None:
+    """Sorted, with the ring slot of each (#16 item 4): the oldest goes first, the ring is
+    saved in slot order, and judges that learned nothing share one empty pair."""
+    from gateway.detector import engine
+
+    core = engine.core_module(which)
+    rng = np.random.default_rng(5)
+    judge, idle = core.Judge(0.0), core.Judge(0.0)
+    learned = [float(np.float32(v)) for v in rng.uniform(0.0, 10.0, BLOCKS + 20)]
+    for v in learned:
+        judge.learn(v)
+    ring = learned[-BLOCKS:]
+    ring = ring[-(BLOCKS + 20) % BLOCKS :] + ring[: -(BLOCKS + 20) % BLOCKS]
+    assert list(judge.ring()) == ring  # slot i holds the maximum learned at i mod BLOCKS
+    assert list(judge.ordered) == sorted(learned[-BLOCKS:])
+    assert len(idle.ordered) == 0 and idle.ordered is core.Judge(1.0).ordered
+    assert judge.ordered is not idle.ordered and judge.slots is not idle.slots
+    again = core.Judge(0.0)
+    again.load(judge.state())
+    assert list(again.ordered) == list(judge.ordered) and list(again.ring()) == ring
+    empty = core.Judge(0.0)
+    empty.load(idle.state())
+    assert empty.ordered is idle.ordered  # restored empty: still the shared pair
+    empty.learn(1.5)
+    assert list(empty.ordered) == [1.5] and len(idle.ordered) == 0

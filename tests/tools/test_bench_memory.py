@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from array import array
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -15,7 +16,7 @@ def test_the_script_warms_fed_and_restored_streams_and_writes_its_report(
 ) -> None:
     out = tmp_path / "m.json"
     args = ["--streams", "30,250", "--readings", "120", "--after", "5", "--feed-max", "100",
-            "--tracemalloc", "--compare", "--out", str(out)]  # fmt: skip
+            "--tracemalloc", "--compare", "--breakdown", "--out", str(out)]  # fmt: skip
     done = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "bench_memory.py"), *args],
         capture_output=True, text=True, timeout=600, check=False, cwd=ROOT,
@@ -34,3 +35,10 @@ def test_the_script_warms_fed_and_restored_streams_and_writes_its_report(
     # holds its 128-value history and its judges at least.
     assert [r["heap_bytes_per_stream"] is None for r in rows] == [True, True, False, True]
     assert rows[2]["heap_bytes_per_stream"] > 1000
+    # The smallest count says where its bytes are: 120 readings are one coded chunk of 64
+    # (12 bits each) and 56 in the open chunk, float32.
+    parts = rows[0]["breakdown_bytes_per_stream"]
+    assert parts["channel.history.codes"] == sys.getsizeof(bytearray(64 * 12 // 8))
+    assert parts["channel.history.open"] == sys.getsizeof(array("f", [0.0]) * 64)
+    assert "where a warm stream's bytes are" in done.stdout
+    assert all("breakdown_bytes_per_stream" not in r for r in rows[1:])
