@@ -110,7 +110,8 @@ def test_rows_with_the_float32_history_load_and_score_as_before(
 ) -> None:
     """A warm stream saved with its 2,048 readings as float32 (and fault flags set while it
     was held): its readings are coded, all else is the same to the bit, and it scores the
-    next 300 readings as the gateway that saved it did, but for the coding's error."""
+    next 300 readings as the gateway that saved it did, but for the coding's error (and the
+    detector's changes since)."""
     old, text, binary = old_rows(FLOAT_ROWS)
     after = json.loads(FLOAT_ROWS.read_text())["scored_after"]
     assert old["c"][2] > pycore.HISTORY and len(old["c"]) == 8
@@ -126,8 +127,13 @@ def test_rows_with_the_float32_history_load_and_score_as_before(
         assert new == old
         scored.append(feed_values(d, 2200, 300))
     assert scored[0] == scored[1]
-    alerts = [r.alert for r in scored[0]]
-    assert alerts == [a for _, a, _ in after]
+    # The same alert changes, each within a few readings: the detector's arithmetic has
+    # moved on since 909a366 (#17: cycles that disagree are arbitrated), not only the coding.
+    alerts = np.array([r.alert for r in scored[0]], int)
+    recorded = np.array([a for _, a, _ in after], int)
+    changes, changes_then = np.flatnonzero(np.diff(alerts)), np.flatnonzero(np.diff(recorded))
+    assert len(changes) == len(changes_then) and len(changes) > 0
+    assert np.all(np.abs(changes - changes_then) <= 3)
     expected = np.array([r.expected for r in scored[0]], np.float64)
     before = np.array([e for _, _, e in after], np.float64)
     # The cycle spans 20; a reference is the nearest of a few coded readings, so it moves
