@@ -1189,6 +1189,12 @@ def baseline_residuals(x: Any, halflife: float) -> Any:
     return out[1:]
 
 
+def mean_square(r: Any) -> float:
+    """The mean square of ``r`` about its median."""
+    d = r - float(np.median(r))
+    return float(np.mean(d * d))
+
+
 def robust_mean_var(r: Any) -> tuple[float, float]:
     """Median and (1.4826 MAD)^2: what a stretch of residuals says about its baseline, not
     moved by the odd spike in it."""
@@ -1851,9 +1857,11 @@ class Engine:
                 c.weak = 0
                 if period == 0.0 or abs(period - c.period) <= 1.0:
                     return
-                # A clearly better cycle replaces the current one.
-                _, now = robust_mean_var(cycle_fit(x, flags, c.period))
-                _, new = robust_mean_var(cycle_fit(x, flags, period))
+                # A clearly better cycle replaces the current one. (By the mean square: a
+                # noiseless pattern of flat stretches leaves most residuals at exactly 0 under
+                # either period, and their median absolute size cannot tell them apart.)
+                now = mean_square(cycle_fit(x, flags, c.period))
+                new = mean_square(cycle_fit(x, flags, period))
                 if new < CYCLE_GAIN * now:
                     self.use_cycle(c, x, flags, period)
                 return
